@@ -1,0 +1,142 @@
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+"""Docker SDK helpers shared by tenfold's modules: the edge where pool plans meet the engine."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+try:
+    import docker
+    from docker.errors import DockerException, ImageNotFound, NotFound
+
+    HAS_DOCKER = True
+    DOCKER_IMPORT_ERROR = ""
+except ImportError as exc:  # pragma: no cover - reported through the module
+    HAS_DOCKER = False
+    DOCKER_IMPORT_ERROR = str(exc)
+    DockerException = ImageNotFound = NotFound = Exception
+
+from ansible.module_utils.tenfold_pool import (
+    LABEL_CONFIG,
+    LABEL_POOL,
+    LABEL_REPLICA,
+    LABEL_STACK,
+    PoolError,
+    PoolSpec,
+    Replica,
+)
+
+
+class EngineError(PoolError):
+    """The Docker engine refused or failed an operation."""
+
+
+def client(docker_host: str | None = None) -> Any:
+    """A connected Docker client, or an EngineError that says how to fix the connection."""
+    if not HAS_DOCKER:
+        raise EngineError(
+            "the Docker SDK for Python is missing on the target host ("
+            + DOCKER_IMPORT_ERROR
+            + "): install the 'docker' package into the interpreter Ansible uses there"
+        )
+    try:
+        if docker_host:
+            cli = docker.DockerClient(base_url=docker_host, version="auto", timeout=60)
+        else:
+            cli = docker.from_env(version="auto", timeout=60)
+        cli.ping()
+    except DockerException as exc:
+        raise EngineError(
+            f"cannot reach the Docker engine ({docker_host or 'default socket'}): {exc}"
+        ) from exc
+    return cli
+
+
+def image_id(cli: Any, image: str) -> str:
+    try:
+        return cli.images.get(image).id
+    except ImageNotFound as exc:
+        raise EngineError(
+            f"image {image!r} is not on this Docker host: build it (ansible-playbook playbooks/images.yml) "
+            "or point the pool's image variable at one that exists"
+        ) from exc
+
+
+def pool_containers(cli: Any, stack: str, pool: str) -> list[tuple[Replica, Any]]:
+    found = cli.containers.list(
+        all=True, filters={"label": [f"{LABEL_STACK}={stack}", f"{LABEL_POOL}={pool}"]}
+    )
+    result = []
+    for container in found:
+        labels = container.labels or {}
+        try:
+            index = int(labels.get(LABEL_REPLICA, "0"))
+        except ValueError:
+            index = 0
+        replica = Replica(
+            name=container.name,
+            index=index,
+            config_hash=labels.get(LABEL_CONFIG, ""),
+            running=container.status == "running",
+        )
+        result.append((replica, container))
+    return result
+
+
+def create(cli: Any, spec: PoolSpec, index: int) -> Any:
+    config = spec.container_config(index)
+    config["labels"] = {**config["labels"], LABEL_CONFIG: spec.config_hash(index)}
+    try:
+        container = cli.containers.create(**config)
+        container.start()
+    except DockerException as exc:
+        raise EngineError(f"could not start {config['name']}: {exc}") from exc
+    return container
+
+
+def remove(container: Any, stop_timeout: int) -> None:
+    """Graceful stop (SIGTERM, then SIGKILL after stop_timeout), then remove."""
+    try:
+        if container.status == "running":
+            container.stop(timeout=stop_timeout)
+        container.remove(v=True, force=True)
+    except NotFound:
+        return
+    except DockerException as exc:
+        raise EngineError(f"could not remove {container.name}: {exc}") from exc
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_healthy(container: Any, url: str, timeout: float) -> str | None:
+    """Wait until `url` answers 200. Returns None when healthy, else why not (with the log tail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if http_ok(url):
+            return None
+        container.reload()
+        if container.status not in ("running", "created", "restarting"):
+            return f"{container.name} stopped ({container.status}); last log lines:\n{log_tail(container)}"
+        if time.monotonic() >= deadline:
+            return (
+                f"{container.name} did not answer {url} with 200 within {timeout:g}s; "
+                f"last log lines:\n{log_tail(container)}"
+            )
+        time.sleep(0.2)
+
+
+def log_tail(container: Any, lines: int = 20) -> str:
+    try:
+        return container.logs(tail=lines).decode("utf-8", "replace").rstrip()
+    except DockerException:
+        return "(no logs)"

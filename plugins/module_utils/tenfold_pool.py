@@ -1,0 +1,204 @@
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+"""Pure logic for app pools: names, labels, the container spec and the reconcile plan.
+
+Nothing here talks to Docker, so the unit tests exercise it directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+LABEL_STACK = "tenfold.stack"
+LABEL_POOL = "tenfold.pool"
+LABEL_REPLICA = "tenfold.replica"
+LABEL_CONFIG = "tenfold.config-hash"
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+class PoolError(ValueError):
+    """A pool input that cannot be acted on; the message says what to fix."""
+
+
+def check_name(kind: str, value: str) -> str:
+    """Stack and pool names end up in container names, labels and paths: keep them plain."""
+    if not _NAME_RE.match(value or ""):
+        raise PoolError(
+            f"{kind} {value!r} is not a valid name: use lowercase letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit (at most 63 characters)"
+        )
+    return value
+
+
+def parse_memory(value: str | int) -> int:
+    """'512m' -> 536870912. Accepts b, k, m, g (case-insensitive, optional trailing 'b')."""
+    if isinstance(value, int):
+        if value <= 0:
+            raise PoolError(f"memory must be positive, got {value}")
+        return value
+    match = _MEMORY_RE.match(str(value))
+    if not match:
+        raise PoolError(f"memory {value!r} is not a size such as 512m or 1g")
+    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if size < 6 * 1024**2:
+        raise PoolError(f"memory {value!r} is below Docker's minimum of 6m")
+    return size
+
+
+def replica_name(stack: str, pool: str, index: int) -> str:
+    return f"{stack}-{pool}-{index}"
+
+
+def replica_port(port_base: int, index: int) -> int:
+    return port_base + index
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """Everything that defines a pool's containers. Its hash decides when a container is recreated."""
+
+    stack: str
+    pool: str
+    image_id: str
+    container_port: int
+    bind_address: str
+    port_base: int
+    cpus: float
+    memory: int
+    reservation_ratio: float
+    env: dict[str, str] = field(default_factory=dict)
+    network: str = ""
+    user: str = "10001"
+    restart_policy: str = "unless-stopped"
+    stop_timeout: int = 30
+
+    def config_hash(self, index: int) -> str:
+        payload = json.dumps(self.container_config(index), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def labels(self, index: int) -> dict[str, str]:
+        return {
+            LABEL_STACK: self.stack,
+            LABEL_POOL: self.pool,
+            LABEL_REPLICA: str(index),
+        }
+
+    def container_config(self, index: int) -> dict:
+        """Keyword arguments for docker-py's containers.create(), minus the config-hash label."""
+        name = replica_name(self.stack, self.pool, index)
+        env = {"INSTANCE_NAME": name, "POOL": self.pool, "PORT": str(self.container_port)}
+        env.update({str(k): str(v) for k, v in self.env.items()})
+        return {
+            "image": self.image_id,
+            "name": name,
+            "hostname": name,
+            "labels": self.labels(index),
+            "environment": env,
+            "ports": {f"{self.container_port}/tcp": (self.bind_address, replica_port(self.port_base, index))},
+            "network": self.network or None,
+            "nano_cpus": int(self.cpus * 1e9),
+            "cpu_shares": max(2, int(1024 * self.cpus * self.reservation_ratio)),
+            "mem_limit": self.memory,
+            "mem_reservation": int(self.memory * self.reservation_ratio),
+            "memswap_limit": self.memory,
+            "pids_limit": 256,
+            "user": self.user,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges:true"],
+            "read_only": True,
+            "tmpfs": {"/tmp": "rw,nosuid,nodev,size=64m"},
+            "init": True,
+            "restart_policy": {"Name": self.restart_policy}
+            if self.restart_policy != "on-failure"
+            else {"Name": "on-failure", "MaximumRetryCount": 5},
+            "stop_signal": "SIGTERM",
+            "stop_timeout": self.stop_timeout,
+            "healthcheck": {
+                "test": ["CMD", "/usr/local/bin/healthcheck"],
+                "interval": 10 * 10**9,
+                "timeout": 3 * 10**9,
+                "retries": 3,
+                "start_period": 5 * 10**9,
+            },
+            "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
+        }
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A container of the pool as Docker reports it."""
+
+    name: str
+    index: int
+    config_hash: str
+    running: bool
+
+
+@dataclass
+class Plan:
+    create: list[int] = field(default_factory=list)
+    recreate: list[int] = field(default_factory=list)
+    start: list[int] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    keep: list[int] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.create or self.recreate or self.start or self.remove)
+
+
+def plan(existing: list[Replica], replicas: int, wanted_hash: dict[int, str]) -> Plan:
+    """Decide what to do so that replicas 1..N exist, run and carry the wanted config.
+
+    Replicas above N are removed, highest index first; so are containers whose name or index does not
+    match the pool's naming (stray copies), so the pool always converges to exactly 1..N.
+    """
+    if replicas < 0:
+        raise PoolError(f"replicas must be 0 or more, got {replicas}")
+    result = Plan()
+    by_index: dict[int, Replica] = {}
+    for replica in sorted(existing, key=lambda r: (r.index, r.name)):
+        if 1 <= replica.index <= replicas and replica.index not in by_index:
+            by_index[replica.index] = replica
+        else:
+            result.remove.append(replica.name)
+    result.remove.sort(key=lambda n: _index_of(n, existing), reverse=True)
+    for index in range(1, replicas + 1):
+        current = by_index.get(index)
+        if current is None:
+            result.create.append(index)
+        elif current.config_hash != wanted_hash[index]:
+            result.recreate.append(index)
+        elif not current.running:
+            result.start.append(index)
+        else:
+            result.keep.append(index)
+    return result
+
+
+def _index_of(name: str, existing: list[Replica]) -> int:
+    for replica in existing:
+        if replica.name == name:
+            return replica.index
+    return 0
+
+
+def member(spec: PoolSpec, index: int, address: str) -> dict:
+    """How the load balancer reaches replica `index` (address: where its port is reachable)."""
+    return {
+        "name": replica_name(spec.stack, spec.pool, index),
+        "replica": index,
+        "address": address,
+        "port": replica_port(spec.port_base, index),
+    }
+
+
+def probe_address(bind_address: str) -> str:
+    """The address that reaches a port published on bind_address from the Docker host itself."""
+    return "127.0.0.1" if bind_address in ("0.0.0.0", "") else bind_address

@@ -1,0 +1,369 @@
+#!/usr/bin/python
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: tenfold_pool
+short_description: Reconcile a pool of app containers to a number of healthy replicas
+description:
+  - Makes replicas C(1..replicas) of a pool exist and run with the wanted configuration on a Docker host,
+    and removes replicas above that number (highest index first, stopped gracefully).
+  - Replica C(i) is the container C(<stack>-<pool>-<i>), labelled C(tenfold.stack), C(tenfold.pool) and
+    C(tenfold.replica), publishing its port on O(bind_address):O(port_base)+C(i).
+  - A new or recreated replica counts only once its health endpoint answers 200. If it does not within
+    O(health_timeout), the replicas this run created are removed, a recreated replica's previous container is
+    put back, and the module fails with the replica's last log lines. The pool is then as it was.
+  - A replica is recreated when its configuration (image ID, limits, environment, ports...) changes.
+  - Each container gets CPU and memory limits, reservations at O(reservation_ratio) of the limits (memory
+    reservation and a CPU-shares weight), a healthcheck, a restart policy, a read-only root filesystem, all
+    capabilities dropped and no-new-privileges.
+version_added: "0.1.0"
+author: tenfold contributors
+options:
+  stack:
+    description: Name of the stack; prefixes container names and is stored in the C(tenfold.stack) label.
+    type: str
+    required: true
+  pool:
+    description: Name of the pool, for example C(frontend) or C(backend).
+    type: str
+    required: true
+  replicas:
+    description: How many replicas the pool must have. C(0) removes them all.
+    type: int
+    required: true
+  image:
+    description: Image of the app. Must already be on the Docker host.
+    type: str
+    required: true
+  port_base:
+    description: Replica C(i) publishes its port on O(port_base)+C(i).
+    type: int
+    required: true
+  container_port:
+    description: Port the app listens on inside the container.
+    type: int
+    default: 8080
+  bind_address:
+    description: Host address the replicas' ports are published on.
+    type: str
+    default: 127.0.0.1
+  advertise_address:
+    description:
+      - Address the load balancer uses to reach the replicas, returned in RV(members).
+      - Defaults to O(bind_address), or C(127.0.0.1) when that is C(0.0.0.0).
+    type: str
+  network:
+    description: Docker network the replicas join. It must exist.
+    type: str
+  cpus:
+    description: CPU limit of each replica, in cores.
+    type: float
+    default: 1.0
+  memory:
+    description: Memory limit of each replica, such as C(512m) or C(1g).
+    type: str
+    default: 512m
+  reservation_ratio:
+    description: Reservations as a share of the limits (memory reservation and CPU-shares weight).
+    type: float
+    default: 0.5
+  env:
+    description: Extra environment variables for the app.
+    type: dict
+    default: {}
+  user:
+    description: User the app runs as inside the container.
+    type: str
+    default: "10001"
+  restart_policy:
+    description: Docker restart policy of the replicas.
+    type: str
+    default: unless-stopped
+    choices: [no, on-failure, always, unless-stopped]
+  health_path:
+    description: HTTP path that answers 200 when a replica is ready to serve.
+    type: str
+    default: /health
+  health_timeout:
+    description: Seconds a new replica has to become healthy.
+    type: int
+    default: 60
+  stop_timeout:
+    description: Seconds a replica has to finish in-flight requests after SIGTERM before it is killed.
+    type: int
+    default: 30
+  docker_host:
+    description: Docker engine to talk to; the environment's (C(DOCKER_HOST) or the local socket) by default.
+    type: str
+requirements:
+  - docker (the Docker SDK for Python) on the target host
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+notes:
+  - Scale-down through this module alone does not drain; C(scale.yml) takes replicas out of the load balancer
+    and drains them before it calls this module with the smaller number.
+"""
+
+EXAMPLES = r"""
+- name: Run three backend replicas
+  tenfold_pool:
+    stack: tenfold
+    pool: backend
+    replicas: 3
+    image: tenfold/backend:local
+    port_base: 18200
+    memory: 1g
+    env:
+      MAX_CONCURRENCY: "32"
+  register: backend
+
+- name: Show where nginx reaches them
+  ansible.builtin.debug:
+    msg: "{{ backend.members | map(attribute='port') | list }}"
+"""
+
+RETURN = r"""
+members:
+  description: The replicas of the pool after the run, in index order, as the load balancer reaches them.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "tenfold-backend-1", "replica": 1, "address": "127.0.0.1", "port": 18201}]
+created:
+  description: Names of the replicas this run created.
+  returned: always
+  type: list
+  elements: str
+recreated:
+  description: Names of the replicas recreated because their configuration changed.
+  returned: always
+  type: list
+  elements: str
+started:
+  description: Names of existing replicas that were stopped and have been started.
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: Names of the containers removed (replicas above the wanted number, or strays).
+  returned: always
+  type: list
+  elements: str
+replicas:
+  description: Number of replicas after the run.
+  returned: always
+  type: int
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.tenfold_docker import (
+    client,
+    create,
+    image_id,
+    pool_containers,
+    remove,
+    wait_healthy,
+)
+from ansible.module_utils.tenfold_pool import (
+    PoolError,
+    PoolSpec,
+    check_name,
+    member,
+    parse_memory,
+    plan,
+    probe_address,
+    replica_name,
+    replica_port,
+)
+
+
+def argument_spec() -> dict:
+    return {
+        "stack": {"type": "str", "required": True},
+        "pool": {"type": "str", "required": True},
+        "replicas": {"type": "int", "required": True},
+        "image": {"type": "str", "required": True},
+        "port_base": {"type": "int", "required": True},
+        "container_port": {"type": "int", "default": 8080},
+        "bind_address": {"type": "str", "default": "127.0.0.1"},
+        "advertise_address": {"type": "str"},
+        "network": {"type": "str"},
+        "cpus": {"type": "float", "default": 1.0},
+        "memory": {"type": "str", "default": "512m"},
+        "reservation_ratio": {"type": "float", "default": 0.5},
+        "env": {"type": "dict", "default": {}},
+        "user": {"type": "str", "default": "10001"},
+        "restart_policy": {
+            "type": "str",
+            "default": "unless-stopped",
+            "choices": ["no", "on-failure", "always", "unless-stopped"],
+        },
+        "health_path": {"type": "str", "default": "/health"},
+        "health_timeout": {"type": "int", "default": 60},
+        "stop_timeout": {"type": "int", "default": 30},
+        "docker_host": {"type": "str"},
+    }
+
+
+def build_spec(params: dict, resolved_image: str) -> PoolSpec:
+    check_name("stack", params["stack"])
+    check_name("pool", params["pool"])
+    if params["replicas"] < 0:
+        raise PoolError(f"replicas must be 0 or more, got {params['replicas']}")
+    if not 0 < params["cpus"] <= 64:
+        raise PoolError(f"cpus must be more than 0 and at most 64, got {params['cpus']}")
+    if not 0 < params["reservation_ratio"] <= 1:
+        raise PoolError(f"reservation_ratio must be in (0, 1], got {params['reservation_ratio']}")
+    for key in ("port_base", "container_port"):
+        if not 1 <= params[key] <= 65535:
+            raise PoolError(f"{key} must be a port number (1-65535), got {params[key]}")
+    if params["port_base"] + params["replicas"] > 65535:
+        raise PoolError(
+            f"port_base {params['port_base']} + replicas {params['replicas']} runs past port 65535"
+        )
+    return PoolSpec(
+        stack=params["stack"],
+        pool=params["pool"],
+        image_id=resolved_image,
+        container_port=params["container_port"],
+        bind_address=params["bind_address"],
+        port_base=params["port_base"],
+        cpus=params["cpus"],
+        memory=parse_memory(params["memory"]),
+        reservation_ratio=params["reservation_ratio"],
+        env=params["env"],
+        network=params["network"] or "",
+        user=params["user"],
+        restart_policy=params["restart_policy"],
+        stop_timeout=params["stop_timeout"],
+    )
+
+
+class PoolReconciler:
+    """Carries out a plan against the engine, undoing its own work when a replica is not healthy."""
+
+    def __init__(self, module: AnsibleModule, cli: Any, spec: PoolSpec) -> None:
+        self.module = module
+        self.cli = cli
+        self.spec = spec
+        self.probe = probe_address(spec.bind_address)
+        self.result: dict[str, list[str]] = {"created": [], "recreated": [], "started": [], "removed": []}
+
+    def health_url(self, index: int) -> str:
+        port = replica_port(self.spec.port_base, index)
+        return f"http://{self.probe}:{port}{self.module.params['health_path']}"
+
+    def gate(self, container: Any, index: int) -> str | None:
+        return wait_healthy(container, self.health_url(index), self.module.params["health_timeout"])
+
+    def create_all(self, indexes: list[int]) -> None:
+        """Start the new replicas together, then gate each; on a failure remove every one of them."""
+        started = []
+        try:
+            for index in indexes:
+                started.append(create(self.cli, self.spec, index))
+            for container, index in zip(started, indexes, strict=True):
+                problem = self.gate(container, index)
+                if problem:
+                    raise PoolError(f"new replica never became healthy: {problem}")
+        except PoolError:
+            for container in started:
+                remove(container, stop_timeout=5)
+            raise
+        self.result["created"].extend(c.name for c in started)
+
+    def recreate(self, index: int, old: Any) -> None:
+        """Replace one replica; if the replacement is unhealthy, put the previous container back."""
+        name = replica_name(self.spec.stack, self.spec.pool, index)
+        parked = f"{name}-previous"
+        old.rename(parked)
+        old.stop(timeout=self.spec.stop_timeout)
+        new = None
+        try:
+            new = create(self.cli, self.spec, index)
+            problem = self.gate(new, index)
+            if problem:
+                raise PoolError(f"replacement replica never became healthy: {problem}")
+        except PoolError:
+            if new is not None:
+                remove(new, stop_timeout=5)
+            old.rename(name)
+            old.start()
+            raise
+        remove(old, stop_timeout=self.spec.stop_timeout)
+        self.result["recreated"].append(name)
+
+    def start(self, index: int, container: Any) -> None:
+        container.start()
+        problem = self.gate(container, index)
+        if problem:
+            raise PoolError(f"replica did not come back healthy: {problem}")
+        self.result["started"].append(container.name)
+
+
+def run(module: AnsibleModule) -> dict:
+    params = module.params
+    cli = client(params["docker_host"])
+    spec = build_spec(params, image_id(cli, params["image"]) if params["replicas"] > 0 else "")
+    found = pool_containers(cli, spec.stack, spec.pool)
+    containers = {replica.name: container for replica, container in found}
+    by_index = {replica.index: container for replica, container in found}
+    wanted = {i: spec.config_hash(i) for i in range(1, params["replicas"] + 1)}
+    todo = plan([replica for replica, _ in found], params["replicas"], wanted)
+
+    before = [replica.name for replica, _ in sorted(found, key=lambda pair: (pair[0].index, pair[0].name))]
+    after = [replica_name(spec.stack, spec.pool, i) for i in range(1, params["replicas"] + 1)]
+    advertise = params["advertise_address"] or probe_address(spec.bind_address)
+    result: dict[str, Any] = {
+        "changed": todo.changed,
+        "created": [replica_name(spec.stack, spec.pool, i) for i in todo.create],
+        "recreated": [replica_name(spec.stack, spec.pool, i) for i in todo.recreate],
+        "started": [replica_name(spec.stack, spec.pool, i) for i in todo.start],
+        "removed": list(todo.remove),
+        "replicas": params["replicas"],
+        "members": [member(spec, i, advertise) for i in range(1, params["replicas"] + 1)],
+    }
+    if module._diff:
+        result["diff"] = {
+            "before_header": f"{spec.stack}/{spec.pool}",
+            "after_header": f"{spec.stack}/{spec.pool}",
+            "before": "\n".join(before) + "\n",
+            "after": "\n".join(after) + "\n",
+        }
+    if module.check_mode or not todo.changed:
+        return result
+
+    work = PoolReconciler(module, cli, spec)
+    for name in todo.remove:
+        remove(containers[name], spec.stop_timeout)
+        work.result["removed"].append(name)
+    for index in todo.start:
+        work.start(index, by_index[index])
+    for index in todo.recreate:
+        work.recreate(index, by_index[index])
+    if todo.create:
+        work.create_all(todo.create)
+    result.update(work.result)
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        result = run(module)
+    except PoolError as exc:
+        module.fail_json(msg=f"{module.params['stack']}/{module.params['pool']}: {exc}")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The pool reconcile plan and container spec: pure logic, no Docker."""
+
+import pytest
+import tenfold_pool as tp
+
+
+def spec(**overrides):
+    values = {
+        "stack": "s",
+        "pool": "backend",
+        "image_id": "sha256:abc",
+        "container_port": 8080,
+        "bind_address": "127.0.0.1",
+        "port_base": 18200,
+        "cpus": 1.0,
+        "memory": tp.parse_memory("1g"),
+        "reservation_ratio": 0.5,
+    }
+    values.update(overrides)
+    return tp.PoolSpec(**values)
+
+
+def replica(index, config_hash="h", running=True, name=None):
+    return tp.Replica(
+        name=name or f"s-backend-{index}", index=index, config_hash=config_hash, running=running
+    )
+
+
+def test_empty_pool_creates_every_replica():
+    result = tp.plan([], 3, {1: "h", 2: "h", 3: "h"})
+    assert result.create == [1, 2, 3]
+    assert result.changed
+
+
+def test_converged_pool_plans_nothing():
+    result = tp.plan([replica(1), replica(2), replica(3)], 3, {1: "h", 2: "h", 3: "h"})
+    assert not result.changed
+    assert result.keep == [1, 2, 3]
+
+
+def test_scale_down_removes_highest_indexes_first():
+    existing = [replica(i) for i in range(1, 8)]
+    result = tp.plan(existing, 3, {1: "h", 2: "h", 3: "h"})
+    assert result.remove == ["s-backend-7", "s-backend-6", "s-backend-5", "s-backend-4"]
+    assert result.keep == [1, 2, 3]
+
+
+def test_changed_config_recreates_only_that_replica():
+    result = tp.plan([replica(1), replica(2, "old"), replica(3)], 3, {1: "h", 2: "h", 3: "h"})
+    assert result.recreate == [2]
+    assert result.keep == [1, 3]
+
+
+def test_stopped_replica_is_started_not_recreated():
+    result = tp.plan([replica(1, running=False)], 1, {1: "h"})
+    assert result.start == [1]
+    assert not result.create
+
+
+def test_stray_duplicates_and_unnumbered_containers_are_removed():
+    existing = [replica(1), replica(1, name="s-backend-1-previous"), replica(0, name="s-backend-x")]
+    result = tp.plan(existing, 1, {1: "h"})
+    assert sorted(result.remove) == ["s-backend-1-previous", "s-backend-x"]
+
+
+def test_negative_replicas_is_an_error():
+    with pytest.raises(tp.PoolError, match="0 or more"):
+        tp.plan([], -1, {})
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("512m", 512 * 1024**2),
+        ("1g", 1024**3),
+        ("1G", 1024**3),
+        ("64mb", 64 * 1024**2),
+        ("1.5g", int(1.5 * 1024**3)),
+    ],
+)
+def test_memory_sizes_parse(text, size):
+    assert tp.parse_memory(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "lots", "512x", "-1m", "1k"])
+def test_bad_memory_sizes_are_rejected(text):
+    with pytest.raises(tp.PoolError):
+        tp.parse_memory(text)
+
+
+@pytest.mark.parametrize("name", ["", "Tenfold", "a b", "-x", "x" * 64, "a/b"])
+def test_bad_names_are_rejected(name):
+    with pytest.raises(tp.PoolError, match="not a valid name"):
+        tp.check_name("stack", name)
+
+
+def test_container_config_carries_limits_reservations_and_hardening():
+    config = spec().container_config(2)
+    assert config["name"] == "s-backend-2"
+    assert config["nano_cpus"] == 1_000_000_000
+    assert config["mem_limit"] == 1024**3
+    assert config["mem_reservation"] == 512 * 1024**2
+    assert config["cpu_shares"] == 512
+    assert config["cap_drop"] == ["ALL"]
+    assert config["security_opt"] == ["no-new-privileges:true"]
+    assert config["user"] == "10001"
+    assert config["ports"] == {"8080/tcp": ("127.0.0.1", 18202)}
+    assert config["labels"] == {"tenfold.stack": "s", "tenfold.pool": "backend", "tenfold.replica": "2"}
+    assert config["healthcheck"]["test"][0] == "CMD"
+
+
+def test_config_hash_changes_with_image_and_limits_but_not_between_runs():
+    base = spec()
+    assert base.config_hash(1) == spec().config_hash(1)
+    assert base.config_hash(1) != spec(image_id="sha256:def").config_hash(1)
+    assert base.config_hash(1) != spec(memory=tp.parse_memory("2g")).config_hash(1)
+    assert base.config_hash(1) != base.config_hash(2)
+
+
+def test_members_point_at_published_ports():
+    assert tp.member(spec(), 3, "10.0.0.5") == {
+        "name": "s-backend-3",
+        "replica": 3,
+        "address": "10.0.0.5",
+        "port": 18203,
+    }
+    assert tp.probe_address("0.0.0.0") == "127.0.0.1"
+    assert tp.probe_address("192.168.1.4") == "192.168.1.4"
