@@ -83,7 +83,7 @@ options:
     description: Docker restart policy of the replicas.
     type: str
     default: unless-stopped
-    choices: [no, on-failure, always, unless-stopped]
+    choices: ["no", on-failure, always, unless-stopped]
   health_path:
     description: HTTP path that answers 200 when a replica is ready to serve.
     type: str

@@ -1,0 +1,60 @@
+# tenfold: `make up` converges the stack on this machine's Docker engine; `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Extra arguments for ansible-playbook, e.g. make up ARGS="--check --diff".
+ARGS ?=
+MOLECULE_SCENARIOS := images app_pools tls nginx_lb
+
+.PHONY: help deps venv up down status lint test test-unit test-integration test-molecule clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+deps: ## Install the control machine's system packages (Debian; needs root)
+	@missing=""; for p in python3-venv mmdebstrap curl; do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+venv: $(BIN)/.installed ## Create the virtual environment from the pinned requirements
+
+up: deps venv ## Build the images and converge the stack (site.yml) on this machine
+	$(BIN)/ansible-playbook site.yml $(ARGS)
+
+down: venv ## Remove everything the stack created, and nothing else
+	$(BIN)/ansible-playbook playbooks/down.yml $(ARGS)
+
+lint: venv ## ruff and ansible-lint (production profile)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/ansible-lint
+
+test-unit: venv ## Unit tests (no running stack needed; template tests use the nginx image)
+	$(BIN)/pytest -q tests/unit
+
+test-integration: deps venv ## Integration tests against a stack of their own on the real Docker engine
+	$(BIN)/pytest -q tests/integration
+
+test-molecule: venv ## Each role's molecule scenario (converge, idempotence, testinfra verify)
+	@set -e; for s in $(MOLECULE_SCENARIOS); do \
+	  echo "== molecule scenario $$s"; \
+	  $(BIN)/molecule test -s $$s || { $(BIN)/molecule cleanup -s $$s >/dev/null 2>&1; exit 1; }; \
+	done
+
+test: deps venv lint test-unit test-integration test-molecule ## Everything: lint, unit, integration, molecule
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,57 @@
+"""A session-wide test stack on the real Docker engine: up before the first test, down after the last."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import docker
+import pytest
+import yaml
+from helpers import STACK_VARS, Client, playbook
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Stack:
+    name: str
+    http_port: int
+    https_port: int
+    status_port: int
+    vars: dict
+
+    def client(self, source: str = "127.0.0.1") -> Client:
+        return Client(self.https_port, source=source)
+
+    def plain_client(self, source: str = "127.0.0.1") -> Client:
+        return Client(self.http_port, source=source, tls=False)
+
+
+def stack_containers(engine: docker.DockerClient, name: str) -> list:
+    return engine.containers.list(all=True, filters={"label": f"tenfold.stack={name}"})
+
+
+@pytest.fixture(scope="session")
+def engine() -> docker.DockerClient:
+    return docker.from_env()
+
+
+@pytest.fixture(scope="session")
+def stack(engine: docker.DockerClient):
+    values = yaml.safe_load(STACK_VARS.read_text())
+    result = Stack(
+        name=values["tenfold_stack"],
+        http_port=values["nginx_lb_http_port"],
+        https_port=values["nginx_lb_https_port"],
+        status_port=values["nginx_lb_status_port"],
+        vars=values,
+    )
+    playbook("playbooks/down.yml")  # leftovers of an interrupted earlier run
+    try:
+        run = playbook("site.yml")
+        assert run.rc == 0, run.output[-6000:]
+        yield result
+    finally:
+        down = playbook("playbooks/down.yml")
+        leftovers = [c.name for c in stack_containers(engine, result.name)]
+        assert down.rc == 0 and not leftovers, down.output[-3000:] + f"\nleft behind: {leftovers}"

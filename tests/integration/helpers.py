@@ -1,0 +1,101 @@
+"""Drive a test stack: run the project's playbooks and talk HTTPS to the load balancer."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import ssl
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK_VARS = Path(__file__).resolve().parent / "stack.yml"
+BIN = ROOT / ".venv" / "bin"
+RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+@dataclass
+class Run:
+    rc: int
+    output: str
+
+    @property
+    def changed(self) -> int:
+        return sum(int(m.group(3)) for m in RECAP.finditer(self.output))
+
+    @property
+    def failed(self) -> int:
+        return sum(int(m.group(5)) for m in RECAP.finditer(self.output))
+
+
+def playbook(name: str, *args: str, vars_file: Path = STACK_VARS, timeout: int = 900) -> Run:
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+    }
+    cmd = [str(BIN / "ansible-playbook"), name, "-e", f"@{vars_file}", *args]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return Run(proc.returncode, proc.stdout + proc.stderr)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    cookies: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class Client:
+    """One HTTP(S) client with its own source address and cookie jar."""
+
+    port: int
+    source: str = "127.0.0.1"
+    tls: bool = True
+    cookies: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def get(self, path: str, timeout: float = 15.0) -> Response:
+        if self.tls:
+            conn = http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, source_address=(self.source, 0), context=self.context()
+            )
+        else:
+            conn = http.client.HTTPConnection(
+                self.host, self.port, timeout=timeout, source_address=(self.source, 0)
+            )
+        headers = {}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        try:
+            conn.request("GET", path, headers=headers)
+            raw = conn.getresponse()
+            body = raw.read()
+            set_cookies = {}
+            for key, value in raw.getheaders():
+                if key.lower() == "set-cookie":
+                    name, _, rest = value.partition("=")
+                    set_cookies[name.strip()] = rest.split(";", 1)[0]
+            self.cookies.update(set_cookies)
+            headers_out = {k.lower(): v for k, v in raw.getheaders() if k.lower() != "set-cookie"}
+            return Response(raw.status, headers_out, set_cookies, body)
+        finally:
+            conn.close()
