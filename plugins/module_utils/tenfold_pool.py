@@ -118,7 +118,6 @@ class PoolSpec:
             if self.restart_policy != "on-failure"
             else {"Name": "on-failure", "MaximumRetryCount": 5},
             "stop_signal": "SIGTERM",
-            "stop_timeout": self.stop_timeout,
             "healthcheck": {
                 "test": ["CMD", "/usr/local/bin/healthcheck"],
                 "interval": 10 * 10**9,
