@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 ARGS ?=
 MOLECULE_SCENARIOS := images app_pools tls nginx_lb
 
-.PHONY: help deps venv up down status lint test test-unit test-integration test-molecule clean
+.PHONY: help deps venv images up down lint test test-unit test-integration test-molecule clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt constraints.txt
 
 venv: $(BIN)/.installed ## Create the virtual environment from the pinned requirements
 
+images: deps venv ## Build the images only (each is rebuilt only when its sources change)
+	$(BIN)/ansible-playbook playbooks/images.yml
+
 up: deps venv ## Build the images and converge the stack (site.yml) on this machine
 	$(BIN)/ansible-playbook site.yml $(ARGS)
 
@@ -42,7 +45,7 @@ lint: venv ## ruff and ansible-lint (production profile)
 	$(BIN)/ruff format --check .
 	$(BIN)/ansible-lint
 
-test-unit: venv ## Unit tests (no running stack needed; template tests use the nginx image)
+test-unit: images ## Unit tests (no running stack; the config render tests run nginx -t in the nginx image)
 	$(BIN)/pytest -q tests/unit
 
 test-integration: deps venv ## Integration tests against a stack of their own on the real Docker engine
