@@ -8,6 +8,7 @@ Nothing here imports aiohttp, so the unit tests run without it.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 from collections import OrderedDict
@@ -51,7 +52,7 @@ def parse_ms(raw: str | None, maximum: int = 10_000) -> int:
     """The `ms` query parameter of /api/work: an integer from 0 to `maximum` (absent means 0)."""
     if raw is None or raw == "":
         return 0
-    if not raw.isdigit():
+    if not re.fullmatch(r"[0-9]{1,6}", raw):
         raise ValueError(f"ms must be an integer from 0 to {maximum}, got {raw!r}")
     value = int(raw)
     if value > maximum:
