@@ -1,0 +1,252 @@
+"""The nginx_lb role on stack mollb: the hardened LB container, its routes, TLS, headers, status and log.
+
+Changes go through nginx -t: a rejected config never reaches the running LB, an accepted one reloads it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+CONVERGE = Path(__file__).resolve().parents[1] / "converge.yml"
+NAME = "mollb-lb"
+HTTP, HTTPS, STATUS = 38180, 38543, 38181
+LIVE = Path("/etc/tenfold/mollb/nginx")
+LOGS = Path("/var/log/tenfold/mollb")
+SECURITY_HEADERS = {
+    "strict-transport-security",
+    "content-security-policy",
+    "x-frame-options",
+    "x-content-type-options",
+    "referrer-policy",
+    "permissions-policy",
+}
+
+
+def request(port: int, path: str, tls: bool = True, method: str = "GET", body: bytes | None = None):
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, headers, response.read()
+    finally:
+        conn.close()
+
+
+def inspect(host) -> dict:
+    return json.loads(host.check_output(f"docker inspect {NAME}"))[0]
+
+
+def converge(*extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "ansible-playbook"), str(CONVERGE), *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def recap_changed(output: str) -> int:
+    return sum(int(n) for n in re.findall(r"\bchanged=(\d+)", output))
+
+
+def live_config() -> dict[str, bytes]:
+    return {str(p.relative_to(LIVE)): p.read_bytes() for p in sorted(LIVE.rglob("*")) if p.is_file()}
+
+
+def master_and_workers(host) -> tuple[str, set[str]]:
+    master = host.check_output(f"docker inspect -f '{{{{.State.Pid}}}}' {NAME}")
+    workers = set(host.check_output(f"pgrep -P {master}").split())
+    return master, workers
+
+
+def test_container_runs_hardened_on_the_host_network(host):
+    info = inspect(host)
+    config = info["HostConfig"]
+    assert info["State"]["Running"] is True
+    assert config["NetworkMode"] == "host"
+    assert config["RestartPolicy"]["Name"] == "unless-stopped"
+    assert config["CapDrop"] == ["ALL"]
+    # Ports above 1024 here, so NET_BIND_SERVICE is not needed.
+    assert sorted(config["CapAdd"]) == ["CHOWN", "SETGID", "SETUID"]
+    assert "no-new-privileges:true" in config["SecurityOpt"]
+    assert info["Config"]["Labels"]["tenfold.stack"] == "mollb"
+    assert info["Config"]["Healthcheck"]["Test"][0] == "CMD"
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    assert mounts["/etc/tenfold-nginx"]["Source"] == str(LIVE) and mounts["/etc/tenfold-nginx"]["RW"] is False
+    assert mounts["/etc/tenfold-tls"]["RW"] is False
+    assert (
+        mounts["/var/log/tenfold-nginx"]["Source"] == str(LOGS)
+        and mounts["/var/log/tenfold-nginx"]["RW"] is True
+    )
+
+
+def test_container_becomes_healthy(host):
+    for _ in range(40):
+        if inspect(host)["State"].get("Health", {}).get("Status") == "healthy":
+            return
+        time.sleep(1)
+    pytest.fail(f"{NAME} never became healthy: {inspect(host)['State'].get('Health')}")
+
+
+def test_lb_answers_its_own_health_with_security_headers(host):
+    status, headers, body = request(HTTPS, "/health")
+    assert status == 200
+    assert json.loads(body)["status"] == "ok"
+    assert set(headers) >= SECURITY_HEADERS
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert int(headers["strict-transport-security"].split("max-age=")[1].split(";")[0]) >= 31536000
+    assert headers["server"] == "nginx"
+
+
+def test_plain_http_redirects_to_https(host):
+    status, headers, _ = request(HTTP, "/some/page?x=1", tls=False)
+    assert status == 301
+    assert headers["location"] == f"https://127.0.0.1:{HTTPS}/some/page?x=1"
+    assert set(headers) >= SECURITY_HEADERS
+
+
+@pytest.mark.parametrize("path", ["/", "/api/whoami", "/static/app.css"])
+def test_unreachable_pools_get_the_lbs_502_page_with_security_headers(host, path):
+    status, headers, body = request(HTTPS, path)
+    assert status == 502
+    assert b"<h1>502 Bad Gateway</h1>" in body
+    assert set(headers) >= SECURITY_HEADERS
+
+
+def test_oversized_body_gets_the_lbs_413_page(host):
+    status, headers, body = request(HTTPS, "/upload", method="POST", body=b"x" * (11 * 1024 * 1024))
+    assert status == 413
+    assert b"413 Request Entity Too Large" in body
+    assert set(headers) >= SECURITY_HEADERS
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_tls_12_and_13_are_served(host, version):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = version
+    with socket.create_connection(("127.0.0.1", HTTPS), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+        assert tls.version() == version.name.replace("v1_", "v1.")
+
+
+@pytest.mark.parametrize("flag", ["-tls1", "-tls1_1"])
+def test_tls_10_and_11_are_refused(host, flag):
+    result = host.run(
+        f"openssl s_client -connect 127.0.0.1:{HTTPS} {flag} -cipher 'ALL:@SECLEVEL=0' </dev/null"
+    )
+    assert result.rc != 0
+    assert "alert protocol version" in result.stderr + result.stdout
+
+
+def test_dhe_suite_uses_the_rfc7919_group(host):
+    result = host.run(
+        f"openssl s_client -connect 127.0.0.1:{HTTPS} -tls1_2 -cipher DHE-RSA-AES256-GCM-SHA384 </dev/null"
+    )
+    assert result.rc == 0
+    assert "Server Temp Key: DH, 2048 bits" in result.stdout
+
+
+def test_stub_status_answers_on_the_local_listener(host):
+    status, _, body = request(STATUS, "/nginx_status", tls=False)
+    assert status == 200
+    assert b"Active connections" in body
+
+
+def test_access_log_is_json_with_pool_and_upstream_fields(host):
+    marker = f"/api/whoami?marker={time.time_ns()}"
+    request(HTTPS, marker)
+    for _ in range(30):
+        log = LOGS / "access.json.log"
+        entries = (
+            [json.loads(line) for line in log.read_text().splitlines() if marker in line]
+            if log.exists()
+            else []
+        )
+        if entries:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the request never reached the access log")
+    entry = entries[-1]
+    assert entry["remote_addr"] == "127.0.0.1"
+    assert entry["pool"] == "backend"
+    assert entry["status"] == 502
+    assert entry["upstream_addr"].startswith("127.0.0.1:9")
+    for field in (
+        "time",
+        "msec",
+        "request_method",
+        "request_uri",
+        "body_bytes_sent",
+        "request_time",
+        "upstream_status",
+        "upstream_response_time",
+        "upstream_connect_time",
+        "request_id",
+    ):
+        assert field in entry
+
+
+def test_private_key_is_root_only(host):
+    key = host.file("/etc/tenfold/mollb/tls/privkey.pem")
+    assert key.mode == 0o600 and key.user == "root"
+
+
+def test_check_mode_on_the_converged_host_reports_no_changes(host):
+    run = converge("--check", "--diff")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert recap_changed(run.stdout) == 0, run.stdout[-3000:]
+
+
+def test_config_nginx_rejects_never_reaches_the_running_lb(host):
+    before, started = live_config(), inspect(host)["State"]["StartedAt"]
+    run = converge("-e", "nginx_lb_client_max_body_size=10q")
+    assert run.returncode != 0
+    assert 'nginx: [emerg] "client_max_body_size" directive invalid value' in run.stdout, run.stdout[-3000:]
+    assert live_config() == before
+    assert inspect(host)["State"]["StartedAt"] == started
+    assert request(HTTPS, "/health")[0] == 200
+
+
+def test_accepted_change_reloads_nginx_without_restarting_it(host):
+    started = inspect(host)["State"]["StartedAt"]
+    master, workers = master_and_workers(host)
+    run = converge("-e", "nginx_lb_rate_general=11")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "RUNNING HANDLER [nginx_lb : Reload nginx" in run.stdout
+    assert "rate=11r/s" in (LIVE / "nginx.conf").read_text()
+    assert inspect(host)["State"]["StartedAt"] == started
+    for _ in range(50):
+        new_master, new_workers = master_and_workers(host)
+        if new_workers and not new_workers & workers:
+            break
+        time.sleep(0.1)
+    assert new_master == master
+    assert new_workers and not new_workers & workers
+    # Back to the scenario's config; nothing else changes.
+    assert converge().returncode == 0
+    assert converge().stdout.count("changed=0") == 1
