@@ -1,0 +1,124 @@
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+"""Record every scale run as one JSON line (a notification callback: it never touches stdout)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: tenfold_scale_events
+type: notification
+short_description: Record each scale run as one JSON line in logs/scale-events.jsonl
+description:
+  - Writes one JSON object per scale run, that is per playbook that publishes C(tenfold_scale) with
+    C(ansible.builtin.set_stats) as C(scale.yml) does. The object holds the start and end time, the trigger,
+    the pools with direction and replicas from and to, the result, the failed task if any, and the duration.
+  - The monitor reads this file for its cooldown, so a restart does not reset it.
+  - A notification callback, so it works under plain C(ansible-playbook) and under ansible-runner (AWX).
+requirements:
+  - enabled in ansible.cfg (C(callbacks_enabled)) or with C(ANSIBLE_CALLBACKS_ENABLED)
+options:
+  log_path:
+    description: File the events are appended to. A relative path is taken from the playbook's directory.
+    type: path
+    default: logs/scale-events.jsonl
+    env:
+      - name: TENFOLD_SCALE_EVENTS_LOG
+    ini:
+      - section: callback_tenfold_scale_events
+        key: log_path
+"""
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from ansible.plugins.callback import CallbackBase
+
+AWX_ENV = ("AWX_JOB_ID", "JOB_ID", "AWX_HOST")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "notification"
+    CALLBACK_NAME = "tenfold_scale_events"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, display: Any = None) -> None:
+        super().__init__(display=display)
+        self._start = 0.0
+        self._playbook_dir = os.getcwd()
+        self._extra_vars: dict[str, Any] = {}
+        self._failed_task: str | None = None
+        self._failed_msg: str | None = None
+        self._unreachable = False
+
+    # --- collecting -----------------------------------------------------------------------------
+    def v2_playbook_on_start(self, playbook: Any) -> None:
+        self._start = time.time()
+        self._playbook_dir = os.path.dirname(os.path.abspath(playbook._file_name))
+
+    def v2_playbook_on_play_start(self, play: Any) -> None:
+        manager = play.get_variable_manager()
+        if manager is not None and not self._extra_vars:
+            self._extra_vars = dict(manager.extra_vars or {})
+
+    def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
+        if ignore_errors or self._failed_task:
+            return
+        self._failed_task = result.task_name or result._task.get_name()
+        self._failed_msg = str(result._result.get("msg", ""))[:500] or None
+
+    def v2_runner_on_unreachable(self, result: Any) -> None:
+        self._unreachable = True
+        if not self._failed_task:
+            self._failed_task = result.task_name or result._task.get_name()
+            self._failed_msg = str(result._result.get("msg", ""))[:500] or None
+
+    # --- writing --------------------------------------------------------------------------------
+    def v2_playbook_on_stats(self, stats: Any) -> None:
+        custom = (getattr(stats, "custom", {}) or {}).get("_run", {})
+        scale = custom.get("tenfold_scale")
+        if scale is None:
+            return  # not a scale run
+        end = time.time()
+        failed = bool(self._failed_task) or self._unreachable or any(
+            stats.summarize(host)["failures"] or stats.summarize(host)["unreachable"] for host in stats.processed
+        )
+        event = {
+            "start": _iso(self._start),
+            "end": _iso(end),
+            "duration_s": round(end - self._start, 3),
+            "trigger": self._trigger(),
+            "stack": scale.get("stack"),
+            "request": scale.get("request", {}),
+            "pools": scale.get("pools", []),
+            "result": "failed" if failed else "ok",
+            "failed_task": self._failed_task,
+            "error": self._failed_msg,
+        }
+        self._append(event)
+
+    def _trigger(self) -> str:
+        given = str(self._extra_vars.get("trigger", "") or "").strip()
+        if given:
+            return given
+        if any(os.environ.get(name) for name in AWX_ENV):
+            return "awx"
+        return "manual"
+
+    def _append(self, event: dict) -> None:
+        path = self.get_option("log_path")
+        if not os.path.isabs(path):
+            path = os.path.join(self._playbook_dir, path)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(event, sort_keys=True) + "\n")
+        except OSError as exc:
+            self._display.warning(f"tenfold_scale_events: could not write {path}: {exc}")

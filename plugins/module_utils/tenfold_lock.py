@@ -1,0 +1,156 @@
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+"""A run lock: one scale run at a time per stack, and a lock left by a killed run is recovered.
+
+The lock is a file created with O_EXCL that names its owner: the ansible-playbook process (pid, its start
+time from /proc so a reused pid is not mistaken for the owner, and the host). A lock whose owner on this
+host is gone is stale and taken over; one whose owner is alive makes the caller wait, up to a bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+
+class LockError(RuntimeError):
+    """The lock could not be had; the message says who holds it."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    pid: int
+    start_ticks: int
+    host: str
+    since: float
+    run: str = ""
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+        return f"pid {self.pid} on {self.host} since {when}" + (f" ({self.run})" if self.run else "")
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: fields are counted after the last ')'.
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[19])
+
+
+def owner_for(pid: int, run: str = "") -> Owner:
+    ticks = process_start_ticks(pid)
+    if ticks is None:
+        raise LockError(f"process {pid} does not exist")
+    return Owner(pid=pid, start_ticks=ticks, host=socket.gethostname(), since=time.time(), run=run)
+
+
+def is_alive(owner: Owner) -> bool:
+    if owner.host != socket.gethostname():
+        return True  # cannot tell from here: treat as held
+    return process_start_ticks(owner.pid) == owner.start_ticks
+
+
+def read_owner(path: str) -> Owner | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return Owner(**json.load(handle))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError):
+        return Owner(pid=-1, start_ticks=-1, host=socket.gethostname(), since=0.0, run="unreadable lock file")
+
+
+@dataclass
+class Outcome:
+    acquired: bool
+    recovered: Owner | None = None
+    waited: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "acquired": self.acquired,
+            "recovered_from": asdict(self.recovered) if self.recovered else None,
+            "waited_s": round(self.waited, 2),
+        }
+
+
+def acquire(
+    path: str,
+    me: Owner,
+    timeout: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Outcome:
+    """Take the lock, waiting up to `timeout` seconds for a live owner to let go."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    start = clock()
+    recovered: Owner | None = None
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = read_owner(path)
+            if holder is None:
+                continue  # released between our open and our read
+            if holder.pid == me.pid and holder.start_ticks == me.start_ticks and holder.host == me.host:
+                return Outcome(acquired=True, waited=clock() - start)  # ours already (re-entrant)
+            if not is_alive(holder):
+                _remove_if_still(path, holder)
+                recovered = holder
+                continue
+            if clock() - start >= timeout:
+                raise LockError(
+                    f"another run holds {path}: {holder.describe()}; it did not finish within {timeout:g}s. "
+                    "Try again when it has finished."
+                ) from None
+            sleep(0.5)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(asdict(me), handle)
+        return Outcome(acquired=True, recovered=recovered, waited=clock() - start)
+
+
+def release(path: str, me: Owner) -> bool:
+    """Remove the lock if it is ours. Returns whether it was."""
+    holder = read_owner(path)
+    if holder is None or (holder.pid, holder.start_ticks, holder.host) != (me.pid, me.start_ticks, me.host):
+        return False
+    os.unlink(path)
+    return True
+
+
+def _remove_if_still(path: str, holder: Owner) -> None:
+    if read_owner(path) == holder:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def playbook_pid(start: int | None = None) -> int:
+    """The ansible-playbook process this code runs under (walking up from `start`, default our parent).
+
+    A module runs a few processes below ansible-playbook; the lock must name the run, not the module.
+    """
+    pid = start or os.getppid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = [part.decode("utf-8", "replace") for part in handle.read().split(b"\0") if part]
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        if any(os.path.basename(arg) in ("ansible-playbook", "ansible-runner") for arg in argv[:2]):
+            return pid
+        pid = parent
+    raise LockError("not running under ansible-playbook: cannot tell which run would own the lock")

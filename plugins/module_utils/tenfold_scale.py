@@ -1,0 +1,124 @@
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+"""Pure logic of a scale request: which pools, and how many replicas each should end with.
+
+`scale.yml` takes `direction` + `step` (relative) or `replicas` (absolute, with `pool`). Requests past a
+pool's bounds are clamped to them, and the clamp is said; malformed requests are errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DIRECTIONS = ("up", "down")
+
+
+class ScaleRequestError(ValueError):
+    """A scale request that cannot be carried out; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    min_replicas: int
+    max_replicas: int
+
+
+@dataclass(frozen=True)
+class PoolTarget:
+    pool: str
+    current: int
+    target: int
+    clamped: bool
+    message: str
+
+    @property
+    def direction(self) -> str:
+        if self.target > self.current:
+            return "up"
+        if self.target < self.current:
+            return "down"
+        return "none"
+
+    def as_dict(self) -> dict:
+        return {
+            "pool": self.pool,
+            "current": self.current,
+            "target": self.target,
+            "direction": self.direction,
+            "clamped": self.clamped,
+            "message": self.message,
+        }
+
+
+def _as_int(name: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise ScaleRequestError(f"{name} must be a whole number, got {value!r}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if not text.lstrip("-").isdigit():
+        raise ScaleRequestError(f"{name} must be a whole number, got {value!r}")
+    return int(text)
+
+
+def parse_request(
+    pools: list[str],
+    pool: str | None,
+    direction: str | None,
+    step: object,
+    replicas: object,
+) -> tuple[list[str], str | None, int, int | None]:
+    """Validate the raw extra vars. Returns (pools, direction, step, replicas)."""
+    pool = (pool or "").strip() or None
+    direction = (direction or "").strip() or None
+    has_replicas = replicas not in (None, "")
+    if pool is not None and pool not in pools:
+        raise ScaleRequestError(f"pool={pool!r} is not a pool of this stack; choose one of {', '.join(pools)}")
+    if has_replicas and direction is not None:
+        raise ScaleRequestError("give either direction (with an optional step) or replicas, not both")
+    if has_replicas:
+        if pool is None:
+            raise ScaleRequestError("replicas needs pool: an absolute count applies to one pool")
+        count = _as_int("replicas", replicas)
+        if count < 0:
+            raise ScaleRequestError(f"replicas must be 0 or more, got {count}")
+        return [pool], None, 0, count
+    if direction is None:
+        raise ScaleRequestError("say what to do: -e direction=up|down [-e step=N], or -e pool=NAME -e replicas=N")
+    if direction not in DIRECTIONS:
+        raise ScaleRequestError(f"direction must be 'up' or 'down', got {direction!r}")
+    amount = _as_int("step", 1 if step in (None, "") else step)
+    if amount < 1:
+        raise ScaleRequestError(f"step must be 1 or more, got {amount}")
+    return ([pool] if pool else list(pools)), direction, amount, None
+
+
+def target_for(
+    pool: str,
+    current: int,
+    bounds: Bounds,
+    direction: str | None,
+    step: int,
+    replicas: int | None,
+) -> PoolTarget:
+    """The count a pool should end with, clamped to its bounds (and saying so)."""
+    if bounds.min_replicas < 0 or bounds.min_replicas > bounds.max_replicas:
+        raise ScaleRequestError(
+            f"{pool}: bounds min={bounds.min_replicas} max={bounds.max_replicas} are not a valid range"
+        )
+    if replicas is not None:
+        wanted = replicas
+    elif direction == "up":
+        wanted = current + step
+    else:
+        wanted = current - step
+    target = min(max(wanted, bounds.min_replicas), bounds.max_replicas)
+    clamped = target != wanted
+    if clamped:
+        edge = "maximum" if wanted > bounds.max_replicas else "minimum"
+        message = f"{pool}: {wanted} replicas asked, clamped to the {edge} of {target}"
+    elif target == current:
+        message = f"{pool}: already at {current} replicas"
+    else:
+        message = f"{pool}: {current} -> {target} replicas"
+    return PoolTarget(pool=pool, current=current, target=target, clamped=clamped, message=message)

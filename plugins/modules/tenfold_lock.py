@@ -1,0 +1,112 @@
+#!/usr/bin/python
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: tenfold_lock
+short_description: Hold a run lock so that only one scale run changes a stack at a time
+description:
+  - Takes or releases a lock file owned by the C(ansible-playbook) run that calls it. Run it on the control
+    machine, where every scale run of the stack starts (delegate it to C(localhost)).
+  - A second run waits up to O(timeout) seconds for the lock and then fails, naming the run that holds it.
+  - A lock whose owner has died (killed run) is recovered and reported in RV(recovered_from).
+version_added: "0.1.0"
+author: tenfold contributors
+options:
+  path:
+    description: The lock file.
+    type: path
+    required: true
+  state:
+    description: C(acquired) takes the lock (waiting if needed); C(released) gives it back if this run holds it.
+    type: str
+    default: acquired
+    choices: [acquired, released]
+  timeout:
+    description: Seconds to wait for a lock held by a live run before failing.
+    type: int
+    default: 120
+  run:
+    description: A description of this run, shown to a run that has to wait.
+    type: str
+    default: ""
+attributes:
+  check_mode:
+    support: full
+    details: In check mode the lock is neither taken nor released.
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Take the scale lock
+  tenfold_lock:
+    path: "{{ playbook_dir }}/logs/scale-tenfold.lock"
+    timeout: 120
+    run: "scale backend to 7"
+  delegate_to: localhost
+  run_once: true
+
+- name: Give it back
+  tenfold_lock:
+    path: "{{ playbook_dir }}/logs/scale-tenfold.lock"
+    state: released
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+acquired:
+  description: Whether this run holds the lock now.
+  returned: state=acquired
+  type: bool
+recovered_from:
+  description: The dead run whose lock was taken over, if any (pid, host, since, run).
+  returned: state=acquired
+  type: dict
+waited_s:
+  description: Seconds spent waiting for another run.
+  returned: state=acquired
+  type: float
+released:
+  description: Whether a lock held by this run was removed.
+  returned: state=released
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.tenfold_lock import LockError, acquire, owner_for, playbook_pid, release
+
+
+def argument_spec() -> dict:
+    return {
+        "path": {"type": "path", "required": True},
+        "state": {"type": "str", "default": "acquired", "choices": ["acquired", "released"]},
+        "timeout": {"type": "int", "default": 120},
+        "run": {"type": "str", "default": ""},
+    }
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    params = module.params
+    if module.check_mode:
+        module.exit_json(changed=False, acquired=False, released=False, recovered_from=None, waited_s=0.0)
+    try:
+        me = owner_for(playbook_pid(), run=params["run"])
+        if params["state"] == "released":
+            released = release(params["path"], me)
+            module.exit_json(changed=released, released=released)
+        outcome = acquire(params["path"], me, timeout=params["timeout"])
+    except (LockError, OSError) as exc:
+        module.fail_json(msg=f"scale lock {params['path']}: {exc}")
+    if outcome.recovered:
+        module.warn(f"recovered the lock left by a run that is gone: {outcome.recovered.describe()}")
+    module.exit_json(changed=True, **outcome.as_dict())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The scale lock: one holder at a time, bounded waits, and recovery of a lock left by a killed run."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import tenfold_lock as tl
+
+
+@pytest.fixture
+def live_process():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_free_lock_is_taken_and_released(tmp_path):
+    path = str(tmp_path / "scale.lock")
+    me = tl.owner_for(os.getpid(), run="test")
+    outcome = tl.acquire(path, me, timeout=1)
+    assert outcome.acquired and outcome.recovered is None
+    assert tl.read_owner(path) == me
+    assert tl.release(path, me)
+    assert not os.path.exists(path)
+
+
+def test_lock_held_by_a_live_run_times_out_with_its_owner_named(tmp_path, live_process):
+    path = str(tmp_path / "scale.lock")
+    tl.acquire(path, tl.owner_for(live_process.pid, run="scale backend to 7"), timeout=1)
+    clock = iter(range(100))
+    with pytest.raises(tl.LockError, match=r"pid \d+ .*scale backend to 7.*within 3s"):
+        tl.acquire(path, tl.owner_for(os.getpid()), timeout=3, sleep=lambda _: None, clock=lambda: next(clock))
+
+
+def test_lock_left_by_a_killed_run_is_recovered(tmp_path):
+    path = str(tmp_path / "scale.lock")
+    ghost = tl.Owner(pid=dead_pid(), start_ticks=1, host=tl.socket.gethostname(), since=0.0, run="killed")
+    tl.acquire(path, ghost, timeout=0)
+    me = tl.owner_for(os.getpid())
+    outcome = tl.acquire(path, me, timeout=0)
+    assert outcome.acquired and outcome.recovered == ghost
+    assert tl.read_owner(path) == me
+
+
+def test_reused_pid_is_not_mistaken_for_the_owner(tmp_path, live_process):
+    path = str(tmp_path / "scale.lock")
+    real = tl.owner_for(live_process.pid)
+    impostor = tl.Owner(pid=real.pid, start_ticks=real.start_ticks - 1, host=real.host, since=0.0)
+    tl.acquire(path, impostor, timeout=0)
+    assert tl.acquire(path, tl.owner_for(os.getpid()), timeout=0).recovered == impostor
+
+
+def test_only_the_owner_releases(tmp_path, live_process):
+    path = str(tmp_path / "scale.lock")
+    owner = tl.owner_for(live_process.pid)
+    tl.acquire(path, owner, timeout=0)
+    assert not tl.release(path, tl.owner_for(os.getpid()))
+    assert tl.read_owner(path) == owner
+
+
+def test_unreadable_lock_file_is_treated_as_stale(tmp_path):
+    path = tmp_path / "scale.lock"
+    path.write_text("{not json")
+    assert tl.acquire(str(path), tl.owner_for(os.getpid()), timeout=0).acquired
+
+
+def test_playbook_pid_fails_clearly_outside_ansible():
+    with pytest.raises(tl.LockError, match="not running under ansible-playbook"):
+        tl.playbook_pid(os.getpid())

@@ -1,0 +1,75 @@
+"""Scale requests: parsing the extra vars and the clamped target of each pool."""
+
+import pytest
+import tenfold_scale as ts
+
+POOLS = ["frontend", "backend"]
+BOUNDS = ts.Bounds(min_replicas=3, max_replicas=10)
+
+
+@pytest.mark.parametrize(
+    ("pool", "direction", "step", "replicas", "expected"),
+    [
+        (None, "up", None, None, (POOLS, "up", 1, None)),
+        ("backend", "down", "2", None, (["backend"], "down", 2, None)),
+        ("backend", None, None, "7", (["backend"], None, 0, 7)),
+        ("frontend", None, None, 4, (["frontend"], None, 0, 4)),
+    ],
+)
+def test_valid_requests_parse(pool, direction, step, replicas, expected):
+    assert ts.parse_request(POOLS, pool, direction, step, replicas) == expected
+
+
+@pytest.mark.parametrize(
+    ("pool", "direction", "step", "replicas", "message"),
+    [
+        (None, "sideways", None, None, "direction must be 'up' or 'down'"),
+        (None, "up", "0", None, "step must be 1 or more"),
+        (None, "up", "-1", None, "step must be 1 or more"),
+        (None, "up", "abc", None, "step must be a whole number"),
+        ("backend", None, None, "abc", "replicas must be a whole number"),
+        ("backend", None, None, "-1", "replicas must be 0 or more"),
+        ("unknown", "up", None, None, "not a pool of this stack"),
+        (None, None, None, "5", "replicas needs pool"),
+        (None, None, None, None, "say what to do"),
+        ("backend", "up", None, "5", "not both"),
+        ("backend", None, None, "2.5", "replicas must be a whole number"),
+        (None, "up", True, None, "step must be a whole number"),
+    ],
+)
+def test_malformed_requests_are_rejected_with_a_clear_message(pool, direction, step, replicas, message):
+    with pytest.raises(ts.ScaleRequestError, match=message):
+        ts.parse_request(POOLS, pool, direction, step, replicas)
+
+
+@pytest.mark.parametrize(
+    ("current", "direction", "step", "replicas", "target", "clamped"),
+    [
+        (3, "up", 1, None, 4, False),
+        (3, "up", 7, None, 10, False),
+        (9, "up", 4, None, 10, True),
+        (10, "up", 1, None, 10, True),
+        (4, "down", 1, None, 3, False),
+        (3, "down", 1, None, 3, True),
+        (5, None, 0, 7, 7, False),
+        (5, None, 0, 20, 10, True),
+        (5, None, 0, 1, 3, True),
+        (5, None, 0, 5, 5, False),
+    ],
+)
+def test_targets_are_clamped_to_the_bounds_and_say_so(current, direction, step, replicas, target, clamped):
+    result = ts.target_for("backend", current, BOUNDS, direction, step, replicas)
+    assert (result.target, result.clamped) == (target, clamped)
+    if clamped:
+        assert "clamped" in result.message
+
+
+def test_direction_of_a_target():
+    assert ts.target_for("b", 3, BOUNDS, "up", 2, None).direction == "up"
+    assert ts.target_for("b", 5, BOUNDS, "down", 2, None).direction == "down"
+    assert ts.target_for("b", 3, BOUNDS, "down", 1, None).direction == "none"
+
+
+def test_invalid_bounds_are_an_error():
+    with pytest.raises(ts.ScaleRequestError, match="not a valid range"):
+        ts.target_for("b", 3, ts.Bounds(5, 4), "up", 1, None)
