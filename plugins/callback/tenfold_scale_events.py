@@ -87,8 +87,11 @@ class CallbackModule(CallbackBase):
         if scale is None:
             return  # not a scale run
         end = time.time()
-        failed = bool(self._failed_task) or self._unreachable or any(
-            stats.summarize(host)["failures"] or stats.summarize(host)["unreachable"] for host in stats.processed
+        totals = [stats.summarize(host) for host in stats.processed]
+        failed = (
+            bool(self._failed_task)
+            or self._unreachable
+            or any(t["failures"] or t["unreachable"] for t in totals)
         )
         event = {
             "start": _iso(self._start),

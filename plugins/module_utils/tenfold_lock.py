@@ -9,6 +9,7 @@ host is gone is stale and taken over; one whose owner is alive makes the caller 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -130,10 +131,8 @@ def release(path: str, me: Owner) -> bool:
 
 def _remove_if_still(path: str, holder: Owner) -> None:
     if read_owner(path) == holder:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 def playbook_pid(start: int | None = None) -> int:

@@ -73,7 +73,8 @@ def parse_request(
     direction = (direction or "").strip() or None
     has_replicas = replicas not in (None, "")
     if pool is not None and pool not in pools:
-        raise ScaleRequestError(f"pool={pool!r} is not a pool of this stack; choose one of {', '.join(pools)}")
+        choices = ", ".join(pools)
+        raise ScaleRequestError(f"pool={pool!r} is not a pool of this stack; choose one of {choices}")
     if has_replicas and direction is not None:
         raise ScaleRequestError("give either direction (with an optional step) or replicas, not both")
     if has_replicas:
@@ -84,7 +85,9 @@ def parse_request(
             raise ScaleRequestError(f"replicas must be 0 or more, got {count}")
         return [pool], None, 0, count
     if direction is None:
-        raise ScaleRequestError("say what to do: -e direction=up|down [-e step=N], or -e pool=NAME -e replicas=N")
+        raise ScaleRequestError(
+            "say what to do: -e direction=up|down [-e step=N], or -e pool=NAME -e replicas=N"
+        )
     if direction not in DIRECTIONS:
         raise ScaleRequestError(f"direction must be 'up' or 'down', got {direction!r}")
     amount = _as_int("step", 1 if step in (None, "") else step)

@@ -21,7 +21,7 @@ options:
     type: path
     required: true
   state:
-    description: C(acquired) takes the lock (waiting if needed); C(released) gives it back if this run holds it.
+    description: C(acquired) takes the lock, waiting if needed; C(released) gives back a lock this run holds.
     type: str
     default: acquired
     choices: [acquired, released]

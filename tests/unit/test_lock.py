@@ -37,7 +37,9 @@ def test_lock_held_by_a_live_run_times_out_with_its_owner_named(tmp_path, live_p
     tl.acquire(path, tl.owner_for(live_process.pid, run="scale backend to 7"), timeout=1)
     clock = iter(range(100))
     with pytest.raises(tl.LockError, match=r"pid \d+ .*scale backend to 7.*within 3s"):
-        tl.acquire(path, tl.owner_for(os.getpid()), timeout=3, sleep=lambda _: None, clock=lambda: next(clock))
+        tl.acquire(
+            path, tl.owner_for(os.getpid()), timeout=3, sleep=lambda _: None, clock=lambda: next(clock)
+        )
 
 
 def test_lock_left_by_a_killed_run_is_recovered(tmp_path):
