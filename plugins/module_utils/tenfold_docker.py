@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.error
 import urllib.request
@@ -116,6 +117,17 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def get_json(url: str, timeout: float = 1.0) -> dict | None:
+    """The JSON body of a 200 answer, or None when the replica does not answer so."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            if response.status != 200:
+                return None
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
 
 
 def wait_healthy(container: Any, url: str, timeout: float) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 LABEL_STACK = "tenfold.stack"
@@ -201,3 +203,45 @@ def member(spec: PoolSpec, index: int, address: str) -> dict:
 def probe_address(bind_address: str) -> str:
     """The address that reaches a port published on bind_address from the Docker host itself."""
     return "127.0.0.1" if bind_address in ("0.0.0.0", "") else bind_address
+
+
+@dataclass
+class DrainResult:
+    name: str
+    drained: bool
+    waited_s: float
+    last_inflight: int | None
+
+
+def drain(
+    names: list[str],
+    inflight: Callable[[str], int | None],
+    timeout: float,
+    settle: int = 2,
+    interval: float = 0.5,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[DrainResult]:
+    """Wait until each replica reports no request in flight `settle` polls in a row, up to `timeout`.
+
+    `inflight(name)` returns the replica's count, or None when it does not answer (then it serves nothing
+    and counts as idle). Replicas still busy at the timeout come back with drained=False.
+    """
+    start = clock()
+    quiet = dict.fromkeys(names, 0)
+    last: dict[str, int | None] = dict.fromkeys(names)
+    done: dict[str, float] = {}
+    while True:
+        for name in names:
+            if name in done:
+                continue
+            count = inflight(name)
+            last[name] = count
+            quiet[name] = quiet[name] + 1 if not count else 0
+            if quiet[name] >= settle:
+                done[name] = clock() - start
+        if len(done) == len(names) or clock() - start >= timeout:
+            break
+        sleep(interval)
+    waited = clock() - start
+    return [DrainResult(n, n in done, round(done.get(n, waited), 2), last[n]) for n in names]

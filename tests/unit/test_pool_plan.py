@@ -126,3 +126,43 @@ def test_members_point_at_published_ports():
     }
     assert tp.probe_address("0.0.0.0") == "127.0.0.1"
     assert tp.probe_address("192.168.1.4") == "192.168.1.4"
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_drain_waits_for_in_flight_requests_to_finish():
+    clock = FakeClock()
+    readings = {"a": iter([3, 2, 0, 0, 0]), "b": iter([0, 0, 0, 0, 0])}
+    results = tp.drain(["a", "b"], lambda n: next(readings[n]), timeout=10, clock=clock, sleep=clock.sleep)
+    assert [(r.name, r.drained) for r in results] == [("a", True), ("b", True)]
+    assert results[0].waited_s > results[1].waited_s
+
+
+def test_drain_gives_up_at_the_timeout_and_says_which_replica_is_busy():
+    clock = FakeClock()
+    results = tp.drain(["busy"], lambda n: 5, timeout=3, clock=clock, sleep=clock.sleep)
+    assert not results[0].drained
+    assert results[0].last_inflight == 5
+    assert clock.now <= 3.5
+
+
+def test_unreachable_replica_counts_as_idle():
+    clock = FakeClock()
+    results = tp.drain(["gone"], lambda n: None, timeout=3, clock=clock, sleep=clock.sleep)
+    assert results[0].drained
+
+
+def test_a_zero_between_busy_readings_is_not_enough():
+    clock = FakeClock()
+    readings = iter([0, 4, 0, 0])
+    results = tp.drain(["a"], lambda n: next(readings), timeout=10, clock=clock, sleep=clock.sleep)
+    assert results[0].drained and clock.now >= 1.5

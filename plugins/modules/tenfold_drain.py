@@ -1,0 +1,114 @@
+#!/usr/bin/python
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: tenfold_drain
+short_description: Wait until replicas taken out of the load balancer have finished their requests
+description:
+  - Polls the health endpoint of each replica, which reports the requests it has in flight, until every one
+    reports none for O(settle) polls in a row, or until O(timeout) seconds have passed.
+  - Call it after the replicas were removed from the nginx upstream and nginx was reloaded, and before they
+    are stopped. A replica that does not answer serves nothing and counts as drained.
+  - It changes nothing. Replicas still busy at the timeout are reported (RV(busy)) with a warning; stopping
+    them afterwards still gives their server its graceful stop timeout.
+version_added: "0.1.0"
+author: tenfold contributors
+options:
+  members:
+    description: The replicas to drain, as returned by M(tenfold_pool) (C(name), C(address), C(port)).
+    type: list
+    elements: dict
+    required: true
+  health_path:
+    description: HTTP path that answers with a JSON object holding C(inflight), the requests in progress.
+    type: str
+    default: /health
+  timeout:
+    description: Seconds to wait at most.
+    type: int
+    default: 30
+  settle:
+    description: Consecutive polls that must report no request in flight.
+    type: int
+    default: 2
+  interval:
+    description: Seconds between polls.
+    type: float
+    default: 0.5
+attributes:
+  check_mode:
+    support: full
+    details: In check mode it does not wait.
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Drain the replicas leaving the pool
+  tenfold_drain:
+    members: "{{ leaving }}"
+    timeout: 30
+"""
+
+RETURN = r"""
+replicas:
+  description: Per replica, whether it drained, how long that took and its last in-flight count.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "tenfold-backend-7", "drained": true, "waited_s": 1.02, "last_inflight": 0}]
+busy:
+  description: Names of the replicas still busy at the timeout.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from dataclasses import asdict
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.tenfold_docker import get_json
+from ansible.module_utils.tenfold_pool import drain
+
+
+def argument_spec() -> dict:
+    return {
+        "members": {"type": "list", "elements": "dict", "required": True},
+        "health_path": {"type": "str", "default": "/health"},
+        "timeout": {"type": "int", "default": 30},
+        "settle": {"type": "int", "default": 2},
+        "interval": {"type": "float", "default": 0.5},
+    }
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    params = module.params
+    urls = {}
+    for item in params["members"]:
+        missing = [key for key in ("name", "address", "port") if key not in item]
+        if missing:
+            module.fail_json(msg=f"member {item!r} lacks {', '.join(missing)}")
+        urls[item["name"]] = f"http://{item['address']}:{item['port']}{params['health_path']}"
+    if module.check_mode or not urls:
+        module.exit_json(changed=False, replicas=[], busy=[])
+
+    def inflight(name: str) -> int | None:
+        body = get_json(urls[name])
+        return None if body is None else int(body.get("inflight", 0))
+
+    results = drain(
+        list(urls), inflight, timeout=params["timeout"], settle=params["settle"], interval=params["interval"]
+    )
+    busy = [r.name for r in results if not r.drained]
+    if busy:
+        module.warn(f"still busy after {params['timeout']}s, stopping anyway (graceful): {', '.join(busy)}")
+    module.exit_json(changed=False, replicas=[asdict(r) for r in results], busy=busy)
+
+
+if __name__ == "__main__":
+    main()
