@@ -1,0 +1,537 @@
+#!/usr/bin/env python3
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+"""Status of a tenfold stack at a glance: pools, replicas, load balancer membership and recent scale events.
+
+Reads the local Docker engine (or DOCKER_HOST), the live nginx upstreams of the stack and the scale-events
+log; changes nothing. Parsing, CPU arithmetic and rendering are pure functions (tests/unit/test_status.py);
+Docker and file reads stay in the functions at the bottom.
+
+    scripts/tenfold_status.py [--stack NAME] [--json] [--nginx-dir DIR] [--events FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STACK = "tenfold"
+KNOWN_POOLS = ("frontend", "backend")
+CONTAINER_PORT = "8080/tcp"
+LABEL_STACK = "tenfold.stack"
+LABEL_POOL = "tenfold.pool"
+LABEL_REPLICA = "tenfold.replica"
+RECENT_EVENTS = 5
+STATS_WORKERS = 32
+
+_UPSTREAM_RE = re.compile(r"^[ \t]*upstream\s+([A-Za-z0-9_.-]+)\s*\{([^}]*)\}", re.M)
+_COMMENT_RE = re.compile(r"#[^\n]*")
+
+
+# --- records ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UpstreamServer:
+    address: str
+    backup: bool = False
+    down: bool = False
+
+    @property
+    def serving(self) -> bool:
+        """A server nginx sends traffic to in normal operation (not a backup, not marked down)."""
+        return not (self.backup or self.down)
+
+
+@dataclass(frozen=True)
+class PoolChange:
+    pool: str
+    current: int
+    target: int
+
+
+@dataclass(frozen=True)
+class ScaleEvent:
+    start: str
+    trigger: str
+    stack: str
+    result: str
+    duration_s: float | None
+    pools: list[PoolChange] = field(default_factory=list)
+    requested_pool: str | None = None  # None: the request named no pool (all pools)
+    failed_task: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Replica:
+    name: str
+    pool: str
+    index: int
+    state: str
+    health: str
+    address: str | None
+    cpu_percent: float | None = None
+    memory_used: int | None = None
+    memory_limit: int | None = None
+    in_lb: bool | None = None
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    pool: str
+    wanted: int
+    wanted_from: str  # "event" (the last successful scale run) or "containers" (no such run yet)
+    running: int
+    healthy: int
+    in_lb: int | None
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    name: str
+    state: str
+    health: str
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    stack: str
+    generated_at: str
+    nginx_config: str
+    nginx_config_found: bool
+    lb: LoadBalancer | None
+    pools: list[PoolStatus]
+    replicas: list[Replica]
+    events: list[ScaleEvent]
+    upstreams_without_container: dict[str, list[str]] = field(default_factory=dict)
+
+
+# --- nginx upstreams (pure) -----------------------------------------------------------------------
+def parse_upstreams(text: str) -> dict[str, list[UpstreamServer]]:
+    """Every `upstream NAME { server ADDR [params]; ... }` block of an nginx config, by name."""
+    blocks: dict[str, list[UpstreamServer]] = {}
+    for match in _UPSTREAM_RE.finditer(_COMMENT_RE.sub("", text)):
+        servers = []
+        for directive in match.group(2).split(";"):
+            words = directive.split()
+            if len(words) >= 2 and words[0] == "server":
+                flags = set(words[2:])
+                servers.append(UpstreamServer(words[1], backup="backup" in flags, down="down" in flags))
+        blocks[match.group(1)] = servers
+    return blocks
+
+
+def pool_members(blocks: dict[str, list[UpstreamServer]], pool: str) -> set[str]:
+    """ADDR:PORT the LB serves `pool` from: non-backup, non-down servers of upstream `tenfold_<pool>`.
+
+    Per-replica upstreams (`tenfold_<pool>_<id>`) are not the pool's membership and are ignored.
+    """
+    return {server.address for server in blocks.get(f"tenfold_{pool}", []) if server.serving}
+
+
+# --- scale events (pure) --------------------------------------------------------------------------
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _pool_change(raw: Any) -> PoolChange | None:
+    if not isinstance(raw, dict):
+        return None
+    current, target = _as_int(raw.get("current")), _as_int(raw.get("target"))
+    if not isinstance(raw.get("pool"), str) or current is None or target is None:
+        return None
+    return PoolChange(raw["pool"], current, target)
+
+
+def parse_event(line: str) -> ScaleEvent | None:
+    """One line of logs/scale-events.jsonl, or None when it is not a well-formed event."""
+    try:
+        raw = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("stack"), str):
+        return None
+    pools = raw.get("pools") if isinstance(raw.get("pools"), list) else []
+    duration = raw.get("duration_s")
+    request = raw.get("request") if isinstance(raw.get("request"), dict) else {}
+    return ScaleEvent(
+        start=str(raw.get("start") or ""),
+        trigger=str(raw.get("trigger") or "?"),
+        stack=raw["stack"],
+        result=str(raw.get("result") or "?"),
+        duration_s=float(duration) if isinstance(duration, int | float) else None,
+        pools=[change for change in map(_pool_change, pools) if change is not None],
+        requested_pool=str(request["pool"]) if request.get("pool") else None,
+        failed_task=raw.get("failed_task") if isinstance(raw.get("failed_task"), str) else None,
+        error=raw.get("error") if isinstance(raw.get("error"), str) else None,
+    )
+
+
+def read_events(lines: Iterable[str], stack: str) -> list[ScaleEvent]:
+    """The stack's events, oldest first; blank and malformed lines are skipped."""
+    events = (parse_event(line) for line in lines if line.strip())
+    return [event for event in events if event is not None and event.stack == stack]
+
+
+def wanted_from_events(events: list[ScaleEvent]) -> dict[str, int]:
+    """Per pool, the target of the last successful scale run that touched it."""
+    wanted: dict[str, int] = {}
+    for event in events:
+        if event.result == "ok":
+            wanted.update({change.pool: change.target for change in event.pools})
+    return wanted
+
+
+# --- Docker stats (pure) --------------------------------------------------------------------------
+def cpu_percent(sample: dict) -> float | None:
+    """CPU use between the two readings of one stats sample, as `docker stats` shows it (100 = one core)."""
+    cpu, pre = sample.get("cpu_stats") or {}, sample.get("precpu_stats") or {}
+    try:
+        cpu_delta = cpu["cpu_usage"]["total_usage"] - pre["cpu_usage"]["total_usage"]
+        system_delta = cpu["system_cpu_usage"] - pre["system_cpu_usage"]
+    except (KeyError, TypeError):
+        return None
+    online = cpu.get("online_cpus") or len(cpu["cpu_usage"].get("percpu_usage") or []) or 1
+    if system_delta <= 0 or cpu_delta < 0:
+        return None
+    return round(cpu_delta / system_delta * online * 100.0, 1)
+
+
+def memory_usage(sample: dict) -> tuple[int, int] | None:
+    """(used, limit) in bytes, page cache that can be reclaimed left out, as `docker stats` does."""
+    memory = sample.get("memory_stats") or {}
+    usage, limit = memory.get("usage"), memory.get("limit")
+    if not isinstance(usage, int) or not isinstance(limit, int):
+        return None
+    stats = memory.get("stats") or {}
+    inactive = stats.get("total_inactive_file", stats.get("inactive_file", 0))  # cgroup v1, v2
+    return (usage - inactive if 0 <= inactive < usage else usage), limit
+
+
+# --- combining (pure) -----------------------------------------------------------------------------
+def member_key(address: str | None) -> str | None:
+    """How the LB on this host reaches a published address: a wildcard bind is reached on 127.0.0.1."""
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    return f"127.0.0.1:{port}" if host in ("0.0.0.0", "", "::", "[::]") else address
+
+
+def with_membership(replicas: list[Replica], members: dict[str, set[str]] | None) -> list[Replica]:
+    if members is None:
+        return replicas
+    out = []
+    for replica in replicas:
+        key = member_key(replica.address)
+        in_lb = key is not None and key in members.get(replica.pool, set())
+        out.append(replace(replica, in_lb=in_lb))
+    return out
+
+
+def ordered_pools(names: Iterable[str]) -> list[str]:
+    unique = set(names)
+    return [p for p in KNOWN_POOLS if p in unique] + sorted(unique - set(KNOWN_POOLS))
+
+
+def pool_statuses(
+    replicas: list[Replica], wanted: dict[str, int], members: dict[str, set[str]] | None
+) -> list[PoolStatus]:
+    out = []
+    for pool in ordered_pools([r.pool for r in replicas] + list(wanted)):
+        mine = [r for r in replicas if r.pool == pool]
+        out.append(
+            PoolStatus(
+                pool=pool,
+                wanted=wanted.get(pool, len(mine)),
+                wanted_from="event" if pool in wanted else "containers",
+                running=sum(r.state == "running" for r in mine),
+                healthy=sum(r.state == "running" and r.health == "healthy" for r in mine),
+                in_lb=None if members is None else len(members.get(pool, set())),
+            )
+        )
+    return out
+
+
+def strays(replicas: list[Replica], members: dict[str, set[str]] | None) -> dict[str, list[str]]:
+    """LB members of each pool that no container of the stack publishes (a stale config, say)."""
+    if members is None:
+        return {}
+    known = {member_key(r.address) for r in replicas}
+    found = {pool: sorted(addrs - known) for pool, addrs in members.items()}
+    return {pool: addrs for pool, addrs in found.items() if addrs}
+
+
+# --- rendering (pure) -----------------------------------------------------------------------------
+def human_bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            text = f"{size:.1f}".removesuffix(".0")
+            return f"{text} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def short_time(iso: str) -> str:
+    """2026-11-27T12:00:22.123Z -> 2026-11-27 12:00:22Z"""
+    if not iso:
+        return "?"
+    text = iso.replace("T", " ")
+    return re.sub(r"\.\d+", "", text)
+
+
+def yes_no(value: bool | None) -> str:
+    return "?" if value is None else ("yes" if value else "no")
+
+
+def columns(headers: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> list[str]:
+    """Rows aligned under their headers; columns whose index is in `right` are right-aligned."""
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = []
+    for row in [headers, *rows]:
+        cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def pools_table(pools: list[PoolStatus]) -> list[str]:
+    rows = [
+        [
+            p.pool,
+            f"{p.wanted}{'' if p.wanted_from == 'event' else '*'}",
+            str(p.running),
+            str(p.healthy),
+            "?" if p.in_lb is None else str(p.in_lb),
+        ]
+        for p in pools
+    ]
+    return columns(["POOL", "WANTED", "RUNNING", "HEALTHY", "IN LB"], rows, frozenset({1, 2, 3, 4}))
+
+
+def replicas_table(replicas: list[Replica]) -> list[str]:
+    rows = []
+    for r in replicas:
+        used, limit = human_bytes(r.memory_used), human_bytes(r.memory_limit)
+        memory = "-" if r.memory_used is None else f"{used} / {limit}"
+        cpu = "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}"
+        rows.append([r.name, r.state, r.health, cpu, memory, r.address or "-", yes_no(r.in_lb)])
+    headers = ["REPLICA", "STATE", "HEALTH", "CPU %", "MEMORY", "ADDRESS", "IN LB"]
+    return columns(headers, rows, frozenset({3}))
+
+
+def shown_changes(event: ScaleEvent) -> list[PoolChange]:
+    """The pools an event changed; when it changed none, the pools it was asked about."""
+    changed = [c for c in event.pools if c.current != c.target]
+    return changed or [c for c in event.pools if event.requested_pool in (None, c.pool)]
+
+
+def events_table(events: list[ScaleEvent]) -> list[str]:
+    rows = []
+    for e in events:
+        changes = ", ".join(f"{c.pool} {c.current}->{c.target}" for c in shown_changes(e)) or "-"
+        duration = "-" if e.duration_s is None else f"{e.duration_s:.1f} s"
+        result = e.result if e.result == "ok" else f"{e.result}: {e.failed_task or e.error or '?'}"
+        rows.append([short_time(e.start), e.trigger, changes, duration, result])
+    return columns(["TIME (UTC)", "TRIGGER", "POOLS", "DURATION", "RESULT"], rows, frozenset({3}))
+
+
+def render_table(status: StackStatus) -> str:
+    lines = [f"tenfold stack {status.stack!r}  ({short_time(status.generated_at)})", ""]
+    if status.lb is None and not status.replicas:
+        lines.append(f"No containers of stack {status.stack!r} (label {LABEL_STACK}={status.stack}).")
+    else:
+        lb = status.lb
+        lb_text = f"{lb.name}  {lb.state}  {lb.health}" if lb else f"{status.stack}-lb  not found"
+        lines += [f"Load balancer: {lb_text}", ""]
+        if not status.nginx_config_found:
+            lines += [f"LB config {status.nginx_config} not found: membership unknown (?).", ""]
+        lines += pools_table(status.pools) if status.pools else ["No app containers."]
+        if any(p.wanted_from == "containers" for p in status.pools):
+            lines.append("* no successful scale run recorded: wanted = containers found")
+        for pool, addrs in status.upstreams_without_container.items():
+            lines.append(f"! {pool}: LB sends traffic to {', '.join(addrs)}, which no container publishes")
+        if status.replicas:
+            lines += ["", *replicas_table(status.replicas)]
+    lines += ["", f"Last {RECENT_EVENTS} scale events:"]
+    lines += events_table(status.events) if status.events else ["  none recorded"]
+    return "\n".join(lines) + "\n"
+
+
+def render_json(status: StackStatus) -> str:
+    return json.dumps(asdict(status), indent=2) + "\n"
+
+
+# --- I/O: files -----------------------------------------------------------------------------------
+def default_stack(root: Path = ROOT) -> str:
+    """$TENFOLD_STACK, else tenfold_stack of the local inventory, else tenfold."""
+    if os.environ.get("TENFOLD_STACK"):
+        return os.environ["TENFOLD_STACK"]
+    try:
+        values = yaml.safe_load((root / "inventories/local/group_vars/all.yml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return DEFAULT_STACK
+    name = values.get("tenfold_stack") if isinstance(values, dict) else None
+    return str(name) if name else DEFAULT_STACK
+
+
+def read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def read_members(nginx_dir: Path, pools: Iterable[str]) -> dict[str, set[str]] | None:
+    text = read_text(nginx_dir / "upstreams.conf")
+    if text is None:
+        return None
+    blocks = parse_upstreams(text)
+    return {pool: pool_members(blocks, pool) for pool in pools}
+
+
+# --- I/O: Docker --------------------------------------------------------------------------------
+class EngineUnreachable(RuntimeError):
+    """The Docker engine did not answer."""
+
+
+ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+def connect() -> docker.DockerClient:
+    try:
+        client = docker.from_env(max_pool_size=STATS_WORKERS)
+        client.ping()
+    except ENGINE_ERRORS as exc:
+        raise EngineUnreachable(str(exc)) from exc
+    return client
+
+
+def health_of(attrs: dict) -> str:
+    return (attrs.get("State") or {}).get("Health", {}).get("Status") or "-"
+
+
+def published(attrs: dict) -> str | None:
+    bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(CONTAINER_PORT) or []
+    for binding in sorted(bindings, key=lambda b: ":" in b.get("HostIp", "")):  # IPv4 first
+        return f"{binding.get('HostIp') or '0.0.0.0'}:{binding['HostPort']}"
+    return None
+
+
+def sample_of(container: Any) -> dict | None:
+    try:
+        return container.stats(stream=False)
+    except ENGINE_ERRORS:
+        return None  # gone since it was listed, say
+
+
+def replica_of(container: Any, sample: dict | None) -> Replica:
+    attrs, labels = container.attrs, container.labels
+    index = _as_int(labels.get(LABEL_REPLICA))
+    memory = memory_usage(sample) if sample else None
+    return Replica(
+        name=container.name,
+        pool=labels.get(LABEL_POOL, "?"),
+        index=index if index is not None else 0,
+        state=(attrs.get("State") or {}).get("Status", "?"),
+        health=health_of(attrs),
+        address=published(attrs),
+        cpu_percent=cpu_percent(sample) if sample else None,
+        memory_used=memory[0] if memory else None,
+        memory_limit=memory[1] if memory else None,
+    )
+
+
+def load_replicas(client: docker.DockerClient, stack: str) -> list[Replica]:
+    """App containers of the stack with a stats sample each (one second per sample, so in parallel)."""
+    containers = client.containers.list(all=True, filters={"label": [f"{LABEL_STACK}={stack}", LABEL_POOL]})
+    running = [c for c in containers if c.status == "running"]
+    samples: dict[str, dict | None] = {}
+    if running:
+        with ThreadPoolExecutor(max_workers=min(STATS_WORKERS, len(running))) as pool:
+            samples = dict(zip([c.id for c in running], pool.map(sample_of, running), strict=True))
+    replicas = [replica_of(c, samples.get(c.id)) for c in containers]
+    order = {pool: i for i, pool in enumerate(ordered_pools(r.pool for r in replicas))}
+    return sorted(replicas, key=lambda r: (order[r.pool], r.index, r.name))
+
+
+def load_lb(client: docker.DockerClient, stack: str) -> LoadBalancer | None:
+    try:
+        container = client.containers.get(f"{stack}-lb")
+    except docker.errors.NotFound:
+        return None
+    return LoadBalancer(container.name, container.attrs["State"]["Status"], health_of(container.attrs))
+
+
+def collect(client: docker.DockerClient, stack: str, nginx_dir: Path, events_path: Path) -> StackStatus:
+    try:
+        replicas = load_replicas(client, stack)
+        lb = load_lb(client, stack)
+    except ENGINE_ERRORS as exc:
+        raise EngineUnreachable(str(exc)) from exc
+    events = read_events((read_text(events_path) or "").splitlines(), stack)
+    wanted = wanted_from_events(events)
+    members = read_members(nginx_dir, ordered_pools([r.pool for r in replicas] + list(wanted)))
+    return StackStatus(
+        stack=stack,
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        nginx_config=str(nginx_dir / "upstreams.conf"),
+        nginx_config_found=members is not None,
+        lb=lb,
+        pools=pool_statuses(replicas, wanted, members),
+        replicas=with_membership(replicas, members),
+        events=events[-RECENT_EVENTS:],
+        upstreams_without_container=strays(replicas, members),
+    )
+
+
+# --- command line -------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="tenfold_status.py", description="Show a tenfold stack: pools, replicas, LB membership."
+    )
+    parser.add_argument("--stack", help="stack name (default: $TENFOLD_STACK, else the local inventory's)")
+    parser.add_argument("--json", action="store_true", help="print the same data as JSON")
+    parser.add_argument("--nginx-dir", type=Path, help="live LB config (default /etc/tenfold/STACK/nginx)")
+    events = ROOT / "logs" / "scale-events.jsonl"
+    parser.add_argument("--events", type=Path, default=events, help=f"scale events (default {events})")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stack = args.stack or default_stack()
+    nginx_dir = args.nginx_dir or Path("/etc/tenfold") / stack / "nginx"
+    try:
+        status = collect(connect(), stack, nginx_dir, args.events)
+    except EngineUnreachable as exc:
+        reason = f"cannot reach the Docker engine ({exc})"
+        print(f"tenfold_status: {reason}. Is it running, and may this user use it?", file=sys.stderr)
+        return 1
+    sys.stdout.write(render_json(status) if args.json else render_table(status))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""scripts/tenfold_status.py, its pure parts: LB membership, scale events, CPU and memory, the table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "tenfold_status.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tenfold_status", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+ts = _load()
+
+UPSTREAMS = """
+# Ansible managed
+upstream tenfold_frontend {
+    hash $tenfold_route consistent;
+    server 127.0.0.1:18101 max_fails=3 fail_timeout=10s;
+    server 127.0.0.1:18102 max_fails=3 fail_timeout=10s;   # a comment; with a semicolon
+    # server 127.0.0.1:18109;
+    keepalive 32;
+}
+
+upstream tenfold_backend {
+    least_conn;
+    server 127.0.0.1:18201 max_fails=3 fail_timeout=10s;
+    server 127.0.0.1:18202 max_fails=3 fail_timeout=10s down;
+    server 127.0.0.1:18203 backup;
+    server
+        127.0.0.1:18204
+        max_fails=3;
+}
+
+upstream tenfold_backend_0a1b2c3d4e {
+    server 127.0.0.1:18205 max_fails=3 fail_timeout=10s;
+    server 127.0.0.1:18201 backup;
+    keepalive 8;
+}
+
+map $cookie_tenfold_route $tenfold_backend_upstream {
+    default tenfold_backend;
+    0a1b2c3d4e tenfold_backend_0a1b2c3d4e;
+}
+
+map $upstream_addr $tenfold_served_route {
+    default "";
+    "127.0.0.1:18205" 0a1b2c3d4e;
+}
+"""
+
+
+def event(stack: str = "tenfold", result: str = "ok", **extra: object) -> dict:
+    raw = {
+        "start": "2026-11-27T12:00:22.123Z",
+        "end": "2026-11-27T12:00:40.000Z",
+        "duration_s": 17.9,
+        "trigger": "manual",
+        "stack": stack,
+        "request": {"pool": "backend", "direction": "up", "step": "", "replicas": ""},
+        "pools": [
+            {"pool": "frontend", "current": 3, "target": 3, "direction": "none", "clamped": False},
+            {"pool": "backend", "current": 3, "target": 4, "direction": "up", "clamped": False},
+        ],
+        "result": result,
+        "failed_task": None,
+        "error": None,
+    }
+    raw.update(extra)
+    return raw
+
+
+# --- upstreams --------------------------------------------------------------------------------------
+def test_upstream_blocks_are_parsed_with_their_flags():
+    blocks = ts.parse_upstreams(UPSTREAMS)
+    assert set(blocks) == {"tenfold_frontend", "tenfold_backend", "tenfold_backend_0a1b2c3d4e"}
+    assert ts.UpstreamServer("127.0.0.1:18202", down=True) in blocks["tenfold_backend"]
+    assert ts.UpstreamServer("127.0.0.1:18203", backup=True) in blocks["tenfold_backend"]
+
+
+def test_commented_out_servers_are_not_members():
+    assert ts.pool_members(ts.parse_upstreams(UPSTREAMS), "frontend") == {
+        "127.0.0.1:18101",
+        "127.0.0.1:18102",
+    }
+
+
+def test_backup_and_down_servers_are_not_members_and_per_replica_upstreams_are_ignored():
+    members = ts.pool_members(ts.parse_upstreams(UPSTREAMS), "backend")
+    assert members == {"127.0.0.1:18201", "127.0.0.1:18204"}
+
+
+def test_empty_pool_placeholder_marked_down_has_no_members():
+    text = "upstream tenfold_backend {\n    least_conn;\n    server 127.0.0.1:9 down;\n}\n"
+    assert ts.pool_members(ts.parse_upstreams(text), "backend") == set()
+
+
+def test_a_pool_without_an_upstream_block_has_no_members():
+    assert ts.pool_members(ts.parse_upstreams(""), "frontend") == set()
+
+
+def test_missing_upstreams_file_means_membership_unknown(tmp_path):
+    assert ts.read_members(tmp_path / "nowhere", ["backend"]) is None
+
+
+def test_upstreams_file_is_read_per_pool(tmp_path):
+    (tmp_path / "upstreams.conf").write_text(UPSTREAMS)
+    members = ts.read_members(tmp_path, ["frontend", "backend"])
+    assert members == {
+        "frontend": {"127.0.0.1:18101", "127.0.0.1:18102"},
+        "backend": {"127.0.0.1:18201", "127.0.0.1:18204"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("published", "key"),
+    [
+        ("127.0.0.1:18201", "127.0.0.1:18201"),
+        ("0.0.0.0:18201", "127.0.0.1:18201"),
+        ("10.0.0.5:18201", "10.0.0.5:18201"),
+        (None, None),
+    ],
+)
+def test_a_wildcard_published_address_is_reached_on_loopback(published, key):
+    assert ts.member_key(published) == key
+
+
+# --- events -----------------------------------------------------------------------------------------
+def test_events_skip_malformed_lines_and_keep_file_order():
+    lines = [
+        json.dumps(event(trigger="manual")),
+        "{not json",
+        "",
+        "[1, 2]",
+        json.dumps({"no": "stack"}),
+        json.dumps(event(trigger="monitor", pools="oops", duration_s="slow")),
+        json.dumps(event(trigger="awx")),
+    ]
+    events = ts.read_events(lines, "tenfold")
+    assert [e.trigger for e in events] == ["manual", "monitor", "awx"]
+    assert events[1].pools == [] and events[1].duration_s is None
+
+
+def test_events_of_other_stacks_are_left_out():
+    lines = [json.dumps(event(stack="tenfoldit")), json.dumps(event(stack="tenfold"))]
+    assert [e.stack for e in ts.read_events(lines, "tenfold")] == ["tenfold"]
+
+
+def test_malformed_pool_entries_are_dropped_and_the_rest_kept():
+    raw = event(pools=[{"pool": "backend", "current": "3", "target": 5}, {"pool": "frontend"}, "x"])
+    parsed = ts.parse_event(json.dumps(raw))
+    assert parsed is not None
+    assert parsed.pools == [ts.PoolChange("backend", 3, 5)]
+
+
+def test_wanted_is_the_target_of_the_last_successful_run_per_pool():
+    events = ts.read_events(
+        [
+            json.dumps(event()),  # backend 3 -> 4, frontend stays 3
+            json.dumps(event(pools=[{"pool": "backend", "current": 4, "target": 6}])),
+            json.dumps(event(result="failed", pools=[{"pool": "backend", "current": 6, "target": 9}])),
+        ],
+        "tenfold",
+    )
+    assert ts.wanted_from_events(events) == {"frontend": 3, "backend": 6}
+
+
+def test_an_event_shows_the_pools_it_changed_else_the_pool_asked_about():
+    changed = ts.parse_event(json.dumps(event()))
+    unchanged = ts.parse_event(
+        json.dumps(
+            event(
+                pools=[
+                    {"pool": "frontend", "current": 3, "target": 3},
+                    {"pool": "backend", "current": 10, "target": 10},
+                ]
+            )
+        )
+    )
+    assert [c.pool for c in ts.shown_changes(changed)] == ["backend"]
+    assert [c.pool for c in ts.shown_changes(unchanged)] == ["backend"]
+
+
+# --- CPU and memory -----------------------------------------------------------------------------------
+def sample(total: int, pre_total: int, system: int, pre_system: int, cpus: int | None = 2) -> dict:
+    return {
+        "cpu_stats": {
+            "cpu_usage": {"total_usage": total, "percpu_usage": [0] * 4},
+            "system_cpu_usage": system,
+            "online_cpus": cpus,
+        },
+        "precpu_stats": {"cpu_usage": {"total_usage": pre_total}, "system_cpu_usage": pre_system},
+    }
+
+
+def test_cpu_percent_is_the_share_of_the_host_times_its_cpus():
+    # 0.5 s of CPU over 2 s of host time on 2 CPUs: half a core, 50 %.
+    assert ts.cpu_percent(sample(1_500_000_000, 1_000_000_000, 4_000_000_000, 2_000_000_000)) == 50.0
+
+
+def test_cpu_percent_counts_per_cpu_usage_when_online_cpus_is_missing():
+    assert ts.cpu_percent(sample(2_000, 1_000, 4_000, 0, cpus=None)) == 100.0
+
+
+def test_cpu_percent_is_unknown_without_a_previous_reading():
+    assert ts.cpu_percent(sample(1_000, 0, 5_000, 5_000)) is None
+    assert ts.cpu_percent({"cpu_stats": {}, "precpu_stats": {}}) is None
+    assert ts.cpu_percent({}) is None
+
+
+def test_memory_leaves_out_inactive_page_cache():
+    v1 = {"memory_stats": {"usage": 100, "limit": 1000, "stats": {"total_inactive_file": 30}}}
+    v2 = {"memory_stats": {"usage": 100, "limit": 1000, "stats": {"inactive_file": 40}}}
+    assert ts.memory_usage(v1) == (70, 1000)
+    assert ts.memory_usage(v2) == (60, 1000)
+    assert ts.memory_usage({"memory_stats": {}}) is None
+
+
+# --- combining and rendering --------------------------------------------------------------------------
+def replica(index: int, pool: str = "backend", state: str = "running", health: str = "healthy") -> object:
+    return ts.Replica(
+        name=f"tenfold-{pool}-{index}",
+        pool=pool,
+        index=index,
+        state=state,
+        health=health,
+        address=f"127.0.0.1:{18200 + index if pool == 'backend' else 18100 + index}",
+        cpu_percent=1.25 if state == "running" else None,
+        memory_used=50 * 2**20 if state == "running" else None,
+        memory_limit=2**30 if state == "running" else None,
+    )
+
+
+def sample_status() -> object:
+    replicas = [
+        replica(1, "frontend"),
+        replica(1),
+        replica(2, health="starting"),
+        replica(3, state="exited", health="unhealthy"),
+    ]
+    members = {"frontend": {"127.0.0.1:18101"}, "backend": {"127.0.0.1:18201", "127.0.0.1:18209"}}
+    events = ts.read_events(
+        [
+            json.dumps(event()),
+            json.dumps(event(result="failed", failed_task="Wait for the new replicas", duration_s=61.04)),
+        ],
+        "tenfold",
+    )
+    return ts.StackStatus(
+        stack="tenfold",
+        generated_at="2026-11-27T12:30:00Z",
+        nginx_config="/etc/tenfold/tenfold/nginx/upstreams.conf",
+        nginx_config_found=True,
+        lb=ts.LoadBalancer("tenfold-lb", "running", "healthy"),
+        pools=ts.pool_statuses(replicas, {"backend": 4}, members),
+        replicas=ts.with_membership(replicas, members),
+        events=events,
+        upstreams_without_container=ts.strays(replicas, members),
+    )
+
+
+def test_pools_count_running_healthy_and_lb_members():
+    status = sample_status()
+    frontend, backend = status.pools
+    assert (frontend.wanted, frontend.wanted_from, frontend.running, frontend.healthy) == (
+        1,
+        "containers",
+        1,
+        1,
+    )
+    assert (backend.wanted, backend.wanted_from, backend.running, backend.healthy) == (4, "event", 2, 1)
+    assert backend.in_lb == 2
+    assert status.upstreams_without_container == {"backend": ["127.0.0.1:18209"]}
+
+
+SAMPLE_TABLE = """\
+tenfold stack 'tenfold'  (2026-11-27 12:30:00Z)
+
+Load balancer: tenfold-lb  running  healthy
+
+POOL      WANTED  RUNNING  HEALTHY  IN LB
+frontend      1*        1        1      1
+backend        4        2        1      2
+* no successful scale run recorded: wanted = containers found
+! backend: LB sends traffic to 127.0.0.1:18209, which no container publishes
+
+REPLICA             STATE    HEALTH     CPU %  MEMORY          ADDRESS          IN LB
+tenfold-frontend-1  running  healthy      1.2  50 MiB / 1 GiB  127.0.0.1:18101  yes
+tenfold-backend-1   running  healthy      1.2  50 MiB / 1 GiB  127.0.0.1:18201  yes
+tenfold-backend-2   running  starting     1.2  50 MiB / 1 GiB  127.0.0.1:18202  no
+tenfold-backend-3   exited   unhealthy      -  -               127.0.0.1:18203  no
+
+Last 5 scale events:
+TIME (UTC)            TRIGGER  POOLS         DURATION  RESULT
+2026-11-27 12:00:22Z  manual   backend 3->4    17.9 s  ok
+2026-11-27 12:00:22Z  manual   backend 3->4    61.0 s  failed: Wait for the new replicas
+"""
+
+
+def test_table_of_a_sample_reads_at_a_glance():
+    assert ts.render_table(sample_status()) == SAMPLE_TABLE
+
+
+def test_table_says_membership_is_unknown_without_the_lb_config():
+    replicas = [replica(1)]
+    unknown = replace(
+        sample_status(),
+        nginx_config_found=False,
+        pools=ts.pool_statuses(replicas, {}, None),
+        replicas=ts.with_membership(replicas, None),
+        upstreams_without_container=ts.strays(replicas, None),
+    )
+    lines = ts.render_table(unknown).splitlines()
+    assert "LB config /etc/tenfold/tenfold/nginx/upstreams.conf not found: membership unknown (?)." in lines
+    assert "backend      1*        1        1      ?" in lines
+    assert next(line for line in lines if line.startswith("tenfold-backend-1")).endswith("127.0.0.1:18201  ?")
+
+
+def test_a_stack_without_containers_says_so():
+    status = ts.StackStatus("ghost", "2026-11-27T12:30:00Z", "/x/upstreams.conf", False, None, [], [], [])
+    text = ts.render_table(status)
+    assert "No containers of stack 'ghost'" in text
+    assert "none recorded" in text
+
+
+def test_json_holds_the_same_data():
+    data = json.loads(ts.render_json(sample_status()))
+    assert [p["pool"] for p in data["pools"]] == ["frontend", "backend"]
+    assert data["replicas"][1]["in_lb"] is True and data["replicas"][2]["in_lb"] is False
+    assert data["events"][-1]["result"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, "-"), (512, "512 B"), (50 * 2**20, "50 MiB"), (int(1.5 * 2**30), "1.5 GiB"), (2**40, "1024 GiB")],
+)
+def test_human_bytes(value, text):
+    assert ts.human_bytes(value) == text
+
+
+def test_default_stack_comes_from_the_environment_then_the_inventory(tmp_path, monkeypatch):
+    monkeypatch.delenv("TENFOLD_STACK", raising=False)
+    assert ts.default_stack(tmp_path) == "tenfold"
+    inventory = tmp_path / "inventories/local/group_vars"
+    inventory.mkdir(parents=True)
+    (inventory / "all.yml").write_text("tenfold_stack: blue\n")
+    assert ts.default_stack(tmp_path) == "blue"
+    monkeypatch.setenv("TENFOLD_STACK", "green")
+    assert ts.default_stack(tmp_path) == "green"
