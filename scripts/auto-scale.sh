@@ -22,8 +22,9 @@ Arguments after -- go to ansible-playbook, e.g.:  auto-scale.sh scale-up backend
 Environment:
   TENFOLD_TRIGGER   who asks, recorded in logs/scale-events.jsonl: manual (default), monitor or awx
   TENFOLD_STACK     stack `status` shows (default: tenfold_stack of inventories/local)
+  TENFOLD_AUTOSCALE_LOG  where scale runs are logged (default: logs/auto-scale.log)
 
-Scale runs append their output to logs/auto-scale.log; the exit code is ansible-playbook's.
+Scale runs append their output to the log as well; the exit code is ansible-playbook's.
 EOF
 }
 
@@ -41,7 +42,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PLAYBOOK="$ROOT/.venv/bin/ansible-playbook"
 PYTHON="$ROOT/.venv/bin/python"
-LOG="$ROOT/logs/auto-scale.log"
+LOG="${TENFOLD_AUTOSCALE_LOG:-$ROOT/logs/auto-scale.log}"
 
 # Run scale.yml with the given extra-var arguments, logging to $LOG and the terminal.
 run_scale() {
@@ -50,7 +51,7 @@ run_scale() {
 		exit 1
 	}
 	local cmd=("$PLAYBOOK" scale.yml "$@")
-	mkdir -p "$ROOT/logs"
+	mkdir -p "$(dirname "$LOG")"
 	printf '=== %s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${USER:-$(id -un)}" "${cmd[*]}" >>"$LOG"
 	local rc=0
 	ANSIBLE_CONFIG="$ROOT/ansible.cfg" PATH="$ROOT/.venv/bin:$PATH" \

@@ -1,0 +1,227 @@
+"""scripts/auto-scale.sh status (and its scale commands' plumbing) against a small stack of this test's own.
+
+Two backend containers labelled as stack `statustest`; an upstreams file in which only the first is a
+member; an events log with one event of the stack, one of another stack and a malformed line. The
+containers are removed afterwards, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+WRAPPER = ROOT / "scripts" / "auto-scale.sh"
+STACK = "statustest"
+IMAGE = "tenfold/backend:local"
+PORTS = {1: 29201, 2: 29202}
+HEALTHY_WITHIN_S = 60
+
+UPSTREAMS = f"""
+upstream tenfold_backend {{
+    least_conn;
+    server 127.0.0.1:{PORTS[1]} max_fails=3 fail_timeout=10s;
+    server 127.0.0.1:{PORTS[2]} backup;
+    keepalive 32;
+}}
+
+upstream tenfold_backend_0123456789 {{
+    server 127.0.0.1:{PORTS[2]} max_fails=3 fail_timeout=10s;
+    server 127.0.0.1:{PORTS[1]} backup;
+}}
+"""
+
+EVENTS = [
+    {
+        "start": "2026-11-27T12:00:00.000Z",
+        "end": "2026-11-27T12:00:21.500Z",
+        "duration_s": 21.5,
+        "trigger": "monitor",
+        "stack": STACK,
+        "request": {"pool": "backend", "direction": "up", "step": "1", "replicas": ""},
+        "pools": [{"pool": "backend", "current": 1, "target": 2, "direction": "up", "clamped": False}],
+        "result": "ok",
+        "failed_task": None,
+        "error": None,
+    },
+    {
+        "start": "2026-11-27T12:05:00.000Z",
+        "duration_s": 3.0,
+        "trigger": "manual",
+        "stack": "someotherstack",
+        "pools": [{"pool": "backend", "current": 3, "target": 9}],
+        "result": "ok",
+    },
+]
+
+
+def remove_stack(engine: docker.DockerClient) -> None:
+    for container in engine.containers.list(all=True, filters={"label": f"tenfold.stack={STACK}"}):
+        container.remove(force=True)
+
+
+def start_replica(engine: docker.DockerClient, index: int) -> None:
+    name = f"{STACK}-backend-{index}"
+    engine.containers.run(
+        IMAGE,
+        name=name,
+        detach=True,
+        labels={"tenfold.stack": STACK, "tenfold.pool": "backend", "tenfold.replica": str(index)},
+        environment={"INSTANCE_NAME": name, "POOL": "backend", "PORT": "8080"},
+        ports={"8080/tcp": ("127.0.0.1", PORTS[index])},
+        user="10001",
+        read_only=True,
+        tmpfs={"/tmp": "rw,nosuid,nodev,size=16m"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        nano_cpus=int(0.5e9),
+        mem_limit="256m",
+        healthcheck={
+            "test": ["CMD", "/usr/local/bin/healthcheck"],
+            "interval": 10**9,
+            "timeout": 3 * 10**9,
+            "retries": 3,
+            "start_period": 10**9,
+        },
+    )
+
+
+def wait_healthy(engine: docker.DockerClient) -> None:
+    deadline = time.monotonic() + HEALTHY_WITHIN_S
+    while time.monotonic() < deadline:
+        containers = engine.containers.list(filters={"label": f"tenfold.stack={STACK}"})
+        states = [c.attrs["State"].get("Health", {}).get("Status") for c in containers]
+        if len(states) == len(PORTS) and all(s == "healthy" for s in states):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{STACK} replicas not healthy within {HEALTHY_WITHIN_S} s: {states}")
+
+
+@pytest.fixture(scope="module")
+def replicas(engine: docker.DockerClient) -> Iterator[None]:
+    """The stack's two replicas (`engine` is the session's Docker client, from conftest.py)."""
+    remove_stack(engine)  # leftovers of an interrupted earlier run
+    try:
+        for index in PORTS:
+            start_replica(engine, index)
+        wait_healthy(engine)
+        yield
+    finally:
+        remove_stack(engine)
+        assert not engine.containers.list(all=True, filters={"label": f"tenfold.stack={STACK}"})
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[str]:
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    (nginx_dir / "upstreams.conf").write_text(UPSTREAMS)
+    events = tmp_path / "scale-events.jsonl"
+    lines = [json.dumps(EVENTS[0]), "{this line is cut", json.dumps(EVENTS[1])]
+    events.write_text("\n".join(lines) + "\n")
+    return ["--stack", STACK, "--nginx-dir", str(nginx_dir), "--events", str(events)]
+
+
+def wrapper(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run auto-scale.sh from a directory other than the repo, as an operator might."""
+    return subprocess.run(
+        [str(WRAPPER), *args],
+        cwd="/",
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def rows(table: str) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split() for line in table.splitlines() if line.startswith(f"{STACK}-")}
+
+
+# --- status -----------------------------------------------------------------------------------------
+def test_status_table_shows_both_replicas_and_which_one_the_lb_serves(replicas, files):
+    run = wrapper("status", *files)
+    assert run.returncode == 0, run.stderr
+    table = run.stdout
+    print(table)  # pytest -s shows the table, as docs/operations.md does
+    found = rows(table)
+    assert set(found) == {f"{STACK}-backend-1", f"{STACK}-backend-2"}
+    member, backup = found[f"{STACK}-backend-1"], found[f"{STACK}-backend-2"]
+    assert member[1:3] == ["running", "healthy"] and backup[1:3] == ["running", "healthy"]
+    assert member[-2:] == [f"127.0.0.1:{PORTS[1]}", "yes"]
+    assert backup[-2:] == [f"127.0.0.1:{PORTS[2]}", "no"]
+    assert "MiB / 256 MiB" in table
+    assert ["backend", "2", "2", "2", "1"] in [line.split() for line in table.splitlines()]  # 1 in the LB
+    assert f"Load balancer: {STACK}-lb  not found" in table
+    assert "monitor  backend 1->2" in table and "3->9" not in table
+
+
+def test_status_json_parses_and_holds_the_same_facts(replicas, files):
+    run = wrapper("status", "--json", *files)
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["stack"] == STACK and data["lb"] is None and data["nginx_config_found"] is True
+    assert data["pools"] == [
+        {"pool": "backend", "wanted": 2, "wanted_from": "event", "running": 2, "healthy": 2, "in_lb": 1}
+    ]
+    by_name = {r["name"]: r for r in data["replicas"]}
+    assert by_name[f"{STACK}-backend-1"]["in_lb"] is True
+    assert by_name[f"{STACK}-backend-2"]["in_lb"] is False
+    assert all(r["cpu_percent"] is not None and r["memory_limit"] == 256 * 2**20 for r in by_name.values())
+    assert [e["trigger"] for e in data["events"]] == ["monitor"]
+
+
+def test_status_of_a_stack_without_containers_says_so(files):
+    run = wrapper("status", *files[:1], f"{STACK}-none", *files[2:])
+    assert run.returncode == 0, run.stderr
+    assert f"No containers of stack '{STACK}-none'" in run.stdout
+
+
+def test_status_without_a_docker_engine_fails_with_a_clear_message(files):
+    run = wrapper("status", *files, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert run.returncode == 1
+    assert "cannot reach the Docker engine" in run.stderr and not run.stdout
+
+
+# --- the wrapper's scale commands (syntax check only: nothing is scaled) ----------------------------------
+def test_scale_commands_build_the_playbook_call_and_log_it(tmp_path):
+    log = tmp_path / "logs" / "auto-scale.log"
+    env = {"TENFOLD_AUTOSCALE_LOG": str(log), "TENFOLD_TRIGGER": "monitor"}
+    run = wrapper("scale-up", "backend", "2", "--", "--syntax-check", env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "playbook: scale.yml" in run.stdout  # still printed to the terminal
+    header, *body = log.read_text().splitlines()
+    assert header.endswith(
+        "scale.yml -e direction=up -e pool=backend -e step=2 -e trigger=monitor --syntax-check"
+    )
+    assert "playbook: scale.yml" in body and body[-1].endswith("exit 0")
+
+
+def test_scale_commands_keep_ansible_playbooks_exit_code(tmp_path):
+    log = tmp_path / "auto-scale.log"
+    run = wrapper("scale", "backend", "4", "--", "--syntax-check", "-e", "@/nonexistent.yml",
+                  env={"TENFOLD_AUTOSCALE_LOG": str(log)})  # fmt: skip
+    assert run.returncode == 1
+    assert "-e pool=backend -e replicas=4 -e trigger=manual" in log.read_text().splitlines()[0]
+    assert log.read_text().splitlines()[-1].endswith("exit 1")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["grow"], ["scale", "backend"], ["scale", "backend", "many"], ["scale-down", "backend", "1", "x"]],
+)
+def test_bad_arguments_print_the_usage_and_exit_2(args, tmp_path):
+    run = wrapper(*args, env={"TENFOLD_AUTOSCALE_LOG": str(tmp_path / "log")})
+    assert run.returncode == 2
+    assert "Usage: auto-scale.sh COMMAND" in run.stderr
+    assert not (tmp_path / "log").exists()
