@@ -429,14 +429,15 @@ def connect() -> docker.DockerClient:
 
 
 def health_of(attrs: dict) -> str:
-    return (attrs.get("State") or {}).get("Health", {}).get("Status") or "-"
+    return ((attrs.get("State") or {}).get("Health") or {}).get("Status") or "-"
 
 
 def published(attrs: dict) -> str | None:
     bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(CONTAINER_PORT) or []
-    for binding in sorted(bindings, key=lambda b: ":" in b.get("HostIp", "")):  # IPv4 first
-        return f"{binding.get('HostIp') or '0.0.0.0'}:{binding['HostPort']}"
-    return None
+    if not bindings:
+        return None
+    first = sorted(bindings, key=lambda b: ":" in (b.get("HostIp") or ""))[0]  # IPv4 before IPv6
+    return f"{first.get('HostIp') or '0.0.0.0'}:{first['HostPort']}"
 
 
 def sample_of(container: Any) -> dict | None:
