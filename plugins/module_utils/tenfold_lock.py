@@ -138,9 +138,11 @@ def _remove_if_still(path: str, holder: Owner) -> None:
 def playbook_pid(start: int | None = None) -> int:
     """The ansible-playbook process this code runs under (walking up from `start`, default our parent).
 
-    A module runs a few processes below ansible-playbook; the lock must name the run, not the module.
+    A module runs a few processes below ansible-playbook, and the worker processes that ansible-playbook
+    forks for each task carry its command line too: the run is the topmost of them, not the nearest.
     """
     pid = start or os.getppid()
+    found = None
     while pid > 1:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -150,6 +152,8 @@ def playbook_pid(start: int | None = None) -> int:
         except (OSError, ValueError, IndexError):
             break
         if any(os.path.basename(arg) in ("ansible-playbook", "ansible-runner") for arg in argv[:2]):
-            return pid
+            found = pid
         pid = parent
-    raise LockError("not running under ansible-playbook: cannot tell which run would own the lock")
+    if found is None:
+        raise LockError("not running under ansible-playbook: cannot tell which run would own the lock")
+    return found

@@ -32,9 +32,25 @@ options:
     type: str
     required: true
   replicas:
-    description: How many replicas the pool must have. C(0) removes them all.
+    description:
+      - How many replicas the pool must have. C(0) removes them all.
+      - With O(preserve_current), only the size of a pool that has no replica yet.
     type: int
     required: true
+  preserve_current:
+    description:
+      - Keep a running pool at its current size (clamped to O(min_replicas) and O(max_replicas)) instead of
+        O(replicas), so that converging the stack again does not undo scaling.
+    type: bool
+    default: false
+  min_replicas:
+    description: With O(preserve_current), the fewest replicas the pool is kept at.
+    type: int
+    default: 0
+  max_replicas:
+    description: With O(preserve_current), the most replicas the pool is kept at.
+    type: int
+    default: 65535
   image:
     description: Image of the app. Must already be on the Docker host.
     type: str
@@ -156,6 +172,11 @@ removed:
   returned: always
   type: list
   elements: str
+removed_members:
+  description: The replicas removed (or, in check mode, to be removed), as RV(members) lists them.
+  returned: always
+  type: list
+  elements: dict
 replicas:
   description: Number of replicas after the run.
   returned: always
@@ -191,6 +212,9 @@ def argument_spec() -> dict:
         "stack": {"type": "str", "required": True},
         "pool": {"type": "str", "required": True},
         "replicas": {"type": "int", "required": True},
+        "preserve_current": {"type": "bool", "default": False},
+        "min_replicas": {"type": "int", "default": 0},
+        "max_replicas": {"type": "int", "default": 65535},
         "image": {"type": "str", "required": True},
         "port_base": {"type": "int", "required": True},
         "container_port": {"type": "int", "default": 8080},
@@ -246,6 +270,17 @@ def build_spec(params: dict, resolved_image: str) -> PoolSpec:
         restart_policy=params["restart_policy"],
         stop_timeout=params["stop_timeout"],
     )
+
+
+def wanted_replicas(params: dict, existing: list) -> int:
+    """The pool's size: `replicas`, or with preserve_current the running pool's size within its bounds."""
+    current = sum(1 for replica in existing if replica.index >= 1)
+    if not params["preserve_current"] or current == 0:
+        return params["replicas"]
+    if params["min_replicas"] > params["max_replicas"]:
+        low, high = params["min_replicas"], params["max_replicas"]
+        raise PoolError(f"min_replicas {low} is above max_replicas {high}")
+    return min(max(current, params["min_replicas"]), params["max_replicas"])
 
 
 class PoolReconciler:
@@ -311,10 +346,11 @@ class PoolReconciler:
 
 
 def run(module: AnsibleModule) -> dict:
-    params = module.params
+    params = dict(module.params)
     cli = client(params["docker_host"])
+    found = pool_containers(cli, params["stack"], params["pool"])
+    params["replicas"] = wanted_replicas(params, [replica for replica, _ in found])
     spec = build_spec(params, image_id(cli, params["image"]) if params["replicas"] > 0 else "")
-    found = pool_containers(cli, spec.stack, spec.pool)
     containers = {replica.name: container for replica, container in found}
     by_index = {replica.index: container for replica, container in found}
     wanted = {i: spec.config_hash(i) for i in range(1, params["replicas"] + 1)}
@@ -329,6 +365,11 @@ def run(module: AnsibleModule) -> dict:
         "recreated": [replica_name(spec.stack, spec.pool, i) for i in todo.recreate],
         "started": [replica_name(spec.stack, spec.pool, i) for i in todo.start],
         "removed": list(todo.remove),
+        "removed_members": [
+            member(spec, replica.index, advertise)
+            for replica, _ in found
+            if replica.name in todo.remove and replica.index >= 1
+        ],
         "replicas": params["replicas"],
         "members": [member(spec, i, advertise) for i in range(1, params["replicas"] + 1)],
     }

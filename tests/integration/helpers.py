@@ -8,12 +8,15 @@ import os
 import re
 import ssl
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_VARS = Path(__file__).resolve().parent / "stack.yml"
 BIN = ROOT / ".venv" / "bin"
+# Scale events of the test stack go to a file of their own, not to the project's logs/.
+EVENTS_LOG = Path(tempfile.gettempdir()) / f"tenfoldit-scale-events-{os.getpid()}.jsonl"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -31,14 +34,19 @@ class Run:
         return sum(int(m.group(5)) for m in RECAP.finditer(self.output))
 
 
-def playbook(name: str, *args: str, vars_file: Path = STACK_VARS, timeout: int = 900) -> Run:
-    env = {
+def ansible_env() -> dict[str, str]:
+    return {
         **os.environ,
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
+        "TENFOLD_SCALE_EVENTS_LOG": str(EVENTS_LOG),
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
     }
+
+
+def playbook(name: str, *args: str, vars_file: Path = STACK_VARS, timeout: int = 900) -> Run:
+    env = ansible_env()
     cmd = [str(BIN / "ansible-playbook"), name, "-e", f"@{vars_file}", *args]
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False

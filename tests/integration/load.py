@@ -1,0 +1,165 @@
+"""Bounded, paced HTTPS load through the LB that accounts for every request it sends.
+
+Each worker thread has its own source address, cookie jar and keep-alive connection, and sends its share of
+the rate to the paths it is given. It stops by itself after `max_seconds`, whatever happens.
+
+A request counts as failed when the answer is not 2xx, or when the connection breaks. One case is retried
+instead, as browsers and HTTP libraries do for idempotent requests (RFC 9110, 9.2.2): a reused keep-alive
+connection that the server closed before answering (it was idle when nginx reloaded). Those retries are
+counted and reported apart.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    ok: int = 0
+    failures: Counter = field(default_factory=Counter)
+    keepalive_retries: int = 0
+    by_path: Counter = field(default_factory=Counter)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+
+class Worker(threading.Thread):
+    def __init__(self, load: Load, source: str, paths: list[str], interval: float) -> None:
+        super().__init__(daemon=True)
+        self.load = load
+        self.source = source
+        self.paths = paths
+        self.interval = interval
+        self.conn: http.client.HTTPSConnection | None = None
+        self.cookies: dict[str, str] = {}
+        self.reused = False
+
+    def connect(self) -> http.client.HTTPSConnection:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        self.reused = False
+        return http.client.HTTPSConnection(
+            "127.0.0.1", self.load.port, timeout=15, source_address=(self.source, 0), context=ctx
+        )
+
+    def request(self, path: str) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = self.connect()
+            headers = (
+                {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+            )
+            try:
+                self.conn.request("GET", path, headers=headers)
+                response = self.conn.getresponse()
+                body = response.read()
+            except RETRYABLE:
+                was_reused = self.reused
+                self.conn.close()
+                self.conn = None
+                if was_reused and attempt == 1:
+                    with self.load.lock:
+                        self.load.tally.keepalive_retries += 1
+                    continue
+                raise
+            self.reused = True
+            for key, value in response.getheaders():
+                if key.lower() == "set-cookie":
+                    name, _, rest = value.partition("=")
+                    self.cookies[name.strip()] = rest.split(";", 1)[0]
+            if response.getheader("connection", "").lower() == "close":
+                self.conn.close()
+                self.conn = None
+            return response.status, body
+        raise AssertionError("unreachable")
+
+    def run(self) -> None:
+        index = 0
+        next_at = time.monotonic()
+        while not self.load.stopping.is_set() and time.monotonic() < self.load.deadline:
+            path = self.paths[index % len(self.paths)]
+            index += 1
+            try:
+                status, body = self.request(path)
+                outcome = "ok" if 200 <= status < 300 else f"http {status}"
+            except (OSError, http.client.HTTPException) as exc:
+                outcome, body = type(exc).__name__, b""
+                if self.conn is not None:
+                    self.conn.close()
+                    self.conn = None
+            self.load.record(path, outcome, body)
+            next_at += self.interval
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                self.load.stopping.wait(delay)
+            else:
+                next_at = time.monotonic()
+        if self.conn is not None:
+            self.conn.close()
+
+
+class Load:
+    """`rate` requests/s in all, spread over `workers` threads cycling through `paths`."""
+
+    def __init__(
+        self,
+        port: int,
+        paths: list[str],
+        rate: float = 120.0,
+        workers: int = 12,
+        sources: list[str] | None = None,
+        max_seconds: float = 300.0,
+    ) -> None:
+        self.port = port
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.deadline = time.monotonic() + max_seconds
+        self.tally = Tally()
+        self.started = 0.0
+        self.stopped = 0.0
+        sources = sources or ["127.0.0.1"]
+        interval = workers / rate
+        self.workers = [
+            Worker(
+                self, sources[i % len(sources)], paths[i % len(paths) :] + paths[: i % len(paths)], interval
+            )
+            for i in range(workers)
+        ]
+
+    def record(self, path: str, outcome: str, body: bytes) -> None:
+        with self.lock:
+            self.tally.sent += 1
+            self.tally.by_path[path.split("?")[0]] += 1
+            if outcome == "ok":
+                self.tally.ok += 1
+            else:
+                self.tally.failures[f"{path.split('?')[0]}: {outcome}"] += 1
+
+    def __enter__(self) -> Load:
+        self.started = time.monotonic()
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        for worker in self.workers:
+            worker.join(timeout=30)
+        self.stopped = time.monotonic()
+
+    @property
+    def rate(self) -> float:
+        end = self.stopped or time.monotonic()
+        return self.tally.sent / max(end - self.started, 1e-9)
