@@ -7,26 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-DOCUMENTATION = r"""
-name: tenfold_upstreams
-short_description: Merge the app pools' members of several Docker hosts into nginx upstream lists
-description:
-  - Reads the C(app_pools_members) fact (C({pool: [{address, port, ...}]})) of each host in the list and
-    returns C({pool: ["address:port", ...]}), hosts in inventory order, replicas in index order.
-  - Hosts without the fact (not converged yet) contribute nothing.
-positional: _input, hostvars
-options:
-  _input:
-    description: Inventory hostnames of the Docker hosts, usually C(groups['tenfold_docker']).
-    type: list
-    elements: str
-    required: true
-  hostvars:
-    description: The C(hostvars) magic variable.
-    type: dict
-    required: true
-"""
-
 
 def tenfold_upstreams(hosts: Sequence[str], hostvars: Mapping[str, Any]) -> dict[str, list[str]]:
     upstreams: dict[str, list[str]] = {}

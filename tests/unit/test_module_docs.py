@@ -47,3 +47,12 @@ def test_documented_options_match_the_argument_spec(name):
         assert doc.get("type", "str") == spec[option].get("type", "str"), option
         assert doc.get("default") == spec[option].get("default"), option
         assert doc.get("choices") == spec[option].get("choices"), option
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [("callback", "tenfold_scale_events"), ("filter", "tenfold_upstreams")]
+)
+def test_ansible_doc_renders_the_other_plugins(kind, name):
+    result = ansible_doc("-t", kind, "--json", name)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[name]["doc"]["short_description"]

@@ -117,7 +117,7 @@ def nginx_t(conf_dir: Path, tls_dir: Path) -> subprocess.CompletedProcess:
 
 def upstream_servers(conf_dir: Path) -> dict[str, list[str]]:
     text = (conf_dir / "upstreams.conf").read_text()
-    blocks = dict(re.findall(r"upstream tenfold_(\w+) \{(.*?)\n\}", text, re.S))
+    blocks = dict(re.findall(r"upstream tenfold_(frontend|backend) \{(.*?)\n\}", text, re.S))
     return {pool: re.findall(r"^\s*server (\S+)", body, re.M) for pool, body in blocks.items()}
 
 
@@ -137,6 +137,29 @@ def test_config_for_n_replicas_per_pool_passes_nginx_t(rendered, replicas):
     assert "test is successful" in result.stderr
     servers = upstream_servers(conf_dir)
     assert servers == {pool: sorted(members) for pool, members in upstreams(replicas).items()}
+
+
+def test_each_frontend_replica_gets_a_pinned_upstream_with_the_others_as_backups(rendered):
+    text = (rendered / "replicas-3" / "upstreams.conf").read_text()
+    pinned = re.findall(r"upstream tenfold_frontend_([0-9a-f]{10}) \{(.*?)\n\}", text, re.S)
+    assert len(pinned) == 3
+    primaries = set()
+    for route, body in pinned:
+        servers = re.findall(r"^\s*server (\S+)( backup)?", body, re.M)
+        assert len(servers) == 3
+        primary = [address for address, backup in servers if not backup]
+        assert len(primary) == 1
+        primaries.add(primary[0])
+        # The route cookie's value leads to this upstream, and the replica's address back to the route.
+        assert f"{route} tenfold_frontend_{route};" in text
+        assert f'"{primary[0]}" {route};' in text
+    assert primaries == set(upstreams(3)["frontend"])
+
+
+def test_ip_hash_frontend_has_no_route_cookie(rendered):
+    text = (rendered / "ip-hash-round-robin" / "upstreams.conf").read_text()
+    assert "tenfold_frontend_upstream" not in text
+    assert "Set-Cookie" not in (rendered / "ip-hash-round-robin" / "nginx.conf").read_text()
 
 
 def test_empty_pools_render_a_down_placeholder_that_nginx_accepts(rendered):
