@@ -43,6 +43,14 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _message(msg: Any) -> str | None:
+    """A task's msg as one line of at most 500 characters (nginx's messages come as a list of lines)."""
+    if isinstance(msg, (list, tuple)):
+        msg = " ".join(str(line) for line in msg)
+    text = str(msg or "").strip()
+    return text[:500] or None
+
+
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "notification"
@@ -72,13 +80,13 @@ class CallbackModule(CallbackBase):
         if ignore_errors or self._failed_task:
             return
         self._failed_task = result.task_name or result._task.get_name()
-        self._failed_msg = str(result._result.get("msg", ""))[:500] or None
+        self._failed_msg = _message(result._result.get("msg"))
 
     def v2_runner_on_unreachable(self, result: Any) -> None:
         self._unreachable = True
         if not self._failed_task:
             self._failed_task = result.task_name or result._task.get_name()
-            self._failed_msg = str(result._result.get("msg", ""))[:500] or None
+            self._failed_msg = _message(result._result.get("msg"))
 
     # --- writing --------------------------------------------------------------------------------
     def v2_playbook_on_stats(self, stats: Any) -> None:

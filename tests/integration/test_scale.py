@@ -131,6 +131,26 @@ def test_replicas_that_never_become_healthy_are_removed_and_nothing_changes(engi
     assert "Reconcile" in event["failed_task"]
 
 
+def test_scale_run_whose_nginx_config_fails_validation_puts_the_pools_back(engine, stack):
+    upstreams = Path(f"/etc/tenfold/{stack.name}/nginx/upstreams.conf").read_bytes()
+    before = event_count()
+    load = Load(stack.https_port, LOAD_PATHS, rate=60, workers=6, sources=LOAD_SOURCES, max_seconds=120)
+    with load:
+        run = scale("pool=backend", "replicas=5", "nginx_lb_upstream_fail_timeout=bogus")
+    assert run.rc != 0
+    assert 'nginx: [emerg] invalid parameter "fail_timeout=bogus"' in run.output
+    assert_pool(engine, stack, "backend", 3)
+    assert Path(f"/etc/tenfold/{stack.name}/nginx/upstreams.conf").read_bytes() == upstreams
+    assert load.tally.failed == 0, dict(load.tally.failures)
+    event = events_since(before)[-1]
+    assert event["result"] == "failed"
+    assert "nginx: [emerg]" in event["error"]
+    # The lock was given back: the next run does not wait for it, nor recover it.
+    run = scale("direction=up", "pool=backend")
+    assert run.rc == 0 and "recovered the lock" not in run.output
+    assert scale("pool=backend", "replicas=3").rc == 0
+
+
 BAD_REQUESTS = [
     (["direction=sideways"], "direction must be 'up' or 'down'"),
     (["direction=up", "step=0"], "step must be 1 or more"),
