@@ -34,6 +34,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from ansible import context
 from ansible.plugins.callback import CallbackBase
 
 AWX_ENV = ("AWX_JOB_ID", "JOB_ID", "AWX_HOST")
@@ -92,8 +93,8 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_stats(self, stats: Any) -> None:
         custom = (getattr(stats, "custom", {}) or {}).get("_run", {})
         scale = custom.get("tenfold_scale")
-        if scale is None:
-            return  # not a scale run
+        if scale is None or context.CLIARGS.get("check"):
+            return  # not a scale run, or one that only showed what it would do
         end = time.time()
         totals = [stats.summarize(host) for host in stats.processed]
         failed = (

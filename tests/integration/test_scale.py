@@ -151,6 +151,20 @@ def test_scale_run_whose_nginx_config_fails_validation_puts_the_pools_back(engin
     assert scale("pool=backend", "replicas=3").rc == 0
 
 
+def test_scale_check_diff_shows_the_change_and_changes_nothing(engine, stack):
+    containers = {c.name: c.id for c in stack_containers(engine, stack.name)}
+    config = Path(f"/etc/tenfold/{stack.name}/nginx/upstreams.conf").read_bytes()
+    before = event_count()
+    run = playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=5", "--check", "--diff")
+    assert run.rc == 0, run.output[-3000:]
+    backend_5 = port_base(stack, "backend") + 5
+    assert f"+    server 127.0.0.1:{backend_5} " in run.output
+    assert f"+{stack.name}-backend-5" in run.output
+    assert {c.name: c.id for c in stack_containers(engine, stack.name)} == containers
+    assert Path(f"/etc/tenfold/{stack.name}/nginx/upstreams.conf").read_bytes() == config
+    assert event_count() == before
+
+
 BAD_REQUESTS = [
     (["direction=sideways"], "direction must be 'up' or 'down'"),
     (["direction=up", "step=0"], "step must be 1 or more"),
