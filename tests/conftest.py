@@ -8,7 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
-for sub in ("plugins/module_utils", "plugins/filter"):
+for sub in ("plugins/module_utils", "plugins/filter", "monitor"):
     path = str(ROOT / sub)
     if path not in sys.path:
         sys.path.insert(0, path)

@@ -1,0 +1,1 @@
+"""tenfold's monitor: watches a stack and runs scale.yml by itself."""

@@ -1,0 +1,73 @@
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+"""The scale events the tenfold_scale_events callback writes, read back for the monitor's cooldown.
+
+The file outlives the monitor, so a restarted monitor still knows when each pool was last scaled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ScaleEvent:
+    end: float
+    stack: str
+    result: str
+    trigger: str
+    changes: dict[str, tuple[int, int]]  # pool -> (from, to), only the pools the run changed or meant to
+
+
+def _epoch(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def parse(line: str) -> ScaleEvent | None:
+    """One line of the events file, or None when it is not a well-formed event."""
+    try:
+        raw = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    end = _epoch(raw.get("end", ""))
+    if end is None:
+        return None
+    changes = {}
+    for pool in raw.get("pools") or []:
+        if isinstance(pool, dict) and pool.get("direction") in ("up", "down"):
+            changes[str(pool.get("pool"))] = (int(pool.get("current", 0)), int(pool.get("target", 0)))
+    return ScaleEvent(
+        end=end,
+        stack=str(raw.get("stack") or ""),
+        result=str(raw.get("result") or ""),
+        trigger=str(raw.get("trigger") or ""),
+        changes=changes,
+    )
+
+
+def last_scaled(path: Path, stack: str, max_bytes: int = 1 << 20) -> dict[str, float]:
+    """When each pool of `stack` was last scaled (any trigger, any result: a failed run disturbed it too)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return {}
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        event = parse(line)
+        if event is None or event.stack != stack:
+            continue
+        for pool in event.changes:
+            found[pool] = max(found.get(pool, 0.0), event.end)
+    return found
