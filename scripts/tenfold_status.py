@@ -30,6 +30,12 @@ import requests.exceptions
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "monitor") not in sys.path:
+    sys.path.insert(0, str(ROOT / "monitor"))  # the LB upstreams parser is the monitor's (tenfold_monitor)
+
+from tenfold_monitor.upstreams import UpstreamServer as UpstreamServer  # noqa: E402 (kept as a name here)
+from tenfold_monitor.upstreams import member_key, parse_upstreams, pool_members  # noqa: E402
+
 DEFAULT_STACK = "tenfold"
 KNOWN_POOLS = ("frontend", "backend")
 CONTAINER_PORT = "8080/tcp"
@@ -39,23 +45,8 @@ LABEL_REPLICA = "tenfold.replica"
 RECENT_EVENTS = 5
 STATS_WORKERS = 32
 
-_UPSTREAM_RE = re.compile(r"^[ \t]*upstream\s+([A-Za-z0-9_.-]+)\s*\{([^}]*)\}", re.M)
-_COMMENT_RE = re.compile(r"#[^\n]*")
-
 
 # --- records ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class UpstreamServer:
-    address: str
-    backup: bool = False
-    down: bool = False
-
-    @property
-    def serving(self) -> bool:
-        """A server nginx sends traffic to in normal operation (not a backup, not marked down)."""
-        return not (self.backup or self.down)
-
-
 @dataclass(frozen=True)
 class PoolChange:
     pool: str
@@ -118,29 +109,6 @@ class StackStatus:
     replicas: list[Replica]
     events: list[ScaleEvent]
     upstreams_without_container: dict[str, list[str]] = field(default_factory=dict)
-
-
-# --- nginx upstreams (pure) -----------------------------------------------------------------------
-def parse_upstreams(text: str) -> dict[str, list[UpstreamServer]]:
-    """Every `upstream NAME { server ADDR [params]; ... }` block of an nginx config, by name."""
-    blocks: dict[str, list[UpstreamServer]] = {}
-    for match in _UPSTREAM_RE.finditer(_COMMENT_RE.sub("", text)):
-        servers = []
-        for directive in match.group(2).split(";"):
-            words = directive.split()
-            if len(words) >= 2 and words[0] == "server":
-                flags = set(words[2:])
-                servers.append(UpstreamServer(words[1], backup="backup" in flags, down="down" in flags))
-        blocks[match.group(1)] = servers
-    return blocks
-
-
-def pool_members(blocks: dict[str, list[UpstreamServer]], pool: str) -> set[str]:
-    """ADDR:PORT the LB serves `pool` from: non-backup, non-down servers of upstream `tenfold_<pool>`.
-
-    Per-replica upstreams (`tenfold_<pool>_<id>`) are not the pool's membership and are ignored.
-    """
-    return {server.address for server in blocks.get(f"tenfold_{pool}", []) if server.serving}
 
 
 # --- scale events (pure) --------------------------------------------------------------------------
@@ -229,14 +197,6 @@ def memory_usage(sample: dict) -> tuple[int, int] | None:
 
 
 # --- combining (pure) -----------------------------------------------------------------------------
-def member_key(address: str | None) -> str | None:
-    """How the LB on this host reaches a published address: a wildcard bind is reached on 127.0.0.1."""
-    if not address:
-        return None
-    host, _, port = address.rpartition(":")
-    return f"127.0.0.1:{port}" if host in ("0.0.0.0", "", "::", "[::]") else address
-
-
 def with_membership(replicas: list[Replica], members: dict[str, set[str]] | None) -> list[Replica]:
     if members is None:
         return replicas
