@@ -120,6 +120,12 @@ class AccessLogReader:
     def close(self) -> None:
         self._close()
 
+    def __enter__(self) -> AccessLogReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
     # --- internals -------------------------------------------------------------------------------
     def _open(self, from_end: bool) -> bool:
         try:
