@@ -1,0 +1,339 @@
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+"""One snapshot of a stack, for the scaler and the metrics log: host, LB, and per pool replicas and traffic.
+
+Every figure whose source is unavailable is None, never 0, and the snapshot says why in `warnings`:
+a scaler must not read "the log is gone" as "nobody is visiting". An idle pool, seen through a log that is
+known to be current, has a real 0 rps.
+
+The access log is current when a line arrived in the last `stale_after_s` seconds, or when stub_status
+shows nginx served (almost) nothing in the meantime beyond the monitor's own stub_status requests, which
+nginx does not log. When neither can be shown, traffic is None.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from tenfold_monitor import stubstatus
+from tenfold_monitor.accesslog import DEFAULT_MAX_BYTES, AccessLogReader
+from tenfold_monitor.containers import (
+    DEFAULT_WORKERS,
+    ENGINE_ERRORS,
+    HEALTH_TIMEOUT_S,
+    ContainerMetrics,
+    collect_containers,
+)
+from tenfold_monitor.host import HostSampler
+from tenfold_monitor.upstreams import UpstreamServer, member_key, pool_members, read_upstreams
+from tenfold_monitor.window import DEFAULT_WINDOW_S, PoolTraffic, TrafficWindow
+
+DEFAULT_POOLS = ("frontend", "backend")
+STALE_AFTER_S = 10.0  # the log is flushed every second; ten seconds without a line needs explaining
+STALE_MIN_RPS = 1.0  # requests/s nginx may serve unlogged (its own healthcheck polls stub_status) while idle
+MIN_COVERED_S = 1.0  # no rate over less time than this
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    pool: str
+    replicas: int | None  # running containers
+    serving: int | None  # running, healthy, and a member of upstream tenfold_<pool>
+    starting: int | None  # running, not (yet) serving
+    lb_members: int | None  # non-backup, non-down servers of upstream tenfold_<pool>
+    inflight: int | None  # sum of the running replicas' /health inflight that answered
+    cpu_percent: float | None  # mean over serving replicas, % of each one's CPU limit
+    memory_percent: float | None  # mean over serving replicas, % of each one's memory limit
+    requests: int | None  # requests in the traffic window
+    rps: float | None
+    error_rate: float | None  # share of 5xx answers and upstream failures
+    p50_s: float | None
+    p95_s: float | None
+    p99_s: float | None
+    traffic_at: float | None  # time of the newest access-log entry of the pool in the window
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at: float  # epoch seconds
+    stack: str
+    host_cpu_percent: float | None
+    host_memory_percent: float | None
+    lb_active_connections: int | None
+    lb_request_rate: float | None  # requests/s from stub_status (None on the first sample)
+    log_state: str  # ok, warming, missing, stale, unverified (traffic is None unless ok)
+    log_malformed: int  # malformed access-log lines since the collector started
+    window_s: float
+    pools: dict[str, PoolSnapshot] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """One line for the metrics log (figures rounded to 4 decimals)."""
+        return json.dumps(_rounded(asdict(self)), separators=(",", ":"))
+
+
+def _rounded(value: Any, digits: int = 4) -> Any:
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {key: _rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item, digits) for item in value]
+    return value
+
+
+# --- pure parts -----------------------------------------------------------------------------------
+def _mean(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def log_state(
+    *,
+    available: bool,
+    covered_s: float,
+    quiet_s: float,
+    unlogged_rps: float | None,
+    stale_after_s: float = STALE_AFTER_S,
+    stale_min_rps: float = STALE_MIN_RPS,
+) -> tuple[str, str | None]:
+    """Whether the window's traffic can be trusted: (state, warning or None).
+
+    `quiet_s`: seconds since a line last arrived; `unlogged_rps`: requests/s stub_status counted beyond the
+    monitor's own polls (None when unknown).
+    """
+    if not available:
+        return "missing", "access log missing: traffic unknown"
+    if covered_s < MIN_COVERED_S:
+        return "warming", f"traffic window filling ({covered_s:.1f} s covered): traffic unknown"
+    if quiet_s < stale_after_s:
+        return "ok", None
+    if unlogged_rps is None:
+        return "unverified", (
+            f"no access-log line for {quiet_s:.0f} s and no stub_status rate to tell idle from stale: "
+            "traffic unknown"
+        )
+    if unlogged_rps >= stale_min_rps:
+        return "stale", (
+            f"access log stale: no line for {quiet_s:.0f} s while nginx served {unlogged_rps:.1f} req/s: "
+            "traffic unknown"
+        )
+    return "ok", None
+
+
+def pool_snapshot(
+    pool: str,
+    containers: Sequence[ContainerMetrics] | None,
+    members: set[str] | None,
+    traffic: PoolTraffic | None,
+) -> PoolSnapshot:
+    """One pool's figures. `containers` None: Docker unknown; `members` None: LB membership unknown;
+    `traffic` None: the access log cannot be trusted."""
+    running = None if containers is None else [c for c in containers if c.pool == pool and c.running]
+    serving = None
+    if running is not None and members is not None:
+        serving = [c for c in running if c.health == "healthy" and member_key(c.address) in members]
+    answers = [] if running is None else [c.inflight for c in running if c.inflight is not None]
+    return PoolSnapshot(
+        pool=pool,
+        replicas=None if running is None else len(running),
+        serving=None if serving is None else len(serving),
+        starting=None if serving is None or running is None else len(running) - len(serving),
+        lb_members=None if members is None else len(members),
+        inflight=None if running is None or (running and not answers) else sum(answers),
+        cpu_percent=None if serving is None else _mean(c.cpu_percent for c in serving),
+        memory_percent=None if serving is None else _mean(c.memory_percent for c in serving),
+        requests=None if traffic is None else traffic.requests,
+        rps=None if traffic is None else traffic.rps,
+        error_rate=None if traffic is None else traffic.error_rate,
+        p50_s=None if traffic is None else traffic.p50_s,
+        p95_s=None if traffic is None else traffic.p95_s,
+        p99_s=None if traffic is None else traffic.p99_s,
+        traffic_at=None if traffic is None else traffic.samples_at,
+    )
+
+
+def container_warnings(containers: Sequence[ContainerMetrics]) -> list[str]:
+    """Running replicas whose /health or stats did not answer."""
+    warnings = []
+    for c in containers:
+        if c.running and c.inflight is None:
+            warnings.append(f"{c.name}: /health did not answer: inflight unknown")
+        if c.running and (c.cpu_percent is None or c.memory_percent is None):
+            warnings.append(f"{c.name}: no stats sample: CPU/memory unknown")
+    return warnings
+
+
+def ordered_pools(configured: Iterable[str], found: Iterable[str]) -> list[str]:
+    first = list(dict.fromkeys(configured))
+    return first + sorted(set(found) - set(first))
+
+
+# --- the collector (I/O at its edges) -------------------------------------------------------------
+@dataclass
+class _StubSample:
+    status: stubstatus.StubStatus
+    at: float
+
+
+class Collector:
+    """Collects one `Snapshot` of `stack` per `collect()` call; keeps the log offset and window in between.
+
+    The access log is read from its end when the collector starts (`log_from_start=False`): the window then
+    fills over `window_s` seconds, and rates are taken over the time covered so far. With
+    `log_from_start`, the whole file is read (`max_read_bytes` per call) and the window counts as full.
+    """
+
+    def __init__(
+        self,
+        stack: str,
+        log_path: Path | str,
+        status_url: str,
+        upstreams_conf_path: Path | str,
+        *,
+        pools: Sequence[str] = DEFAULT_POOLS,
+        window_s: float = DEFAULT_WINDOW_S,
+        stale_after_s: float = STALE_AFTER_S,
+        stale_min_rps: float = STALE_MIN_RPS,
+        status_timeout: float = 1.0,
+        health_timeout: float = HEALTH_TIMEOUT_S,
+        log_from_start: bool = False,
+        max_read_bytes: int = DEFAULT_MAX_BYTES,
+        docker_client: Any | None = None,
+    ) -> None:
+        self.stack = stack
+        self.status_url = status_url
+        self.upstreams_conf_path = Path(upstreams_conf_path)
+        self.pools = tuple(pools)
+        self.log_from_start = log_from_start
+        self.stale_after_s = stale_after_s
+        self.stale_min_rps = stale_min_rps
+        self.status_timeout = status_timeout
+        self.health_timeout = health_timeout
+        self.reader = AccessLogReader(log_path, max_bytes=max_read_bytes, start_at_end=not log_from_start)
+        self.window = TrafficWindow(window_s)
+        self._started = False
+        self._docker = docker_client
+        self._host = HostSampler()
+        self._stub: _StubSample | None = None
+        self._last_line_at: float | None = None
+        self._malformed_seen = 0
+
+    def collect(self, now: float | None = None) -> Snapshot:
+        now = time.time() if now is None else now
+        warnings: list[str] = []
+        host_cpu, host_memory = self._host_figures(warnings)
+        stub, rate, unlogged = self._stub_figures(now, warnings)
+        state = self._read_log(now, unlogged, warnings)
+        blocks = self._upstreams(warnings)
+        containers = self._containers(warnings)
+        names = ordered_pools(self.pools, [c.pool for c in containers or []])
+        traffic = self.window.snapshot(now, names) if state == "ok" else None
+        pools = {
+            pool: pool_snapshot(
+                pool,
+                containers,
+                None if blocks is None else pool_members(blocks, pool),
+                None if traffic is None else traffic[pool],
+            )
+            for pool in names
+        }
+        return Snapshot(
+            at=now,
+            stack=self.stack,
+            host_cpu_percent=host_cpu,
+            host_memory_percent=host_memory,
+            lb_active_connections=None if stub is None else stub.active,
+            lb_request_rate=rate,
+            log_state=state,
+            log_malformed=self.reader.malformed,
+            window_s=self.window.window_s,
+            pools=pools,
+            warnings=warnings,
+        )
+
+    def close(self) -> None:
+        self.reader.close()
+        if self._docker is not None:
+            self._docker.close()
+
+    # --- edges -----------------------------------------------------------------------------------
+    def _host_figures(self, warnings: list[str]) -> tuple[float | None, float | None]:
+        try:
+            host = self._host.sample()
+        except (OSError, RuntimeError) as exc:
+            warnings.append(f"host metrics unavailable: {exc}")
+            return None, None
+        return host.cpu_percent, host.memory_percent
+
+    def _stub_figures(
+        self, now: float, warnings: list[str]
+    ) -> tuple[stubstatus.StubStatus | None, float | None, float | None]:
+        """(status, request rate, request rate beyond this collector's own polls)."""
+        try:
+            status = stubstatus.parse(stubstatus.fetch(self.status_url, self.status_timeout))
+        except (OSError, ValueError) as exc:
+            warnings.append(f"stub_status unreachable at {self.status_url}: {exc}")
+            self._stub = None
+            return None, None, None
+        previous, self._stub = self._stub, _StubSample(status, now)
+        if previous is None:
+            return status, None, None
+        elapsed = now - previous.at
+        rate = stubstatus.request_rate(previous.status, status, elapsed)
+        if rate is None:
+            return status, None, None
+        return status, rate, max(0.0, rate - 1.0 / elapsed)  # one of the requests counted is this poll
+
+    def _read_log(self, now: float, unlogged_rps: float | None, warnings: list[str]) -> str:
+        """Feed the window with what the log gained; the log's state (traffic is trusted when "ok")."""
+        if not self._started:
+            self._started, self._last_line_at = True, now
+            if not self.log_from_start:
+                self.window.since = now  # the reader starts at the log's end: nothing before now is seen
+        lines_before = self.reader.malformed
+        entries = self.reader.read()
+        if entries or self.reader.malformed > lines_before:
+            self._last_line_at = now
+        self.window.add(entries)
+        if self.reader.malformed > self._malformed_seen:
+            new = self.reader.malformed - self._malformed_seen
+            warnings.append(f"access log: {new} malformed line(s) skipped ({self.reader.malformed} in all)")
+            self._malformed_seen = self.reader.malformed
+        if self.reader.missing and self.reader.available:
+            warnings.append(f"access log {self.reader.path} missing: reading the file it was rotated to")
+        state, warning = log_state(
+            available=self.reader.available,
+            covered_s=self.window.covered_s(now),
+            quiet_s=now - (self._last_line_at or now),
+            unlogged_rps=unlogged_rps,
+            stale_after_s=self.stale_after_s,
+            stale_min_rps=self.stale_min_rps,
+        )
+        if warning:
+            warnings.append(f"{warning} ({self.reader.path})" if state == "missing" else warning)
+        return state
+
+    def _upstreams(self, warnings: list[str]) -> dict[str, list[UpstreamServer]] | None:
+        blocks = read_upstreams(self.upstreams_conf_path)
+        if blocks is None:
+            warnings.append(f"LB upstreams {self.upstreams_conf_path} unreadable: serving unknown")
+        return blocks
+
+    def _containers(self, warnings: list[str]) -> list[ContainerMetrics] | None:
+        try:
+            if self._docker is None:
+                self._docker = docker.from_env(max_pool_size=DEFAULT_WORKERS)
+            containers = collect_containers(self._docker, self.stack, health_timeout=self.health_timeout)
+        except ENGINE_ERRORS as exc:
+            warnings.append(f"Docker engine unreachable: {exc}: replicas unknown")
+            return None
+        warnings.extend(container_warnings(containers))
+        return containers

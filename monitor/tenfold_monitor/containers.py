@@ -1,0 +1,228 @@
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+"""The app containers of a stack, from the Docker engine: state, health, CPU and memory, requests in flight.
+
+The arithmetic on a `stats` sample is pure (scripts/tenfold_status.py imports `cpu_percent`,
+`memory_usage` and `published` from here); Docker and HTTP calls are in the functions at the bottom.
+A stats call takes about a second (the engine waits for a second CPU reading), so containers are sampled
+in parallel threads.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+import requests.exceptions
+
+from tenfold_monitor.upstreams import member_key
+
+CONTAINER_PORT = "8080/tcp"
+LABEL_STACK = "tenfold.stack"
+LABEL_POOL = "tenfold.pool"
+LABEL_REPLICA = "tenfold.replica"
+DEFAULT_WORKERS = 32
+HEALTH_TIMEOUT_S = 1.0
+ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+@dataclass(frozen=True)
+class ContainerMetrics:
+    name: str
+    pool: str
+    replica: int | None  # label tenfold.replica
+    state: str  # Docker's: running, created, restarting, exited, ...
+    health: str | None  # healthy, starting, unhealthy; None without a healthcheck
+    address: str | None  # published HOST:PORT of 8080/tcp
+    cpu_percent: float | None  # of its CPU limit (of the host's CPUs when it has none)
+    memory_percent: float | None  # of its memory limit, reclaimable page cache left out
+    inflight: int | None  # from its /health; None when it did not answer
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+# --- stats arithmetic (pure) ----------------------------------------------------------------------
+def _online_cpus(cpu: dict) -> int:
+    return cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
+
+
+def cpu_cores_percent(sample: dict) -> float | None:
+    """CPU use between the two readings of one stats sample, 100 = one core busy; None without a previous
+    reading (precpu_stats empty: the first sample of a one-shot stats call, say)."""
+    cpu, pre = sample.get("cpu_stats") or {}, sample.get("precpu_stats") or {}
+    try:
+        cpu_delta = cpu["cpu_usage"]["total_usage"] - pre["cpu_usage"]["total_usage"]
+        system_delta = cpu["system_cpu_usage"] - pre["system_cpu_usage"]
+    except (KeyError, TypeError):
+        return None
+    if system_delta <= 0 or cpu_delta < 0:
+        return None
+    return cpu_delta / system_delta * _online_cpus(cpu) * 100.0
+
+
+def cpu_percent(sample: dict) -> float | None:
+    """CPU use as `docker stats` shows it (100 = one core), rounded to 0.1."""
+    cores = cpu_cores_percent(sample)
+    return None if cores is None else round(cores, 1)
+
+
+def limit_cpus(host_config: dict) -> float | None:
+    """CPUs a container may use: NanoCpus (docker run --cpus), else CpuQuota/CpuPeriod; None: no limit."""
+    nano = host_config.get("NanoCpus") or 0
+    if nano > 0:
+        return nano / 1e9
+    quota, period = host_config.get("CpuQuota") or 0, host_config.get("CpuPeriod") or 0
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def cpu_percent_of_limit(sample: dict, cpus: float | None) -> float | None:
+    """CPU use as a share of the container's limit: cpu_delta / system_delta * online_cpus * 100 / cpus.
+
+    Without a limit (`cpus` None) the container may use every online CPU, so that is the limit.
+    """
+    cores = cpu_cores_percent(sample)
+    if cores is None:
+        return None
+    limit = cpus if cpus and cpus > 0 else float(_online_cpus(sample.get("cpu_stats") or {}))
+    return cores / limit
+
+
+def memory_usage(sample: dict) -> tuple[int, int] | None:
+    """(used, limit) in bytes, page cache that can be reclaimed left out, as `docker stats` does."""
+    memory = sample.get("memory_stats") or {}
+    usage, limit = memory.get("usage"), memory.get("limit")
+    if not isinstance(usage, int) or not isinstance(limit, int):
+        return None
+    stats = memory.get("stats") or {}
+    inactive = stats.get("total_inactive_file", stats.get("inactive_file", 0))  # cgroup v1, v2
+    return (usage - inactive if 0 <= inactive < usage else usage), limit
+
+
+def memory_percent_of_limit(sample: dict) -> float | None:
+    """Memory in use as a share of the limit (the host's memory when the container has none)."""
+    usage = memory_usage(sample)
+    if usage is None or usage[1] <= 0:
+        return None
+    return usage[0] / usage[1] * 100.0
+
+
+# --- container attributes (pure) ------------------------------------------------------------------
+def published(attrs: dict) -> str | None:
+    """HOST:PORT that 8080/tcp is published on, IPv4 first; None when it is not published."""
+    bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(CONTAINER_PORT) or []
+    if not bindings:
+        return None
+    first = sorted(bindings, key=lambda b: ":" in (b.get("HostIp") or ""))[0]  # IPv4 before IPv6
+    return f"{first.get('HostIp') or '0.0.0.0'}:{first['HostPort']}"
+
+
+def health_of(attrs: dict) -> str | None:
+    return ((attrs.get("State") or {}).get("Health") or {}).get("Status") or None
+
+
+def replica_index(labels: dict) -> int | None:
+    text = str(labels.get(LABEL_REPLICA, "")).strip()
+    return int(text) if text.isdigit() else None
+
+
+def health_url(address: str | None) -> str | None:
+    """The /health URL of a published address, as this host reaches it."""
+    key = member_key(address)
+    if key is None:
+        return None
+    host, _, port = key.rpartition(":")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/health"
+
+
+def parse_inflight(body: bytes | str) -> int | None:
+    """`inflight` of a /health answer ({"status", "instance", "pool", "inflight"}); None when it has none."""
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    inflight = value.get("inflight") if isinstance(value, dict) else None
+    return (
+        inflight if isinstance(inflight, int) and not isinstance(inflight, bool) and inflight >= 0 else None
+    )
+
+
+def metrics_of(
+    name: str, attrs: dict, labels: dict, sample: dict | None, inflight: int | None
+) -> ContainerMetrics:
+    """One container's record from its inspect attributes, labels, stats sample and /health answer."""
+    return ContainerMetrics(
+        name=name,
+        pool=str(labels.get(LABEL_POOL, "")),
+        replica=replica_index(labels),
+        state=str((attrs.get("State") or {}).get("Status") or "unknown"),
+        health=health_of(attrs),
+        address=published(attrs),
+        cpu_percent=cpu_percent_of_limit(sample, limit_cpus(attrs.get("HostConfig") or {}))
+        if sample
+        else None,
+        memory_percent=memory_percent_of_limit(sample) if sample else None,
+        inflight=inflight,
+    )
+
+
+# --- I/O: HTTP and Docker -------------------------------------------------------------------------
+def fetch_inflight(address: str | None, timeout: float = HEALTH_TIMEOUT_S) -> int | None:
+    """Requests in flight reported by the replica's /health; None when it does not answer in time."""
+    url = health_url(address)
+    if url is None:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return parse_inflight(response.read(64 << 10))
+    except (OSError, ValueError):  # refused, timed out, HTTP error status, bad answer
+        return None
+
+
+def _sample(container: Any) -> dict | None:
+    try:
+        return container.stats(stream=False)
+    except ENGINE_ERRORS:  # gone since it was listed, say: its figures are unknown
+        return None
+
+
+def _measure(container: Any, health_timeout: float) -> ContainerMetrics:
+    attrs = container.attrs
+    running = (attrs.get("State") or {}).get("Status") == "running"
+    sample = _sample(container) if running else None
+    inflight = fetch_inflight(published(attrs), health_timeout) if running else None
+    return metrics_of(container.name, attrs, container.labels or {}, sample, inflight)
+
+
+def list_containers(client: Any, stack: str, pools: Iterable[str] | None = None) -> list[Any]:
+    """The stack's app containers (any state); only those of `pools` when given."""
+    found = client.containers.list(all=True, filters={"label": [f"{LABEL_STACK}={stack}", LABEL_POOL]})
+    wanted = None if pools is None else set(pools)
+    return [c for c in found if wanted is None or (c.labels or {}).get(LABEL_POOL) in wanted]
+
+
+def collect_containers(
+    client: Any,
+    stack: str,
+    pools: Iterable[str] | None = None,
+    health_timeout: float = HEALTH_TIMEOUT_S,
+    workers: int = DEFAULT_WORKERS,
+) -> list[ContainerMetrics]:
+    """Every app container of the stack, measured in parallel, ordered by pool and replica.
+
+    Listing errors (engine unreachable) propagate; a container that fails to answer gets None figures.
+    """
+    containers = list_containers(client, stack, pools)
+    if not containers:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(containers)))) as executor:
+        measured = list(executor.map(lambda c: _measure(c, health_timeout), containers))
+    return sorted(measured, key=lambda m: (m.pool, m.replica if m.replica is not None else 0, m.name))
