@@ -31,14 +31,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "monitor") not in sys.path:
-    sys.path.insert(0, str(ROOT / "monitor"))  # the LB upstreams parser is the monitor's (tenfold_monitor)
+    sys.path.insert(0, str(ROOT / "monitor"))  # parsers and stats arithmetic shared with the monitor
 
+from tenfold_monitor.containers import cpu_percent, memory_usage, published  # noqa: E402
 from tenfold_monitor.upstreams import UpstreamServer as UpstreamServer  # noqa: E402 (kept as a name here)
 from tenfold_monitor.upstreams import member_key, parse_upstreams, pool_members  # noqa: E402
 
 DEFAULT_STACK = "tenfold"
 KNOWN_POOLS = ("frontend", "backend")
-CONTAINER_PORT = "8080/tcp"
 LABEL_STACK = "tenfold.stack"
 LABEL_POOL = "tenfold.pool"
 LABEL_REPLICA = "tenfold.replica"
@@ -168,32 +168,6 @@ def wanted_from_events(events: list[ScaleEvent]) -> dict[str, int]:
         if event.result == "ok":
             wanted.update({change.pool: change.target for change in event.pools})
     return wanted
-
-
-# --- Docker stats (pure) --------------------------------------------------------------------------
-def cpu_percent(sample: dict) -> float | None:
-    """CPU use between the two readings of one stats sample, as `docker stats` shows it (100 = one core)."""
-    cpu, pre = sample.get("cpu_stats") or {}, sample.get("precpu_stats") or {}
-    try:
-        cpu_delta = cpu["cpu_usage"]["total_usage"] - pre["cpu_usage"]["total_usage"]
-        system_delta = cpu["system_cpu_usage"] - pre["system_cpu_usage"]
-    except (KeyError, TypeError):
-        return None
-    online = cpu.get("online_cpus") or len(cpu["cpu_usage"].get("percpu_usage") or []) or 1
-    if system_delta <= 0 or cpu_delta < 0:
-        return None
-    return round(cpu_delta / system_delta * online * 100.0, 1)
-
-
-def memory_usage(sample: dict) -> tuple[int, int] | None:
-    """(used, limit) in bytes, page cache that can be reclaimed left out, as `docker stats` does."""
-    memory = sample.get("memory_stats") or {}
-    usage, limit = memory.get("usage"), memory.get("limit")
-    if not isinstance(usage, int) or not isinstance(limit, int):
-        return None
-    stats = memory.get("stats") or {}
-    inactive = stats.get("total_inactive_file", stats.get("inactive_file", 0))  # cgroup v1, v2
-    return (usage - inactive if 0 <= inactive < usage else usage), limit
 
 
 # --- combining (pure) -----------------------------------------------------------------------------
@@ -390,14 +364,6 @@ def connect() -> docker.DockerClient:
 
 def health_of(attrs: dict) -> str:
     return ((attrs.get("State") or {}).get("Health") or {}).get("Status") or "-"
-
-
-def published(attrs: dict) -> str | None:
-    bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(CONTAINER_PORT) or []
-    if not bindings:
-        return None
-    first = sorted(bindings, key=lambda b: ":" in (b.get("HostIp") or ""))[0]  # IPv4 before IPv6
-    return f"{first.get('HostIp') or '0.0.0.0'}:{first['HostPort']}"
 
 
 def sample_of(container: Any) -> dict | None:
