@@ -1,0 +1,75 @@
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+"""python -m tenfold_monitor run|once [--config FILE] [--stack NAME] [--interval S] [--dry-run]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import sys
+import time
+from pathlib import Path
+
+# The pure scaling policy is shared with the Ansible modules: it lives in plugins/module_utils.
+_PROJECT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(_PROJECT / "plugins" / "module_utils"))
+
+from tenfold_monitor.service import Monitor, Settings  # noqa: E402
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tenfold_monitor", description=__doc__)
+    parser.add_argument("command", choices=["run", "once"], help="run: watch and scale; once: one collection")
+    parser.add_argument("--config", type=Path, help="JSON settings (the monitor role renders them)")
+    parser.add_argument("--stack", help="stack to watch (default tenfold)")
+    parser.add_argument("--project-dir", default=str(_PROJECT), help="where scale.yml and logs/ are")
+    parser.add_argument("--interval", type=float, dest="interval_s", help="seconds between collections")
+    parser.add_argument("--dry-run", action="store_true", default=None, help="decide and log, never act")
+    return parser.parse_args(argv)
+
+
+def setup_logging(settings: Settings, to_stderr: bool) -> None:
+    handlers: list[logging.Handler] = []
+    path = settings.path(settings.decisions_log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handlers.append(logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5))
+    if to_stderr:
+        handlers.append(logging.StreamHandler())
+    logging.basicConfig(
+        level=logging.INFO, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = Settings.load(
+            args.config,
+            stack=args.stack,
+            project_dir=args.project_dir,
+            interval_s=args.interval_s,
+            dry_run=True if args.command == "once" else args.dry_run,
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"tenfold_monitor: bad settings: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings, to_stderr=args.command == "run" and sys.stderr.isatty())
+    monitor = Monitor(settings)
+    if args.command == "run":
+        monitor.run()
+        return 0
+    # once: two collections a second apart, so rates have something to compare with
+    monitor.tick()
+    time.sleep(1.0)
+    decisions = monitor.tick()
+    state = json.loads(settings.path(settings.state_file).read_text())
+    report = {"decisions": [d.as_dict() for d in decisions], "warnings": state["warnings"]}
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    monitor.collector.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

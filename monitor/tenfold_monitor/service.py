@@ -1,0 +1,276 @@
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+"""The monitor's loop: collect, decide per pool with the pure policy, act through scale.yml, record.
+
+Collection never waits for a scale run: the actuator runs ansible-playbook in the background, one run at a
+time, and the loop keeps collecting and logging while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tenfold_policy as policy
+
+from tenfold_monitor import events
+from tenfold_monitor.actuator import Actuator
+from tenfold_monitor.collect import Collector, PoolSnapshot, Snapshot
+
+LOG = logging.getLogger("tenfold.monitor")
+
+
+@dataclass
+class Settings:
+    """Everything the monitor needs; the monitor role renders it as JSON from the inventory."""
+
+    stack: str = "tenfold"
+    project_dir: str = "."
+    interval_s: float = 2.0
+    dry_run: bool = False
+    access_log: str = ""  # default: /var/log/tenfold/<stack>/access.json.log
+    status_url: str = "http://127.0.0.1:8081/nginx_status"
+    upstreams_conf: str = ""  # default: /etc/tenfold/<stack>/nginx/upstreams.conf
+    events_log: str = "logs/scale-events.jsonl"
+    metrics_log: str = "logs/performance-metrics.json"
+    decisions_log: str = "logs/auto-scale.log"
+    scale_log: str = "logs/monitor-scale-runs.log"
+    state_file: str = "logs/monitor-state.json"
+    metrics_max_bytes: int = 10 * 1024 * 1024
+    metrics_backups: int = 5
+    window_s: float = 10.0
+    scale_command: list[str] = field(default_factory=lambda: [".venv/bin/ansible-playbook", "scale.yml"])
+    prometheus_port: int = 0  # 0: no Prometheus endpoint
+    pools: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {"frontend": {}, "backend": {}}
+    )  # pool -> PolicyConfig fields
+
+    @classmethod
+    def load(cls, path: Path | None, **overrides: Any) -> Settings:
+        values: dict[str, Any] = json.loads(path.read_text()) if path else {}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown monitor settings: {', '.join(sorted(unknown))}")
+        settings = cls(**values)
+        if settings.interval_s <= 0:
+            raise ValueError(f"interval_s must be positive, got {settings.interval_s}")
+        for pool, config in settings.pools.items():
+            policy.PolicyConfig.from_mapping(config)  # fails early, naming the bad field
+            if not pool:
+                raise ValueError("a pool needs a name")
+        return settings
+
+    def path(self, value: str) -> Path:
+        candidate = Path(value)
+        return candidate if candidate.is_absolute() else Path(self.project_dir) / candidate
+
+
+def pool_metrics(snapshot: Snapshot, pool: PoolSnapshot) -> policy.PoolMetrics | None:
+    """The policy's view of a pool; None when the pool's size itself is unknown (Docker unreachable)."""
+    if pool.replicas is None or pool.serving is None:
+        return None
+    return policy.PoolMetrics(
+        at=snapshot.at,
+        replicas=pool.replicas,
+        serving=pool.serving,
+        rps=pool.rps,
+        cpu_percent=pool.cpu_percent,
+        memory_percent=pool.memory_percent,
+        error_rate=pool.error_rate,
+        p95_s=pool.p95_s,
+    )
+
+
+class Monitor:
+    def __init__(self, settings: Settings, collector: Collector | None = None) -> None:
+        self.settings = settings
+        stack = settings.stack
+        self.collector = collector or Collector(
+            stack,
+            Path(settings.access_log or f"/var/log/tenfold/{stack}/access.json.log"),
+            settings.status_url,
+            Path(settings.upstreams_conf or f"/etc/tenfold/{stack}/nginx/upstreams.conf"),
+            pools=tuple(settings.pools),
+            window_s=settings.window_s,
+        )
+        self.policies = {
+            name: policy.Policy(policy.PolicyConfig.from_mapping(config))
+            for name, config in settings.pools.items()
+        }
+        command = [*settings.scale_command]
+        self.actuator = Actuator(
+            command, cwd=Path(settings.project_dir), log_path=settings.path(settings.scale_log)
+        )
+        self.metrics = _rotating_logger(
+            "tenfold.monitor.metrics",
+            settings.path(settings.metrics_log),
+            settings.metrics_max_bytes,
+            settings.metrics_backups,
+        )
+        self.last_decisions: dict[str, dict] = {}
+        self.started = time.time()
+        self.stopping = False
+        self.gauges = _prometheus(settings.prometheus_port)
+
+    def tick(self, now: float | None = None) -> list[policy.Decision]:
+        now = time.time() if now is None else now
+        snapshot = self.collector.collect(now)
+        for warning in snapshot.warnings:
+            LOG.warning("%s", warning)
+        finished = self.actuator.poll()
+        if finished:
+            outcome = "ok" if finished.returncode == 0 else f"failed (exit {finished.returncode})"
+            LOG.info(
+                "scale run %s -> %d finished %s after %.1fs (see %s)",
+                finished.pool,
+                finished.replicas,
+                outcome,
+                finished.seconds,
+                finished.log_path,
+            )
+        scaled_at = events.last_scaled(self.settings.path(self.settings.events_log), self.settings.stack)
+        decisions = []
+        for name, pool_policy in self.policies.items():
+            pool = snapshot.pools.get(name)
+            metrics = pool_metrics(snapshot, pool) if pool else None
+            decision = pool_policy.decide(name, now, metrics, scaled_at.get(name))
+            decisions.append(decision)
+            self.act(decision)
+        self.record(snapshot, decisions)
+        return decisions
+
+    def act(self, decision: policy.Decision) -> None:
+        summary = (
+            f"{decision.pool}: {decision.action} {decision.current} -> {decision.desired}: {decision.reason}"
+        )
+        if decision.action == "hold":
+            LOG.debug("%s", summary)
+            return
+        if self.settings.dry_run:
+            LOG.info("dry run, not acting: %s", summary)
+        elif self.actuator.busy():
+            LOG.info("a scale run is in progress, waiting: %s", summary)
+        elif self.actuator.start(decision.pool, decision.desired):
+            LOG.info("scaling: %s", summary)
+
+    def record(self, snapshot: Snapshot, decisions: list[policy.Decision]) -> None:
+        line = json.loads(snapshot.to_json())
+        line["decisions"] = [d.as_dict() for d in decisions]
+        self.metrics.info(json.dumps(line, sort_keys=True))
+        self.last_decisions = {d.pool: d.as_dict() for d in decisions}
+        state = {
+            "pid": os.getpid(),
+            "started": self.started,
+            "at": snapshot.at,
+            "dry_run": self.settings.dry_run,
+            "scale_run_in_progress": self.actuator.busy(),
+            "decisions": self.last_decisions,
+            "warnings": snapshot.warnings,
+        }
+        path = self.settings.path(self.settings.state_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, sort_keys=True))
+        tmp.replace(path)
+        if self.gauges:
+            self.gauges(snapshot, decisions)
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        LOG.info(
+            "monitor of stack %s started (interval %.1fs%s)",
+            self.settings.stack,
+            self.settings.interval_s,
+            ", dry run" if self.settings.dry_run else "",
+        )
+        next_at = time.monotonic()
+        while not self.stopping:
+            try:
+                self.tick()
+            except Exception:  # a bad tick is logged; the monitor keeps watching
+                LOG.exception("collection failed")
+            next_at += self.settings.interval_s
+            delay = next_at - time.monotonic()
+            if delay < 0:
+                next_at = time.monotonic()
+            else:
+                _sleep_unless(lambda: self.stopping, delay)
+        LOG.info("monitor stopping; letting a scale run in progress finish")
+        self.actuator.stop()
+        self.collector.close()
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+
+
+def _sleep_unless(stopped, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while not stopped() and time.monotonic() < end:
+        time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
+
+def _rotating_logger(name: str, path: Path, max_bytes: int, backups: int) -> logging.Logger:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+def _prometheus(port: int):
+    """Gauges on 127.0.0.1:port, or None when port is 0."""
+    if not port:
+        return None
+    from prometheus_client import Gauge, start_http_server
+
+    labels = ["stack", "pool"]
+    gauges = {
+        "replicas": Gauge("tenfold_pool_replicas", "Running replicas", labels),
+        "serving": Gauge("tenfold_pool_serving_replicas", "Replicas healthy and in the LB", labels),
+        "desired": Gauge("tenfold_pool_desired_replicas", "Replicas the policy wants", labels),
+        "rps": Gauge("tenfold_pool_requests_per_second", "Requests/s over the window", labels),
+        "error_rate": Gauge("tenfold_pool_error_ratio", "Share of 5xx and upstream failures", labels),
+        "p95": Gauge("tenfold_pool_latency_p95_seconds", "95th percentile request time", labels),
+        "cpu": Gauge("tenfold_pool_cpu_percent", "Mean CPU % of the limit", labels),
+        "memory": Gauge("tenfold_pool_memory_percent", "Mean memory % of the limit", labels),
+    }
+    host_cpu = Gauge("tenfold_host_cpu_percent", "Host CPU %", ["stack"])
+    host_memory = Gauge("tenfold_host_memory_percent", "Host memory %", ["stack"])
+    start_http_server(port, addr="127.0.0.1")
+
+    def update(snapshot: Snapshot, decisions: list[policy.Decision]) -> None:
+        desired = {d.pool: d.desired for d in decisions}
+        for name, pool in snapshot.pools.items():
+            values = {
+                "replicas": pool.replicas,
+                "serving": pool.serving,
+                "desired": desired.get(name),
+                "rps": pool.rps,
+                "error_rate": pool.error_rate,
+                "p95": pool.p95_s,
+                "cpu": pool.cpu_percent,
+                "memory": pool.memory_percent,
+            }
+            for key, value in values.items():
+                if value is not None:
+                    gauges[key].labels(snapshot.stack, name).set(value)
+        if snapshot.host_cpu_percent is not None:
+            host_cpu.labels(snapshot.stack).set(snapshot.host_cpu_percent)
+        if snapshot.host_memory_percent is not None:
+            host_memory.labels(snapshot.stack).set(snapshot.host_memory_percent)
+
+    return update

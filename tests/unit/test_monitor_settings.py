@@ -1,0 +1,37 @@
+"""The monitor's settings: bad values fail at start, naming what is wrong."""
+
+import json
+
+import pytest
+from tenfold_monitor.service import Settings
+
+
+def test_defaults_load_and_each_pool_gets_the_seed_policy():
+    settings = Settings.load(None)
+    assert settings.stack == "tenfold"
+    assert settings.interval_s == 2.0
+    assert set(settings.pools) == {"frontend", "backend"}
+
+
+def test_settings_file_and_overrides_combine(tmp_path):
+    path = tmp_path / "monitor.json"
+    path.write_text(json.dumps({"stack": "s", "interval_s": 1, "pools": {"backend": {"max_replicas": 20}}}))
+    settings = Settings.load(path, interval_s=0.5, dry_run=None)
+    assert (settings.stack, settings.interval_s, settings.dry_run) == ("s", 0.5, False)
+    assert settings.pools == {"backend": {"max_replicas": 20}}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"intervall_s": 2}, "unknown monitor settings: intervall_s"),
+        ({"interval_s": 0}, "interval_s must be positive"),
+        ({"pools": {"backend": {"min_replicas": 5, "max_replicas": 3}}}, "invalid scaling policy"),
+        ({"pools": {"backend": {"target": 70}}}, "unknown scaling policy setting"),
+    ],
+)
+def test_bad_settings_fail_with_a_clear_message(tmp_path, values, message):
+    path = tmp_path / "monitor.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=message):
+        Settings.load(path)
