@@ -1,0 +1,178 @@
+"""The monitor on the real stack: spikes scale the backend up, quiet scales it down, cooldowns last."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import stack_containers
+from helpers import BIN, EVENTS_LOG, ROOT, STACK_VARS, ansible_env, playbook
+from load import Load
+
+pytestmark = pytest.mark.integration
+
+SPIKE_SOURCES = [f"127.0.2.{i}" for i in range(20, 32)]
+
+
+def backend_replicas(engine, stack) -> int:
+    return sum(1 for c in stack_containers(engine, stack.name) if c.labels.get("tenfold.pool") == "backend")
+
+
+class MonitorProcess:
+    """`python -m tenfold_monitor run` for the test stack, with its own settings and log files."""
+
+    def __init__(self, stack, workdir: Path, **policy) -> None:
+        self.workdir = workdir
+        self.settings = workdir / "monitor.json"
+        pool = {"min_replicas": 3, "max_replicas": 10, "target_rps_per_replica": 15.0, **policy}
+        self.settings.write_text(
+            json.dumps(
+                {
+                    "stack": stack.name,
+                    "project_dir": str(ROOT),
+                    "interval_s": 1.0,
+                    "status_url": f"http://127.0.0.1:{stack.status_port}/nginx_status",
+                    "events_log": str(EVENTS_LOG),
+                    "metrics_log": str(workdir / "metrics.json"),
+                    "decisions_log": str(workdir / "decisions.log"),
+                    "scale_log": str(workdir / "scale-runs.log"),
+                    "state_file": str(workdir / "state.json"),
+                    "window_s": 5.0,
+                    "scale_command": [str(BIN / "ansible-playbook"), "scale.yml", "-e", f"@{STACK_VARS}"],
+                    "pools": {"backend": pool},
+                }
+            )
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**ansible_env(), "PYTHONPATH": str(ROOT / "monitor")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tenfold_monitor", "run", "--config", str(self.settings)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def decisions(self) -> list[tuple[float, dict]]:
+        path = self.workdir / "metrics.json"
+        if not path.exists():
+            return []
+        found = []
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            for decision in entry.get("decisions", []):
+                found.append((entry["at"], decision))
+        return found
+
+    def log(self) -> str:
+        path = self.workdir / "decisions.log"
+        return path.read_text() if path.exists() else ""
+
+
+def wait_for(predicate, timeout: float, step: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return None
+
+
+def first_decision(monitor: MonitorProcess, action: str) -> float | None:
+    times = [at for at, d in monitor.decisions() if d["pool"] == "backend" and d["action"] == action]
+    return min(times) if times else None
+
+
+def scale_runs_since(count: int) -> list[dict]:
+    lines = EVENTS_LOG.read_text().splitlines() if EVENTS_LOG.exists() else []
+    return [json.loads(line) for line in lines[count:]]
+
+
+def test_spike_scales_the_backend_up_fast_and_quiet_scales_it_down_with_no_failed_request(
+    engine, stack, tmp_path
+):
+    before = len(EVENTS_LOG.read_text().splitlines()) if EVENTS_LOG.exists() else 0
+    monitor = MonitorProcess(stack, tmp_path, stabilization_window_s=10.0, cooldown_s=5.0)
+    monitor.start()
+    try:
+        time.sleep(4)  # the monitor's window fills with the idle baseline
+        assert backend_replicas(engine, stack) == 3
+        spike = Load(
+            stack.https_port, ["/api/work?ms=50"], rate=110, workers=11, sources=SPIKE_SOURCES, max_seconds=90
+        )
+        with spike:
+            spike_start = time.time()
+            decided = wait_for(
+                lambda: next(
+                    (at for at, d in monitor.decisions() if d["pool"] == "backend" and d["action"] == "up"),
+                    None,
+                ),
+                timeout=20,
+            )
+            assert decided is not None, monitor.log()[-3000:]
+            reaction = decided - spike_start
+            assert wait_for(lambda: backend_replicas(engine, stack) > 3, timeout=40), monitor.log()[-3000:]
+            scaled_up = scale_runs_since(before)
+            assert wait_for(lambda: scale_runs_since(before), timeout=40)
+            time.sleep(3)
+        assert spike.tally.failed == 0, dict(spike.tally.failures)
+        print(f"\nspike: decision {reaction:.1f}s after the spike started; {spike.tally.sent} requests")
+        assert reaction <= 10, f"the monitor decided {reaction:.1f}s after the spike started"
+
+        # Quiet (a trickle of traffic): after the stabilization window the monitor scales back down.
+        trickle = Load(
+            stack.https_port, ["/api/work?ms=20"], rate=5, workers=1, sources=SPIKE_SOURCES, max_seconds=90
+        )
+        with trickle:
+            assert wait_for(lambda: backend_replicas(engine, stack) == 3, timeout=75), monitor.log()[-3000:]
+        assert trickle.tally.failed == 0, dict(trickle.tally.failures)
+        runs = scale_runs_since(before)
+        assert [r["trigger"] for r in runs] == ["monitor"] * len(runs)
+        assert all(r["result"] == "ok" for r in runs), runs
+        assert scaled_up is not None
+    finally:
+        monitor.stop()
+        playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=3")
+
+
+def test_a_restarted_monitor_keeps_the_cooldown_of_the_last_scale_event(engine, stack, tmp_path):
+    # A scale event now, then a monitor that would scale down at once were it not for the cooldown.
+    assert playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=5").rc == 0
+    scaled_at = time.time()
+    monitor = MonitorProcess(stack, tmp_path, stabilization_window_s=1.0, cooldown_s=25.0)
+    monitor.start()
+    try:
+        time.sleep(4)
+        monitor.kill()  # killed mid-run, in-memory state lost
+        monitor.start()
+        downs = wait_for(
+            lambda: [at for at, d in monitor.decisions() if d["pool"] == "backend" and d["action"] == "down"],
+            timeout=45,
+        )
+        assert downs, monitor.log()[-3000:]
+        assert min(downs) - scaled_at >= 25 - 1.5, "scaled down inside the cooldown after a restart"
+        assert wait_for(lambda: backend_replicas(engine, stack) == 3, timeout=40)
+    finally:
+        monitor.stop()
+        playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=3")
