@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Extra arguments for ansible-playbook, e.g. make up ARGS="--check --diff".
 ARGS ?=
-MOLECULE_SCENARIOS := images app_pools tls nginx_lb
+MOLECULE_SCENARIOS := images app_pools tls nginx_lb monitor
 
 .PHONY: help deps venv images up down lint test test-unit test-integration test-molecule clean
 
