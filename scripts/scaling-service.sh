@@ -20,8 +20,16 @@ STACK=$(stack)
 STACK=${STACK:-tenfold}
 PIDFILE="logs/scaling-service-${STACK}.pid"
 CONFIG=${TENFOLD_MONITOR_CONFIG:-logs/monitor-${STACK}.json}
-STATE="logs/monitor-state.json"
 PYTHON=.venv/bin/python
+
+# The monitor's state file: the settings' state_file, else its default.
+state_file() {
+	local state=""
+	if [[ -f $CONFIG ]]; then
+		state=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("state_file", ""))' "$CONFIG")
+	fi
+	echo "${state:-logs/monitor-state.json}"
+}
 
 running_pid() {
 	[[ -f $PIDFILE ]] || return 1
@@ -88,8 +96,10 @@ status() {
 	local uptime
 	uptime=$(ps -o etime= -p "$pid" | tr -d ' ')
 	echo "monitor of stack $STACK: running, pid $pid, up $uptime"
-	if [[ -f $STATE ]]; then
-		"$PYTHON" - "$STATE" <<'PY'
+	local state
+	state=$(state_file)
+	if [[ -f $state ]]; then
+		"$PYTHON" - "$state" <<'PY'
 import json, sys, time
 state = json.load(open(sys.argv[1]))
 age = time.time() - state["at"]
