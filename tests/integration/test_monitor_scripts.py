@@ -1,0 +1,87 @@
+"""scaling-service.sh runs the monitor in the background; monitor-performance.sh prints one collection."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import BIN, EVENTS_LOG, ROOT, STACK_VARS, ansible_env
+
+pytestmark = pytest.mark.integration
+
+
+def run(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(ROOT / "scripts" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+@pytest.fixture
+def service_env(stack, tmp_path):
+    settings = tmp_path / "monitor.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "stack": stack.name,
+                "interval_s": 1.0,
+                "dry_run": True,
+                "status_url": f"http://127.0.0.1:{stack.status_port}/nginx_status",
+                "events_log": str(EVENTS_LOG),
+                "metrics_log": str(tmp_path / "metrics.json"),
+                "decisions_log": str(tmp_path / "decisions.log"),
+                "scale_log": str(tmp_path / "scale-runs.log"),
+                "state_file": str(tmp_path / "state.json"),
+                "scale_command": [str(BIN / "ansible-playbook"), "scale.yml", "-e", f"@{STACK_VARS}"],
+            }
+        )
+    )
+    env = {**ansible_env(), "TENFOLD_STACK": stack.name, "TENFOLD_MONITOR_CONFIG": str(settings)}
+    yield env, tmp_path
+    run("scaling-service.sh", "stop", env=env)
+
+
+def test_scaling_service_starts_reports_and_stops_the_monitor(service_env):
+    env, workdir = service_env
+    started = run("scaling-service.sh", "start", env=env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = int((ROOT / "logs" / f"scaling-service-{env['TENFOLD_STACK']}.pid").read_text())
+    assert os.path.exists(f"/proc/{pid}")
+    deadline = time.monotonic() + 30
+    while not (workdir / "state.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    again = run("scaling-service.sh", "start", env=env)
+    assert "already running" in again.stdout
+    status = run("scaling-service.sh", "status", env=env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"pid {pid}" in status.stdout
+    assert "(dry run)" in status.stdout
+    assert "backend" in status.stdout and "frontend" in status.stdout
+    assert (workdir / "metrics.json").read_text().strip()
+    stopped = run("scaling-service.sh", "stop", env=env)
+    assert stopped.returncode == 0
+    assert (
+        not os.path.exists(f"/proc/{pid}")
+        or b"tenfold_monitor" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
+    assert run("scaling-service.sh", "status", env=env).returncode == 3
+
+
+def test_monitor_performance_prints_one_collection_of_the_stack(service_env):
+    env, _ = service_env
+    result = run("monitor-performance.sh", "--config", env["TENFOLD_MONITOR_CONFIG"], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    body = result.stdout.split("\n", 1)[1]
+    report = json.loads(body)
+    pools = {d["pool"]: d for d in report["decisions"]}
+    assert set(pools) == {"frontend", "backend"}
+    assert pools["backend"]["current"] == 3
+    assert pools["backend"]["action"] == "hold"
