@@ -44,7 +44,12 @@ def service_env(stack, tmp_path):
             }
         )
     )
-    env = {**ansible_env(), "TENFOLD_STACK": stack.name, "TENFOLD_MONITOR_CONFIG": str(settings)}
+    env = {
+        **ansible_env(),
+        "TENFOLD_STACK": stack.name,
+        "TENFOLD_MONITOR_CONFIG": str(settings),
+        "TENFOLD_MONITOR_PERF_LOG": str(tmp_path / "monitor-performance.log"),
+    }
     yield env, tmp_path
     run("scaling-service.sh", "stop", env=env)
 
@@ -76,7 +81,7 @@ def test_scaling_service_starts_reports_and_stops_the_monitor(service_env):
 
 
 def test_monitor_performance_prints_one_collection_of_the_stack(service_env):
-    env, _ = service_env
+    env, workdir = service_env
     result = run("monitor-performance.sh", "--config", env["TENFOLD_MONITOR_CONFIG"], env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     body = result.stdout.split("\n", 1)[1]
@@ -85,3 +90,4 @@ def test_monitor_performance_prints_one_collection_of_the_stack(service_env):
     assert set(pools) == {"frontend", "backend"}
     assert pools["backend"]["current"] == 3
     assert pools["backend"]["action"] == "hold"
+    assert (workdir / "monitor-performance.log").read_text().count('"decisions"') == 1
