@@ -1,6 +1,9 @@
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""python -m tenfold_monitor run|once [--config FILE] [--stack NAME] [--interval S] [--dry-run]"""
+"""python -m tenfold_monitor run|once [--config FILE] [--stack NAME] [--interval S] [--dry-run]
+
+python -m tenfold_monitor report [--date YYYY-MM-DD] [--metrics FILE] [--out DIR]: the daily report
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,11 @@ from tenfold_monitor.service import Monitor, Settings  # noqa: E402
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tenfold_monitor", description=__doc__)
-    parser.add_argument("command", choices=["run", "once"], help="run: watch and scale; once: one collection")
+    parser.add_argument(
+        "command",
+        choices=["run", "once", "report"],
+        help="run: watch and scale; once: one collection; report: a day's performance report (report -h)",
+    )
     parser.add_argument("--config", type=Path, help="JSON settings (the monitor role renders them)")
     parser.add_argument("--stack", help="stack to watch (default tenfold)")
     parser.add_argument("--project-dir", default=str(_PROJECT), help="where scale.yml and logs/ are")
@@ -43,7 +50,12 @@ def setup_logging(settings: Settings, to_stderr: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:  # its own options, no monitor settings; matplotlib is loaded only here
+        from tenfold_monitor import report
+
+        return report.main(argv[1:])
+    args = parse_args(argv)
     try:
         settings = Settings.load(
             args.config,

@@ -13,8 +13,12 @@ import logging
 import logging.handlers
 import os
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,8 @@ from tenfold_monitor.actuator import Actuator
 from tenfold_monitor.collect import Collector, PoolSnapshot, Snapshot
 
 LOG = logging.getLogger("tenfold.monitor")
+# A daily report still running after this long is stopped (it reads at most the metrics log's backups).
+REPORT_TIMEOUT_S = 900.0
 
 
 @dataclass
@@ -119,6 +125,8 @@ class Monitor:
         self.started = time.time()
         self.stopping = False
         self.gauges = _prometheus(settings.prometheus_port)
+        self.report_day = _utc_day(self.started)
+        self.report_run: tuple[subprocess.Popen, float, Any] | None = None  # (process, started, stderr)
 
     def tick(self, now: float | None = None) -> list[policy.Decision]:
         now = time.time() if now is None else now
@@ -198,6 +206,7 @@ class Monitor:
                 self.tick()
             except Exception:  # a bad tick is logged; the monitor keeps watching
                 LOG.exception("collection failed")
+            self.daily_report()
             next_at += self.settings.interval_s
             delay = next_at - time.monotonic()
             if delay < 0:
@@ -208,8 +217,63 @@ class Monitor:
         self.actuator.stop()
         self.collector.close()
 
+    def daily_report(self, now: float | None = None) -> None:
+        """Once the UTC date changes, write the previous day's report (`reports/` beside the metrics log).
+
+        `python -m tenfold_monitor report` runs as a child process, so matplotlib and a day of metrics never
+        stay in the monitor's memory and the loop never waits for it. A failure is logged, never fatal.
+        """
+        now = time.time() if now is None else now
+        try:
+            self._reap_report(now)
+            day = _utc_day(now)
+            if day == self.report_day:
+                return
+            self.report_day, previous = day, day - timedelta(days=1)
+            if self.report_run is not None:
+                LOG.error("performance report of %s not written: the previous one is still running", previous)
+                return
+            metrics = self.settings.path(self.settings.metrics_log).resolve()
+            package_dir = str(Path(__file__).resolve().parents[1])
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [package_dir, os.environ.get("PYTHONPATH")])),
+            }
+            command = [sys.executable, "-m", "tenfold_monitor", "report", "--date", previous.isoformat()]
+            command += ["--metrics", str(metrics), "--out", str(metrics.parent / "reports")]
+            stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _reap_report once the child exits)
+            proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env
+            )
+            self.report_run = (proc, now, stderr)
+            LOG.info("writing the performance report of %s", previous)
+        except Exception:
+            LOG.exception("performance report failed")
+
+    def _reap_report(self, now: float) -> None:
+        if self.report_run is None:
+            return
+        proc, started, stderr = self.report_run
+        if proc.poll() is None and now - started > REPORT_TIMEOUT_S:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.poll() is None:
+            return
+        self.report_run = None
+        stderr.seek(0)
+        output = stderr.read().decode(errors="replace").strip()
+        stderr.close()
+        if proc.returncode == 0:
+            LOG.info("performance report %s", output.splitlines()[-1] if output else "written")
+        else:
+            LOG.error("performance report failed (exit %s): %s", proc.returncode, output[-2000:])
+
     def _stop(self, *_: object) -> None:
         self.stopping = True
+
+
+def _utc_day(at: float) -> date:
+    return datetime.fromtimestamp(at, UTC).date()
 
 
 def _sleep_unless(stopped, seconds: float) -> None:
