@@ -76,6 +76,8 @@ ROUND: tuple[tuple[int, int], ...] = ((3, 4), (4, 10), (10, 3), (3, 10), (10, 3)
 # The profiled pass, after the rounds.
 PROFILED: tuple[tuple[int, int], ...] = ((3, 4), (4, 3), (3, 10), (10, 3))
 PROFILE_TOP = 6
+# Times a scale run is started again when Docker could not bind a new replica's port (see port_busy).
+MAX_PORT_RETRIES = 3
 # Width the doc's paragraphs are wrapped at.
 WRAP = 110
 # Targets of the issue "Scaling", section Benchmark: (as the issue states it, operation, limit in seconds).
@@ -111,6 +113,8 @@ class Measurement:
     ansible_cpu_s: float | None = None  # CPU time of ansible-playbook and the children it waited for
     machine_busy: float | None = None  # share of all the machine's CPU time that was busy during the run
     quiet_start: bool = True  # the machine was below --quiet-below busy just before the run
+    port_wait_s: float = 0.0  # waited before the run until the new replicas' ports could be bound
+    port_retries: int = 0  # earlier attempts that failed because Docker could not bind a port
 
     @property
     def op(self) -> str:
@@ -136,6 +140,10 @@ class Profile:
 
 class BenchError(RuntimeError):
     """The benchmark cannot go on (a playbook failed, the LB does not answer, a port is taken)."""
+
+
+class PortTaken(BenchError):
+    """Docker could not publish a new replica's port: a socket on this machine held it (see port_busy)."""
 
 
 def op_label(start: int, end: int) -> str:
@@ -304,8 +312,9 @@ class Runner:
             stop_process(proc)
             raise
         if rc != 0:
-            tail = log.read_text(errors="replace")[-4000:]
-            raise BenchError(f"{' '.join(map(str, proc.args))} exited {rc} (log: {log}):\n{tail}")
+            text = log.read_text(errors="replace")
+            error = PortTaken if "address already in use" in text else BenchError
+            raise error(f"{' '.join(map(str, proc.args))} exited {rc} (log: {log}):\n{text[-4000:]}")
 
     def run(self, playbook: str, *args: str, timeout: float | None = None) -> Path:
         proc, log = self.start(playbook, *args)
@@ -345,6 +354,7 @@ def measure(
     new = {replica_name(i) for i in range(start + 1, end + 1)}
     leaving = {replica_name(i) for i in range(end + 1, start + 1)}
     callbacks = "tenfold_scale_events,ansible.posix.profile_tasks" if profiled else None
+    port_wait = wait_for_ports([BACKEND_PORT_BASE + i for i in range(start + 1, end + 1)], args.port_wait)
     quiet = wait_for_quiet(args.quiet_below / 100, args.quiet_wait)
     with probing(args.rate, args.max_seconds + args.settle + 15) as probe:
         cpu_before, children_before = machine_cpu(), children_cpu()
@@ -385,6 +395,7 @@ def measure(
         result.last_leaving_s = max(from_leaving)
     result.probe_cpu = probe.cpu_share
     result.quiet_start = quiet
+    result.port_wait_s = port_wait
     result.ansible_cpu_s = children_after - children_before
     result.machine_busy = busy_share(cpu_before, cpu_after)
     check_replicas(end)
@@ -419,6 +430,34 @@ def wait_for_quiet(threshold: float, max_wait: float, sample: float = 3.0) -> bo
             return True
         if time.monotonic() >= deadline:
             return False
+
+
+def port_busy(port: int) -> bool:
+    """Whether 127.0.0.1:port cannot be bound the way Docker's proxy binds it (SO_REUSEADDR, so only a
+    listener or a connection using that local port blocks it, not TIME_WAIT)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def wait_for_ports(ports: Sequence[int], max_wait: float) -> float:
+    """Wait, at most max_wait seconds, until every port can be bound; returns the seconds waited."""
+    began = time.monotonic()
+    while any(port_busy(port) for port in ports) and time.monotonic() - began < max_wait:
+        time.sleep(0.5)
+    return time.monotonic() - began
+
+
+def ephemeral_range() -> tuple[int, int] | None:
+    try:
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return None
+    return low, high
 
 
 def children_cpu() -> float:
@@ -715,6 +754,30 @@ def context(results: Sequence[Measurement], args: argparse.Namespace) -> str:
     return textwrap.fill(text, width=WRAP, break_on_hyphens=False)
 
 
+def port_note(runs: Sequence[Measurement]) -> str:
+    """What the port guard did, when the replicas' ports lie in this machine's ephemeral port range."""
+    span = ephemeral_range()
+    ports = (BACKEND_PORT_BASE + 1, BACKEND_PORT_BASE + MAX_REPLICAS)
+    if span is None or ports[1] < span[0] or ports[0] > span[1]:
+        return ""
+    ups = [r for r in runs if r.up]
+    waited = [r.port_wait_s for r in ups if r.port_wait_s >= 0.5]
+    retried = sum(r.port_retries for r in ups)
+    text = (
+        f"**Ports.** The new replicas' ports ({ports[0]}-{ports[1]}) lie in this machine's ephemeral port "
+        f"range ({span[0]}-{span[1]}), so a connection from 127.0.0.1 (an LB's keep-alive connection to its "
+        "upstreams, say) can hold one, and Docker then cannot publish it. Before each scale-up the script "
+        "waits until the new replicas' ports can be bound (with SO_REUSEADDR, as Docker's proxy binds them); "
+        "that wait is not part of the times. Of the "
+        f"{len(ups)} scale-ups (profiled ones included), {len(waited)} waited"
+        + (f" (at most {max(waited):.1f} s)" if waited else "")
+        + f", and {retried} failed runs were started again because Docker could not bind a port all the same"
+        " (such a run removes its new replicas and leaves the pool as it was, which the script checks; the "
+        "failed runs are not in the tables)."
+    )
+    return textwrap.fill(text, width=WRAP, break_on_hyphens=False)
+
+
 def render_section(
     results: Sequence[Measurement],
     profiles: Sequence[Profile],
@@ -736,6 +799,8 @@ def render_section(
         *(f"| {key} | {value} |" for key, value in info.items()),
         "",
         method(args, results),
+        "",
+        port_note([*results, *(p.run for p in profiles)]),
         "",
         summary_table(results),
         "",
@@ -770,18 +835,23 @@ and for the monitor's overhead will be added by their scripts.
 
 
 def write_doc(section: str, path: Path = DOC) -> None:
-    """Replace the bench-scale section of the doc (or add it); everything else stays as it is."""
+    """Replace the bench-scale section of the doc (or add it); everything else stays as it is.
+
+    Other scripts rewrite their own sections of the same file, so the new text replaces it in one rename.
+    """
     block = f"{START_MARK}\n{section.rstrip()}\n{END_MARK}"
-    if not path.exists():
-        path.write_text(f"{INTRO}\n{block}\n")
-        return
-    text = path.read_text()
-    pattern = re.compile(re.escape(START_MARK) + r".*?" + re.escape(END_MARK), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
+    if path.exists():
+        text = path.read_text()
+        pattern = re.compile(re.escape(START_MARK) + r".*?" + re.escape(END_MARK), re.S)
+        if pattern.search(text):
+            text = pattern.sub(lambda _: block, text, count=1)
+        else:
+            text = text.rstrip() + f"\n\n{block}\n"
     else:
-        text = text.rstrip() + f"\n\n{block}\n"
-    path.write_text(text)
+        text = f"{INTRO}\n{block}\n"
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staged.write_text(text)
+    os.replace(staged, path)
 
 
 # --- the stack ------------------------------------------------------------------------------------
@@ -849,6 +919,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "100 starts at once)",
     )
     parser.add_argument(
+        "--port-wait",
+        type=float,
+        default=120.0,
+        help="longest wait before a scale-up until the new replicas' ports can be bound (default 120)",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=300.0,
@@ -861,19 +937,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def measure_again_if_port_taken(
+    runner: Runner, start: int, end: int, args: argparse.Namespace, profiled: bool = False
+) -> tuple[Measurement, Path]:
+    """measure(), run again (at most MAX_PORT_RETRIES times) when Docker could not bind a new replica's
+    port. Such a run removed its new replicas and left the pool as it was, which is checked."""
+    for attempt in range(MAX_PORT_RETRIES + 1):
+        try:
+            result, log = measure(runner, start, end, args, profiled)
+        except PortTaken as exc:
+            if attempt == MAX_PORT_RETRIES:
+                raise
+            check_replicas(start)
+            print(f"{op_label(start, end)}: a port was taken, running it again ({str(exc).splitlines()[0]})")
+            time.sleep(args.pause)
+            continue
+        result.port_retries = attempt
+        return result, log
+    raise AssertionError("unreachable")
+
+
 def bench(runner: Runner, args: argparse.Namespace) -> tuple[list[Measurement], list[Profile]]:
     results: list[Measurement] = []
     for number in range(1, args.rounds + 1):
         for start, end in ROUND:
             time.sleep(args.pause)
-            result, _ = measure(runner, start, end, args)
+            result, _ = measure_again_if_port_taken(runner, start, end, args)
             results.append(result)
             print(f"round {number}: {describe(result)}", flush=True)
     profiles: list[Profile] = []
     if not args.no_profile:
         for start, end in PROFILED:
             time.sleep(args.pause)
-            result, log = measure(runner, start, end, args, profiled=True)
+            result, log = measure_again_if_port_taken(runner, start, end, args, profiled=True)
             tasks = parse_profile(log.read_text(errors="replace"))
             profiles.append(Profile(result, tasks))
             print(f"profiled: {describe(result)}", flush=True)
@@ -908,6 +1004,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         taken = ports_in_use()
         if taken:
             raise BenchError(f"ports in use on 127.0.0.1, not starting stack {STACK}: {taken}")
+        initial = [HTTP_PORT, HTTPS_PORT, STATUS_PORT]
+        initial += [base + i for base in (FRONTEND_PORT_BASE, BACKEND_PORT_BASE) for i in (1, 2, 3)]
+        wait_for_ports(initial, args.port_wait)  # a connection may hold one (see port_note)
         print(f"bringing up stack {STACK} (site.yml)", flush=True)
         runner.run("site.yml", timeout=1800)
         results, profiles = bench(runner, args)
