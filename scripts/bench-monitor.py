@@ -30,7 +30,6 @@ import http.client
 import itertools
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -49,21 +48,29 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 import psutil
+from benchlib import (
+    BIN,
+    DOC,
+    ROOT,
+    BenchError,
+    ansible_playbook,
+    busy_share,
+    machine,
+    machine_cpu,
+    on_sigterm,
+    write_section,
+)
+from benchlib import leftovers as stack_leftovers
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from load import Load  # noqa: E402  (the integration suite's load generator)
-
-BIN = ROOT / ".venv" / "bin"
-DOC = ROOT / "docs" / "benchmarks.md"
-START_MARK = "<!-- bench-monitor:start -->"
-END_MARK = "<!-- bench-monitor:end -->"
+from load import Load
 
 STACK = "tenfoldmon"
+# What the monitor runs: uncommitted changes there are named next to the commit in the doc.
+WATCHED = ("monitor", "plugins")
 HTTP_PORT, HTTPS_PORT, STATUS_PORT = 47080, 47443, 47081
 FRONTEND_PORT_BASE, BACKEND_PORT_BASE = 47100, 47200
 MAX_REPLICAS = 10
@@ -160,10 +167,6 @@ class Reaction:
         return self.serving_s - self.decision_s
 
 
-class BenchError(RuntimeError):
-    """The benchmark cannot go on (a playbook failed, the LB does not answer, a port is taken)."""
-
-
 # --- playbooks ------------------------------------------------------------------------------------
 @dataclass
 class Runner:
@@ -234,11 +237,6 @@ class Runner:
             except ValueError:
                 continue
         return found
-
-
-def ansible_playbook() -> str:
-    local = BIN / "ansible-playbook"
-    return str(local) if local.exists() else (shutil.which("ansible-playbook") or "ansible-playbook")
 
 
 def stop_group(proc: subprocess.Popen) -> None:
@@ -356,21 +354,6 @@ def engine_cpu(processes: Sequence[psutil.Process]) -> float | None:
     except psutil.Error:
         return None
     return total if processes else None
-
-
-def machine_cpu() -> tuple[int, int]:
-    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat (iowait counts as idle)."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return (0, 0)
-    idle = fields[3] + fields[4]
-    return (sum(fields) - idle, sum(fields))
-
-
-def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
-    total = after[1] - before[1]
-    return (after[0] - before[0]) / total if total > 0 else None
 
 
 def per_core(cpu_s: float | None, seconds: float) -> float | None:
@@ -688,42 +671,6 @@ def describe_reaction(r: Reaction) -> str:
 
 
 # --- the machine ----------------------------------------------------------------------------------
-def command_output(*cmd: str) -> str:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def proc_field(path: str, key: str) -> str:
-    try:
-        for line in Path(path).read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name.strip() == key:
-                return value.strip()
-    except OSError:
-        pass
-    return ""
-
-
-def machine() -> dict[str, str]:
-    mem_kib = proc_field("/proc/meminfo", "MemTotal").split()
-    os_release = Path("/etc/os-release").read_text() if Path("/etc/os-release").exists() else ""
-    pretty = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', os_release, re.M)
-    commit = command_output("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD") or "unknown"
-    dirty = command_output("git", "-C", str(ROOT), "status", "--porcelain", "--", "monitor", "plugins")
-    return {
-        "nproc": command_output("nproc") or str(os.cpu_count()),
-        "memory": f"{int(mem_kib[0]) / 1024**2:.1f} GiB" if mem_kib else "unknown",
-        "CPU": proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
-        "OS": pretty.group(1) if pretty else platform.system(),
-        "kernel": platform.release(),
-        "Docker server": command_output("docker", "version", "--format", "{{.Server.Version}}") or "unknown",
-        "Python": platform.python_version(),
-        "psutil": psutil.__version__,
-        "commit": f"{commit} (with uncommitted changes under monitor, plugins)" if dirty else commit,
-    }
 
 
 # --- the doc --------------------------------------------------------------------------------------
@@ -910,31 +857,6 @@ def render_section(
     return "\n".join(lines).rstrip() + "\n"
 
 
-INTRO = """# Benchmarks
-
-Measured figures of tenfold, each with the date, the machine it ran on and the exact command that produced
-it. Every figure in this file is written by a script in `scripts/`, never by hand: to reproduce or refresh a
-section, run the command it names from the repository root with the virtual environment active
-(`. .venv/bin/activate`). Each script rewrites only its own section, between its `<!-- <name>:start -->`
-and `<!-- <name>:end -->` markers, and leaves the rest of the file as it is.
-"""
-
-
-def write_doc(section: str, path: Path = DOC) -> None:
-    """Replace the bench-monitor section of the doc (or add it at the end); the rest stays as it is."""
-    block = f"{START_MARK}\n{section.rstrip()}\n{END_MARK}"
-    if not path.exists():
-        path.write_text(f"{INTRO}\n{block}\n")
-        return
-    text = path.read_text()
-    pattern = re.compile(re.escape(START_MARK) + r".*?" + re.escape(END_MARK), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text, count=1)
-    else:
-        text = text.rstrip() + f"\n\n{block}\n"
-    path.write_text(text)
-
-
 # --- the stack ------------------------------------------------------------------------------------
 def ports_in_use() -> list[int]:
     ports = [HTTP_PORT, HTTPS_PORT, STATUS_PORT]
@@ -950,16 +872,6 @@ def ports_in_use() -> list[int]:
     return taken
 
 
-def leftovers() -> list[str]:
-    def names(*args: str) -> list[str]:
-        return command_output("docker", *args).split()
-
-    found = names("ps", "-a", "--filter", f"label=tenfold.stack={STACK}", "--format", "{{.Names}}")
-    found += [n for n in names("network", "ls", "--format", "{{.Name}}") if n.startswith(f"{STACK}-")]
-    found += [p for p in (f"/etc/tenfold/{STACK}", f"/var/log/tenfold/{STACK}") if Path(p).exists()]
-    return found
-
-
 def teardown(runner: Runner) -> list[str]:
     """down.yml for the bench stack, with Ctrl-C ignored until it is done; returns what is left."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -969,13 +881,9 @@ def teardown(runner: Runner) -> list[str]:
             runner.run("playbooks/down.yml", timeout=600)
         except (BenchError, subprocess.TimeoutExpired) as exc:
             print(f"teardown failed: {exc}", file=sys.stderr)
-        return leftovers()
+        return stack_leftovers(STACK)
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -1012,7 +920,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix=f"{STACK}-"))
     runner = Runner(workdir)
     runner.write_vars()
-    info = machine()
+    info = machine(WATCHED, {"psutil": psutil.__version__})
     ok = False
     left: list[str] = []
     baseline: Baseline | None = None
@@ -1048,7 +956,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = render_section(info, baseline, overheads, reactions, light, args)
     print("\n" + section)
     if args.write_docs:
-        write_doc(section)
+        write_section("bench-monitor", section)
         print(f"wrote {DOC.relative_to(ROOT)}")
     return 0
 

@@ -24,7 +24,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import re
 import resource
 import shlex
@@ -45,15 +44,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.client import HTTPSConnection
 from pathlib import Path
-from types import FrameType
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / ".venv" / "bin"
-DOC = ROOT / "docs" / "benchmarks.md"
-START_MARK = "<!-- bench-scale:start -->"
-END_MARK = "<!-- bench-scale:end -->"
+from benchlib import (
+    BIN,
+    DOC,
+    ROOT,
+    BenchError,
+    ansible_playbook,
+    busy_share,
+    docker_names,
+    machine,
+    machine_cpu,
+    on_sigterm,
+    write_section,
+)
+from benchlib import leftovers as stack_leftovers
 
 STACK = "tenfoldbench"
+# What a scale run reads: uncommitted changes there are named next to the commit in the doc.
+WATCHED = ("roles", "plugins", "playbooks", "scale.yml", "site.yml", "ansible.cfg", "inventories", "images")
 POOL = "backend"
 HTTP_PORT, HTTPS_PORT, STATUS_PORT = 48080, 48443, 48081
 FRONTEND_PORT_BASE, BACKEND_PORT_BASE = 48100, 48200
@@ -136,10 +145,6 @@ class TaskTime:
 class Profile:
     run: Measurement
     tasks: list[TaskTime]
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot go on (a playbook failed, the LB does not answer, a port is taken)."""
 
 
 class PortTaken(BenchError):
@@ -326,11 +331,6 @@ class Runner:
         return json.loads(lines[-1]) if lines else {}
 
 
-def ansible_playbook() -> str:
-    local = BIN / "ansible-playbook"
-    return str(local) if local.exists() else (shutil.which("ansible-playbook") or "ansible-playbook")
-
-
 def stop_process(proc: subprocess.Popen) -> None:
     """SIGINT to the run's process group (ansible's own Ctrl-C), then SIGTERM, then SIGKILL; bounded."""
     for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
@@ -400,21 +400,6 @@ def measure(
     result.machine_busy = busy_share(cpu_before, cpu_after)
     check_replicas(end)
     return result, log
-
-
-def machine_cpu() -> tuple[int, int]:
-    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat (iowait counts as idle)."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return (0, 0)
-    idle = fields[3] + fields[4]
-    return (sum(fields) - idle, sum(fields))
-
-
-def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
-    total = after[1] - before[1]
-    return (after[0] - before[0]) / total if total > 0 else None
 
 
 def wait_for_quiet(threshold: float, max_wait: float, sample: float = 3.0) -> bool:
@@ -501,77 +486,6 @@ def slowest(tasks: Sequence[TaskTime], top: int = PROFILE_TOP) -> list[TaskTime]
 
 
 # --- the machine ----------------------------------------------------------------------------------
-def command_output(*cmd: str) -> str:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def docker_names(*args: str, template: str = "{{.Names}}") -> list[str]:
-    """Names that `docker <args>` lists (containers by default; pass template="{{.Name}}" for networks)."""
-    return command_output("docker", *args, "--format", template).split()
-
-
-def proc_field(path: str, key: str) -> str:
-    try:
-        for line in Path(path).read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name.strip() == key:
-                return value.strip()
-    except OSError:
-        pass
-    return ""
-
-
-def os_name() -> str:
-    try:
-        text = Path("/etc/os-release").read_text()
-    except OSError:
-        return platform.system()
-    match = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', text, re.M)
-    return match.group(1) if match else platform.system()
-
-
-def machine() -> dict[str, str]:
-    mem_kib = proc_field("/proc/meminfo", "MemTotal").split()
-    ansible_version = command_output(ansible_playbook(), "--version").splitlines()
-    core = re.search(r"core ([\w.]+)", ansible_version[0]) if ansible_version else None
-    return {
-        "nproc": command_output("nproc") or str(len(os.sched_getaffinity(0))),
-        "memory": f"{int(mem_kib[0]) / 1024**2:.1f} GiB" if mem_kib else "unknown",
-        "CPU": proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
-        "OS": os_name(),
-        "kernel": platform.release(),
-        "Docker server": command_output("docker", "version", "--format", "{{.Server.Version}}") or "unknown",
-        "ansible-core": core.group(1) if core else "unknown",
-        "Python": platform.python_version(),
-        "commit": source_commit(),
-    }
-
-
-def source_commit() -> str:
-    """HEAD, and the files that differ from it among those a scale run uses (others work in this tree)."""
-    commit = command_output("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD") or "unknown"
-    watched = [
-        "roles",
-        "plugins",
-        "playbooks",
-        "scale.yml",
-        "site.yml",
-        "ansible.cfg",
-        "inventories",
-        "images",
-    ]
-    status = command_output("git", "-C", str(ROOT), "status", "--porcelain", "--", *watched)
-    dirty = [line[3:] for line in status.splitlines()]
-    if not dirty:
-        return commit
-    shown = ", ".join(f"`{path}`" for path in dirty[:4]) + (
-        f" and {len(dirty) - 4} more" if len(dirty) > 4 else ""
-    )
-    return f"{commit}, with uncommitted changes in {shown}"
 
 
 # --- summary --------------------------------------------------------------------------------------
@@ -823,37 +737,6 @@ def render_section(
     return "\n".join(lines).rstrip() + "\n"
 
 
-INTRO = """# Benchmarks
-
-Measured figures of tenfold, each with the date, the machine it ran on and the exact command that produced
-it. Every figure in this file is written by a script in `scripts/`, never by hand: to reproduce or refresh a
-section, run the command it names from the repository root with the virtual environment active
-(`. .venv/bin/activate`). Each script rewrites only its own section, between its `<!-- <name>:start -->`
-and `<!-- <name>:end -->` markers, and leaves the rest of the file as it is. Sections for the load tests
-and for the monitor's overhead will be added by their scripts.
-"""
-
-
-def write_doc(section: str, path: Path = DOC) -> None:
-    """Replace the bench-scale section of the doc (or add it); everything else stays as it is.
-
-    Other scripts rewrite their own sections of the same file, so the new text replaces it in one rename.
-    """
-    block = f"{START_MARK}\n{section.rstrip()}\n{END_MARK}"
-    if path.exists():
-        text = path.read_text()
-        pattern = re.compile(re.escape(START_MARK) + r".*?" + re.escape(END_MARK), re.S)
-        if pattern.search(text):
-            text = pattern.sub(lambda _: block, text, count=1)
-        else:
-            text = text.rstrip() + f"\n\n{block}\n"
-    else:
-        text = f"{INTRO}\n{block}\n"
-    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staged.write_text(text)
-    os.replace(staged, path)
-
-
 # --- the stack ------------------------------------------------------------------------------------
 def ports_in_use() -> list[int]:
     ports = [HTTP_PORT, HTTPS_PORT, STATUS_PORT]
@@ -869,13 +752,6 @@ def ports_in_use() -> list[int]:
     return taken
 
 
-def leftovers() -> list[str]:
-    found = docker_names("ps", "-a", "--filter", f"label=tenfold.stack={STACK}")
-    found += [n for n in docker_names("network", "ls", template="{{.Name}}") if n.startswith(f"{STACK}-")]
-    found += [p for p in (f"/etc/tenfold/{STACK}", f"/var/log/tenfold/{STACK}") if Path(p).exists()]
-    return found
-
-
 def teardown(runner: Runner) -> list[str]:
     """down.yml for the bench stack, with Ctrl-C ignored until it is done; returns what is left."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -885,13 +761,9 @@ def teardown(runner: Runner) -> list[str]:
             runner.run("playbooks/down.yml", timeout=600)
         except BenchError as exc:
             print(f"teardown failed: {exc}", file=sys.stderr)
-        return leftovers()
+        return stack_leftovers(STACK)
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -993,7 +865,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix=f"{STACK}-"))
     runner = Runner(workdir, timeout=args.max_seconds)
     runner.write_vars()
-    info = machine()
+    info = machine(WATCHED)
     ok = False
     left: list[str] = []
     results: list[Measurement] = []
@@ -1026,7 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = render_section(results, profiles, info, args)
     print("\n" + section)
     if args.write_docs:
-        write_doc(section)
+        write_section("bench-scale", section)
         print(f"wrote {DOC.relative_to(ROOT)}")
     return 0
 

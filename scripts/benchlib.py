@@ -1,0 +1,148 @@
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+"""What the benchmark scripts share: the machine they ran on, its CPU load, commands, leftovers, the doc."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".venv" / "bin"
+DOC = ROOT / "docs" / "benchmarks.md"
+INTRO = """# Benchmarks
+
+Measured figures of tenfold, each with the date, the machine it ran on and the exact command that produced
+it. Every figure in this file is written by a script in `scripts/`, never by hand: to reproduce or refresh a
+section, run the command it names from the repository root with the virtual environment active
+(`. .venv/bin/activate`). Each script rewrites only its own section, between its `<!-- <name>:start -->`
+and `<!-- <name>:end -->` markers, and leaves the rest of the file as it is.
+"""
+
+
+class BenchError(RuntimeError):
+    """A benchmark step failed; the message says which and where its log is."""
+
+
+def ansible_playbook() -> str:
+    local = BIN / "ansible-playbook"
+    return str(local) if local.exists() else (shutil.which("ansible-playbook") or "ansible-playbook")
+
+
+def command_output(*cmd: str) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def proc_field(path: str, key: str) -> str:
+    try:
+        for line in Path(path).read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == key:
+                return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat (iowait counts as idle)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return (0, 0)
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle, sum(fields))
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else None
+
+
+def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def os_name() -> str:
+    try:
+        text = Path("/etc/os-release").read_text()
+    except OSError:
+        return platform.system()
+    match = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', text, re.M)
+    return match.group(1) if match else platform.system()
+
+
+def source_commit(watched: Sequence[str]) -> str:
+    """HEAD, and the files among `watched` that differ from it (others may work in this tree)."""
+    commit = command_output("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD") or "unknown"
+    status = command_output("git", "-C", str(ROOT), "status", "--porcelain", "--", *watched)
+    dirty = [line[3:] for line in status.splitlines()]
+    if not dirty:
+        return commit
+    shown = ", ".join(f"`{path}`" for path in dirty[:4]) + (
+        f" and {len(dirty) - 4} more" if len(dirty) > 4 else ""
+    )
+    return f"{commit}, with uncommitted changes in {shown}"
+
+
+def docker_names(*args: str, template: str = "{{.Names}}") -> list[str]:
+    """Names that `docker <args>` lists (containers by default; pass template="{{.Name}}" for networks)."""
+    return command_output("docker", *args, "--format", template).split()
+
+
+def machine(watched: Sequence[str], extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The machine a benchmark ran on, as its doc section shows it."""
+    mem_kib = proc_field("/proc/meminfo", "MemTotal").split()
+    ansible_version = command_output(ansible_playbook(), "--version").splitlines()
+    core = re.search(r"core ([\w.]+)", ansible_version[0]) if ansible_version else None
+    return {
+        "nproc": command_output("nproc") or str(len(os.sched_getaffinity(0))),
+        "memory": f"{int(mem_kib[0]) / 1024**2:.1f} GiB" if mem_kib else "unknown",
+        "CPU": proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "OS": os_name(),
+        "kernel": platform.release(),
+        "Docker server": command_output("docker", "version", "--format", "{{.Server.Version}}") or "unknown",
+        "ansible-core": core.group(1) if core else "unknown",
+        "Python": platform.python_version(),
+        **(extra or {}),
+        "commit": source_commit(watched),
+    }
+
+
+def leftovers(stack: str) -> list[str]:
+    """What a stack left on this machine: containers, networks and its host directories."""
+    found = docker_names("ps", "-a", "--filter", f"label=tenfold.stack={stack}")
+    found += [n for n in docker_names("network", "ls", template="{{.Name}}") if n.startswith(f"{stack}-")]
+    found += [p for p in (f"/etc/tenfold/{stack}", f"/var/log/tenfold/{stack}") if Path(p).exists()]
+    return found
+
+
+def write_section(name: str, section: str, path: Path = DOC) -> None:
+    """Replace the doc's section `name` (between its markers), or add it; everything else stays as it is.
+
+    Other scripts rewrite their own sections of the same file, so the new text replaces it in one rename.
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{section.rstrip()}\n{end}"
+    if path.exists():
+        text = path.read_text()
+        pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+        if pattern.search(text):
+            text = pattern.sub(lambda _: block, text, count=1)
+        else:
+            text = text.rstrip() + f"\n\n{block}\n"
+    else:
+        text = f"{INTRO}\n{block}\n"
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staged.write_text(text)
+    os.replace(staged, path)
