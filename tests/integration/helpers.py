@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK_VARS = Path(__file__).resolve().parent / "stack.yml"
+# TENFOLD_IT_STACK_VARS names another vars file (its own tenfold_stack and ports), so that two runs of the suite
+# on one machine do not share a stack.
+STACK_VARS = Path(
+    os.environ.get("TENFOLD_IT_STACK_VARS") or Path(__file__).resolve().parent / "stack.yml"
+).resolve()
 BIN = ROOT / ".venv" / "bin"
 # Scale events of the test stack go to a file of their own, not to the project's logs/.
 EVENTS_LOG = Path(tempfile.gettempdir()) / f"tenfoldit-scale-events-{os.getpid()}.jsonl"
