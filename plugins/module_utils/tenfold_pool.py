@@ -190,14 +190,18 @@ def _index_of(name: str, existing: list[Replica]) -> int:
     return 0
 
 
-def member(spec: PoolSpec, index: int, address: str) -> dict:
-    """How the load balancer reaches replica `index` (address: where its port is reachable)."""
+def member_at(stack: str, pool: str, port_base: int, index: int, address: str) -> dict:
+    """How the load balancer reaches replica `index` of a pool (address: where its port is reachable)."""
     return {
-        "name": replica_name(spec.stack, spec.pool, index),
+        "name": replica_name(stack, pool, index),
         "replica": index,
         "address": address,
-        "port": replica_port(spec.port_base, index),
+        "port": replica_port(port_base, index),
     }
+
+
+def member(spec: PoolSpec, index: int, address: str) -> dict:
+    return member_at(spec.stack, spec.pool, spec.port_base, index, address)
 
 
 def probe_address(bind_address: str) -> str:

@@ -24,7 +24,8 @@ options:
   pools:
     description:
       - The stack's pools, each a dict with at least C(name), C(min_replicas) and C(max_replicas) (whole
-        numbers); other keys are ignored, so the app_pools role passes its pool list as it is.
+        numbers), and C(port_base) for its RV(members); other keys are ignored, so the app_pools role passes
+        its pool list as it is.
     type: list
     elements: dict
     required: true
@@ -40,6 +41,15 @@ options:
   replicas:
     description: Absolute number of replicas for O(pool); a whole number.
     type: raw
+  bind_address:
+    description:
+      - Address the replicas publish their ports on; with O(advertise_address), what RV(members) names.
+    type: str
+    default: 127.0.0.1
+  advertise_address:
+    description: Address the load balancer reaches the replicas at; by default what reaches O(bind_address).
+    type: str
+    default: ""
   docker_host:
     description: Docker engine to talk to; the environment's by default.
     type: str
@@ -79,11 +89,18 @@ targets:
   returned: always
   type: dict
   sample: {"frontend": 3, "backend": 4}
+members:
+  description:
+    - By pool name (of the pools given a C(port_base)), how the load balancer reaches each replica the pool
+      has now, as M(tenfold_pool) returns them. A pool this run does not change keeps exactly these.
+  returned: always
+  type: dict
+  sample: {"frontend": [{"name": "tenfold-frontend-1", "replica": 1, "address": "127.0.0.1", "port": 18101}]}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.tenfold_docker import client, pool_containers
-from ansible.module_utils.tenfold_pool import PoolError
+from ansible.module_utils.tenfold_pool import PoolError, member_at, probe_address
 from ansible.module_utils.tenfold_scale import (
     Bounds,
     PoolTarget,
@@ -101,6 +118,8 @@ def argument_spec() -> dict:
         "direction": {"type": "str"},
         "step": {"type": "raw"},
         "replicas": {"type": "raw"},
+        "bind_address": {"type": "str", "default": "127.0.0.1"},
+        "advertise_address": {"type": "str", "default": ""},
         "docker_host": {"type": "str"},
     }
 
@@ -111,6 +130,24 @@ def pool_bounds(item: dict) -> tuple[str, Bounds]:
         return name, Bounds(int(item["min_replicas"]), int(item["max_replicas"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise ScaleRequestError(f"pool entry {item!r} needs name, min_replicas and max_replicas") from exc
+
+
+def current_members(stack: str, items: list[dict], plan: list[PoolTarget], address: str) -> dict:
+    """Members of each pool with a port_base at its current size."""
+    current = {target.pool: target.current for target in plan}
+    members = {}
+    for item in items:
+        if item.get("port_base") in (None, ""):
+            continue
+        try:
+            port_base = int(item["port_base"])
+        except (TypeError, ValueError) as exc:
+            raise ScaleRequestError(
+                f"pool {item['name']}: port_base {item['port_base']!r} is not a number"
+            ) from exc
+        name = str(item["name"])
+        members[name] = [member_at(stack, name, port_base, i, address) for i in range(1, current[name] + 1)]
+    return members
 
 
 def main() -> None:
@@ -130,6 +167,8 @@ def main() -> None:
                 plan.append(target_for(name, current, bounds, direction, step, replicas))
             else:
                 plan.append(PoolTarget(name, current, current, False, f"{name}: not part of this request"))
+        address = params["advertise_address"] or probe_address(params["bind_address"])
+        members = current_members(params["stack"], params["pools"], plan, address)
     except (ScaleRequestError, PoolError) as exc:
         module.fail_json(msg=f"scale request rejected, nothing changed: {exc}")
     for target in plan:
@@ -139,6 +178,7 @@ def main() -> None:
         changed=False,
         pools=[t.as_dict() for t in plan],
         targets={t.pool: t.target for t in plan},
+        members=members,
     )
 
 
