@@ -161,12 +161,15 @@ def pool_snapshot(
 
 
 def container_warnings(containers: Sequence[ContainerMetrics]) -> list[str]:
-    """Running replicas whose /health or stats did not answer."""
+    """Running replicas whose /health or stats did not answer.
+
+    CPU alone unknown is a container's first one-shot reading (no previous one yet), not worth a warning.
+    """
     warnings = []
     for c in containers:
         if c.running and c.inflight is None:
             warnings.append(f"{c.name}: /health did not answer: inflight unknown")
-        if c.running and (c.cpu_percent is None or c.memory_percent is None):
+        if c.running and c.memory_percent is None:
             warnings.append(f"{c.name}: no stats sample: CPU/memory unknown")
     return warnings
 
@@ -222,6 +225,7 @@ class Collector:
         self._started = False
         self._docker = docker_client
         self._host = HostSampler()
+        self._cpu_baselines: dict[str, dict] = {}  # container id -> cpu_stats of its previous reading
         self._stub: _StubSample | None = None
         self._last_line_at: float | None = None
         self._malformed_seen = 0
@@ -331,7 +335,9 @@ class Collector:
         try:
             if self._docker is None:
                 self._docker = docker.from_env(max_pool_size=DEFAULT_WORKERS)
-            containers = collect_containers(self._docker, self.stack, health_timeout=self.health_timeout)
+            containers = collect_containers(
+                self._docker, self.stack, health_timeout=self.health_timeout, baselines=self._cpu_baselines
+            )
         except ENGINE_ERRORS as exc:
             warnings.append(f"Docker engine unreachable: {exc}: replicas unknown")
             return None

@@ -4,8 +4,12 @@
 
 The arithmetic on a `stats` sample is pure (scripts/tenfold_status.py imports `cpu_percent`,
 `memory_usage` and `published` from here); Docker and HTTP calls are in the functions at the bottom.
-A stats call takes about a second (the engine waits for a second CPU reading), so containers are sampled
-in parallel threads.
+
+A plain stats call takes one to two seconds: the engine waits for a second CPU reading. A collector that
+runs every interval passes `baselines` instead: each container is read once ("one-shot", no wait), and its
+CPU use is taken between this reading and the one of the previous collection, kept per container id. A
+container seen for the first time has no CPU figure until the next collection. Containers are read in
+parallel threads either way.
 """
 
 from __future__ import annotations
@@ -187,19 +191,29 @@ def fetch_inflight(address: str | None, timeout: float = HEALTH_TIMEOUT_S) -> in
         return None
 
 
-def _sample(container: Any) -> dict | None:
+def with_baseline(sample: dict, previous_cpu_stats: dict | None) -> dict:
+    """A one-shot sample (precpu_stats empty) with the previous reading's cpu_stats as its precpu_stats."""
+    return {**sample, "precpu_stats": previous_cpu_stats or {}}
+
+
+def _sample(container: Any, baselines: dict[str, dict] | None) -> dict | None:
     try:
-        return container.stats(stream=False)
+        if baselines is None:
+            return container.stats(stream=False)
+        return with_baseline(container.stats(stream=False, one_shot=True), baselines.get(container.id))
     except ENGINE_ERRORS:  # gone since it was listed, say: its figures are unknown
         return None
 
 
-def _measure(container: Any, health_timeout: float) -> ContainerMetrics:
+def _measure(
+    container: Any, health_timeout: float, baselines: dict[str, dict] | None
+) -> tuple[ContainerMetrics, dict | None]:
+    """The container's record, and its stats sample (None when it was not read)."""
     attrs = container.attrs
     running = (attrs.get("State") or {}).get("Status") == "running"
-    sample = _sample(container) if running else None
+    sample = _sample(container, baselines) if running else None
     inflight = fetch_inflight(published(attrs), health_timeout) if running else None
-    return metrics_of(container.name, attrs, container.labels or {}, sample, inflight)
+    return metrics_of(container.name, attrs, container.labels or {}, sample, inflight), sample
 
 
 def list_containers(client: Any, stack: str, pools: Iterable[str] | None = None) -> list[Any]:
@@ -215,14 +229,25 @@ def collect_containers(
     pools: Iterable[str] | None = None,
     health_timeout: float = HEALTH_TIMEOUT_S,
     workers: int = DEFAULT_WORKERS,
+    baselines: dict[str, dict] | None = None,
 ) -> list[ContainerMetrics]:
     """Every app container of the stack, measured in parallel, ordered by pool and replica.
 
+    `baselines` (container id -> cpu_stats of its previous reading): read each container one-shot and
+    update the dict with this reading, dropping containers that are gone. None: plain stats calls.
     Listing errors (engine unreachable) propagate; a container that fails to answer gets None figures.
     """
     containers = list_containers(client, stack, pools)
+    if baselines is not None:
+        for gone in set(baselines) - {c.id for c in containers}:
+            del baselines[gone]
     if not containers:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(containers)))) as executor:
-        measured = list(executor.map(lambda c: _measure(c, health_timeout), containers))
-    return sorted(measured, key=lambda m: (m.pool, m.replica if m.replica is not None else 0, m.name))
+        measured = list(executor.map(lambda c: _measure(c, health_timeout, baselines), containers))
+    if baselines is not None:
+        for container, (_, sample) in zip(containers, measured, strict=True):
+            if sample and sample.get("cpu_stats"):
+                baselines[container.id] = sample["cpu_stats"]
+    records = [record for record, _ in measured]
+    return sorted(records, key=lambda m: (m.pool, m.replica if m.replica is not None else 0, m.name))

@@ -121,7 +121,9 @@ def test_collect_measures_a_real_replica_and_computes_serving_from_the_upstreams
         assert (backend.replicas, backend.serving, backend.starting, backend.lb_members) == (1, 1, 0, 1)
         assert backend.inflight == 0
         assert backend.memory_percent is not None and 0 < backend.memory_percent < 100
-        assert backend.cpu_percent is not None and backend.cpu_percent >= 0
+        # one-shot stats: the first reading has no previous one to take CPU use against
+        assert backend.cpu_percent is None
+        assert not any("no stats sample" in w for w in snap.warnings)
         assert backend.requests == 5 and backend.rps == pytest.approx(0.5)
         assert backend.error_rate == pytest.approx(0.2)
         assert snap.log_state == "ok"
@@ -130,6 +132,11 @@ def test_collect_measures_a_real_replica_and_computes_serving_from_the_upstreams
         assert any("stub_status unreachable" in w for w in snap.warnings)
         assert snap.host_memory_percent is not None and snap.host_memory_percent > 0
         assert json.loads(snap.to_json())["pools"]["backend"]["inflight"] == 0
+
+        second = collector.collect(time.time())
+        backend = second.pools["backend"]
+        assert backend.cpu_percent is not None and 0 <= backend.cpu_percent <= 100
+        assert backend.memory_percent is not None and 0 < backend.memory_percent < 100
 
         conf.write_text(upstreams(member=False))  # out of the LB: running and healthy, not serving
         later = collector.collect(time.time())

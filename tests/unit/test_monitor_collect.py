@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -246,6 +247,57 @@ def test_cpu_percent_is_unknown_without_a_previous_reading():
     assert ct.cpu_percent_of_limit(stats(1_000, None, 5_000, None), 1.0) is None
     assert ct.cpu_percent_of_limit(stats(1_000, 1_000, 5_000, 5_000), 1.0) is None  # no time passed
     assert ct.cpu_percent_of_limit({}, 1.0) is None
+
+
+def test_a_one_shot_reading_takes_cpu_use_against_the_previous_one():
+    first = stats(1_000_000_000, None, 4_000_000_000, None)
+    assert ct.cpu_percent_of_limit(ct.with_baseline(first, None), 1.0) is None
+    second = stats(1_500_000_000, None, 8_000_000_000, None)
+    assert ct.cpu_percent_of_limit(ct.with_baseline(second, first["cpu_stats"]), 1.0) == pytest.approx(50.0)
+
+
+@dataclass
+class FakeContainer:
+    """What collect_containers reads of a docker-py Container: id, name, labels, attrs, stats()."""
+
+    id: str
+    name: str
+    total: int
+    system: int
+    labels: dict = field(default_factory=lambda: {"tenfold.pool": "backend", "tenfold.replica": "1"})
+    attrs: dict = field(default_factory=lambda: {"State": {"Status": "running"}, "HostConfig": {}})
+    one_shot: list = field(default_factory=list)
+
+    def stats(self, stream: bool, one_shot: bool = False) -> dict:
+        self.one_shot.append(one_shot)
+        sample = stats(self.total, None if one_shot else self.total - 1, self.system, None, cpus=1)
+        sample["memory_stats"] = {"usage": 100, "limit": 1000}
+        return sample
+
+
+@dataclass
+class FakeEngine:
+    found: list
+
+    @property
+    def containers(self) -> FakeEngine:
+        return self
+
+    def list(self, all: bool, filters: dict) -> list:  # docker-py names it all
+        return self.found
+
+
+def test_baselines_are_kept_per_container_and_dropped_when_it_is_gone():
+    one = FakeContainer("id1", "s-backend-1", total=1_000, system=10_000)
+    engine = FakeEngine([one])
+    baselines: dict[str, dict] = {"gone": {"cpu_usage": {"total_usage": 1}}}
+    [record] = ct.collect_containers(engine, "s", baselines=baselines)
+    assert record.cpu_percent is None and record.memory_percent == pytest.approx(10.0)
+    assert set(baselines) == {"id1"} and one.one_shot == [True]
+    one.total, one.system = 3_000, 14_000  # 2 000 of 4 000 host time: half of the one CPU
+    [record] = ct.collect_containers(engine, "s", baselines=baselines)
+    assert record.cpu_percent == pytest.approx(50.0)
+    assert baselines["id1"]["cpu_usage"]["total_usage"] == 3_000
 
 
 def test_cpu_limit_from_host_config():
