@@ -157,3 +157,31 @@ def playbook_pid(start: int | None = None) -> int:
     if found is None:
         raise LockError("not running under ansible-playbook: cannot tell which run would own the lock")
     return found
+
+
+def run(params: dict, check_mode: bool, pid: int) -> tuple[dict, str | None]:
+    """What the tenfold_lock module and its action plugin do with their arguments: (result, warning or None).
+
+    `params`: path, state (acquired or released), timeout, run; `pid`: the ansible-playbook run that owns the
+    lock. Raises LockError (with the path) when the lock cannot be had.
+    """
+    if check_mode:
+        return {
+            "changed": False,
+            "acquired": False,
+            "released": False,
+            "recovered_from": None,
+            "waited_s": 0.0,
+        }, None
+    try:
+        me = owner_for(pid, run=params.get("run") or "")
+        if params.get("state", "acquired") == "released":
+            released = release(params["path"], me)
+            return {"changed": released, "released": released}, None
+        outcome = acquire(params["path"], me, timeout=float(params.get("timeout", 120)))
+    except (LockError, OSError) as exc:
+        raise LockError(f"scale lock {params['path']}: {exc}") from exc
+    warning = None
+    if outcome.recovered:
+        warning = f"recovered the lock left by a run that is gone: {outcome.recovered.describe()}"
+    return {"changed": True, **outcome.as_dict()}, warning

@@ -13,6 +13,9 @@ description:
     machine, where every scale run of the stack starts (delegate it to C(localhost)).
   - A second run waits up to O(timeout) seconds for the lock and then fails, naming the run that holds it.
   - A lock whose owner has died (killed run) is recovered and reported in RV(recovered_from).
+  - It runs inside the control machine's ansible-playbook process (its action plugin,
+    C(plugins/action/tenfold_lock.py)), which saves starting a module process on a scale run's path; this
+    file holds its documentation and the same code as a module.
 version_added: "0.1.0"
 author: tenfold contributors
 options:
@@ -78,7 +81,7 @@ released:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.tenfold_lock import LockError, acquire, owner_for, playbook_pid, release
+from ansible.module_utils.tenfold_lock import LockError, playbook_pid, run
 
 
 def argument_spec() -> dict:
@@ -92,20 +95,13 @@ def argument_spec() -> dict:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    params = module.params
-    if module.check_mode:
-        module.exit_json(changed=False, acquired=False, released=False, recovered_from=None, waited_s=0.0)
     try:
-        me = owner_for(playbook_pid(), run=params["run"])
-        if params["state"] == "released":
-            released = release(params["path"], me)
-            module.exit_json(changed=released, released=released)
-        outcome = acquire(params["path"], me, timeout=params["timeout"])
-    except (LockError, OSError) as exc:
-        module.fail_json(msg=f"scale lock {params['path']}: {exc}")
-    if outcome.recovered:
-        module.warn(f"recovered the lock left by a run that is gone: {outcome.recovered.describe()}")
-    module.exit_json(changed=True, **outcome.as_dict())
+        result, warning = run(module.params, module.check_mode, playbook_pid())
+    except LockError as exc:
+        module.fail_json(msg=str(exc))
+    if warning:
+        module.warn(warning)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The scale lock: one holder at a time, bounded waits, and recovery of a lock left by a killed run."""
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 import tenfold_lock as tl
@@ -77,3 +79,27 @@ def test_unreadable_lock_file_is_treated_as_stale(tmp_path):
 def test_playbook_pid_fails_clearly_outside_ansible():
     with pytest.raises(tl.LockError, match="not running under ansible-playbook"):
         tl.playbook_pid(os.getpid())
+
+
+def test_run_takes_and_gives_back_the_lock_and_changes_nothing_in_check_mode(tmp_path):
+    path = str(tmp_path / "scale.lock")
+    params = {"path": path, "state": "acquired", "timeout": 1, "run": "test"}
+    result, warning = tl.run(params, check_mode=True, pid=os.getpid())
+    assert result["acquired"] is False and not os.path.exists(path) and warning is None
+    result, warning = tl.run(params, check_mode=False, pid=os.getpid())
+    assert result["acquired"] is True and result["changed"] is True and warning is None
+    assert tl.read_owner(path).pid == os.getpid()
+    result, _ = tl.run({**params, "state": "released"}, check_mode=False, pid=os.getpid())
+    assert result == {"changed": True, "released": True} and not os.path.exists(path)
+
+
+def test_run_recovers_a_dead_runs_lock_with_a_warning_and_names_the_path_on_failure(tmp_path, live_process):
+    path = str(tmp_path / "scale.lock")
+    dead = tl.owner_for(os.getpid(), run="killed run")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({**asdict(dead), "pid": dead_pid()}, handle)
+    result, warning = tl.run({"path": path, "timeout": 1}, check_mode=False, pid=os.getpid())
+    assert result["recovered_from"]["run"] == "killed run"
+    assert warning.startswith("recovered the lock left by a run that is gone")
+    with pytest.raises(tl.LockError, match=f"scale lock {path}: another run holds"):
+        tl.run({"path": path, "timeout": 0}, check_mode=False, pid=live_process.pid)
