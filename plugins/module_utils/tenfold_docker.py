@@ -144,7 +144,7 @@ def wait_healthy(container: Any, url: str, timeout: float) -> str | None:
                 f"{container.name} did not answer {url} with 200 within {timeout:g}s; "
                 f"last log lines:\n{log_tail(container)}"
             )
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
 def log_tail(container: Any, lines: int = 20) -> str:
