@@ -20,8 +20,9 @@ description:
   - O(state=extracted) verifies, then writes the sources named in O(only) under O(dest)C(/<source>), so
     they can be checked (C(nginx -t)) before anything live changes.
   - O(state=restored) verifies, then writes back every file that differs from the archive to the path
-    O(sources) gives for its source, with its recorded mode, owner and group. All files are written to temporary files
-    first and renamed into place only when every one was written, so a failure changes nothing.
+    O(sources) gives for its source, with its recorded mode, owner and group. All files are written to
+    temporary files first and renamed into place only when every one was written, so a failure changes
+    nothing.
 version_added: "0.2.0"
 author: tenfold contributors
 options:
