@@ -140,6 +140,11 @@ manifest:
   sample: {"format": "tenfold-backup", "version": 1, "stack": "tenfold", "created": "2026-12-01T02:00:00Z",
            "scale": {"frontend": 3, "backend": 4}, "sources": {"tls": {"path": "/etc/tenfold/tenfold/tls",
            "type": "dir"}}, "files": 2, "bytes": 3051}
+scale:
+  description: The replica count of each pool, as the archive records it.
+  returned: state=present
+  type: dict
+  sample: {"frontend": 3, "backend": 4}
 removed:
   description: Archives removed by retention (in check mode, those it would remove).
   returned: state=present
@@ -236,7 +241,14 @@ def present(module: AnsibleModule, stack: str, sources: list[Source]) -> dict:
     if module.check_mode:
         kept = [path, *backups(directory, stack)]
         removed = kept[params["retention"] :]
-        return {"changed": True, "path": path, "removed": removed, "missing": [], "skipped": []}
+        return {
+            "changed": True,
+            "path": path,
+            "scale": scale,
+            "removed": removed,
+            "missing": [],
+            "skipped": [],
+        }
     os.makedirs(directory, mode=0o700, exist_ok=True)
     manifest, missing, skipped = write_archive(path, stack, sources, scale, datetime.now(UTC))
     removed = expired(directory, stack, params["retention"])
@@ -245,6 +257,7 @@ def present(module: AnsibleModule, stack: str, sources: list[Source]) -> dict:
     return {
         "changed": True,
         "path": path,
+        "scale": scale,
         "manifest": manifest.summary(),
         "removed": removed,
         "missing": missing,
