@@ -539,9 +539,9 @@ def restore(path: str, manifest: Manifest, targets: dict[str, str], owners: bool
                 raise BackupError(f"{path}: {info.name} changed while it was restored; nothing was restored")
         if len(written) != sum(1 for e, _ in todo if e.type == "file"):
             raise BackupError(f"{path}: files of the manifest went missing while it was restored")
-        for temp, target, entry in written:
+        for temp, _, entry in written:
             _set_meta(temp, entry, owners)
-            os.replace(temp, target)
+        _swap_in(written)
         written = []
     finally:
         for temp, _, _ in written:
@@ -551,6 +551,37 @@ def restore(path: str, manifest: Manifest, targets: dict[str, str], owners: bool
         if entry.type == "dir":
             _set_meta(target, entry, owners)
     return [t for _, t in todo]
+
+
+def _swap_in(written: list[tuple[str, str, Entry]]) -> None:
+    """Rename every temporary file onto its target; if one rename fails, the targets already replaced get
+    their previous files back (kept as hard links until every rename succeeded)."""
+    done: list[tuple[str, str | None]] = []
+    try:
+        for temp, target, _ in written:
+            saved = None
+            if os.path.lexists(target):
+                saved = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tenfold-previous")
+                if os.path.lexists(saved):
+                    os.unlink(saved)
+                os.link(target, saved, follow_symlinks=False)
+            try:
+                os.replace(temp, target)
+            except BaseException:
+                if saved:
+                    os.unlink(saved)
+                raise
+            done.append((target, saved))
+    except BaseException:
+        for target, saved in reversed(done):
+            if saved:
+                os.replace(saved, target)
+            else:
+                os.unlink(target)
+        raise
+    for _, saved in done:
+        if saved:
+            os.unlink(saved)
 
 
 def _set_meta(path: str, entry: Entry, owners: bool) -> None:

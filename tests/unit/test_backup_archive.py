@@ -108,6 +108,31 @@ def test_restore_brings_back_byte_identical_files_with_their_modes(tree):
     assert tb.restore(str(path), manifest, targets) == []  # a second restore changes nothing
 
 
+def test_restore_that_fails_halfway_puts_every_file_back(tree, monkeypatch):
+    tmp_path, sources = tree
+    path, _, _ = make(tmp_path, sources)
+    for name in ("nginx/nginx.conf", "nginx/errors/502.html", "tls/fullchain.pem"):
+        (tmp_path / "etc" / name).write_text("changed\n")
+    before = snapshot(tmp_path / "etc")
+    manifest = tb.verify(str(path), "s1")
+    real_replace = os.replace
+    calls = []
+
+    def failing_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(tb.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        tb.restore(str(path), manifest, {s.name: s.path for s in sources})
+    monkeypatch.setattr(tb.os, "replace", real_replace)
+    assert snapshot(tmp_path / "etc") == before
+    leftovers = [p.name for p in (tmp_path / "etc").rglob(".*")]
+    assert leftovers == []
+
+
 def test_restore_leaves_sources_it_is_not_given_alone(tree):
     tmp_path, sources = tree
     path, _, _ = make(tmp_path, sources)
