@@ -9,6 +9,7 @@ import io
 import os
 import shutil
 import stat
+import subprocess
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,6 +196,29 @@ def test_config_nginx_rejects_is_not_restored(engine, stack, backups):
     assert 'unknown directive "not_a_directive"' in run.output
     assert backups.snapshot() == before
     assert stack.client().get("/api/whoami").status == 200
+
+
+def test_restore_that_cannot_write_a_file_puts_everything_back(stack, backups):
+    assert backups.backup().rc == 0
+    with open(backups.nginx / "nginx.conf", "a") as handle:
+        handle.write("# changed after the backup\n")
+    page = backups.nginx / "errors" / "404.html"
+    original = page.read_bytes()
+    page.write_text("<p>changed</p>\n")
+    # An immutable file: the restore cannot replace it, after it has replaced nginx.conf.
+    if subprocess.run(["chattr", "+i", str(page)], capture_output=True, check=False).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        before = backups.snapshot()
+        run = backups.restore("latest")
+        assert run.rc != 0
+        assert "Operation not permitted" in run.output
+        assert "the previous files were put back" in run.output
+        assert backups.snapshot() == before
+        assert stack.client().get("/api/whoami").status == 200
+    finally:
+        subprocess.run(["chattr", "-i", str(page)], check=False)
+        page.write_bytes(original)
 
 
 def test_retention_keeps_exactly_the_newest_n(stack, backups):
