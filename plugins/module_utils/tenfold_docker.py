@@ -88,6 +88,11 @@ def pool_containers(cli: Any, stack: str, pool: str) -> list[tuple[Replica, Any]
     return result
 
 
+def replica_count(cli: Any, stack: str, pool: str) -> int:
+    """How many replicas (containers with a replica index) the pool has on this engine, in any state."""
+    return sum(1 for replica, _ in pool_containers(cli, stack, pool) if replica.index >= 1)
+
+
 def create(cli: Any, spec: PoolSpec, index: int) -> Any:
     config = spec.container_config(index)
     config["labels"] = {**config["labels"], LABEL_CONFIG: spec.config_hash(index)}

@@ -68,9 +68,14 @@ def parse_request(
     step: object,
     replicas: object,
 ) -> tuple[list[str], str | None, int, int | None]:
-    """Validate the raw extra vars. Returns (pools, direction, step, replicas)."""
+    """Validate the raw extra vars. Returns (pools, direction, step, replicas).
+
+    `replicas` may also map pool names to absolute counts ({"frontend": 3, "backend": 4}): several pools
+    in one run (restore.yml reconverges a stack this way); it is returned as a dict of whole numbers."""
     pool = (pool or "").strip() or None
     direction = (direction or "").strip() or None
+    if isinstance(replicas, dict):
+        return _parse_counts(pools, pool, direction, replicas)
     has_replicas = replicas not in (None, "")
     if pool is not None and pool not in pools:
         choices = ", ".join(pools)
@@ -94,6 +99,27 @@ def parse_request(
     if amount < 1:
         raise ScaleRequestError(f"step must be 1 or more, got {amount}")
     return ([pool] if pool else list(pools)), direction, amount, None
+
+
+def _parse_counts(
+    pools: list[str], pool: str | None, direction: str | None, replicas: dict
+) -> tuple[list[str], None, int, dict[str, int]]:
+    if pool is not None or direction is not None:
+        raise ScaleRequestError("replicas given per pool takes neither pool nor direction")
+    if not replicas:
+        raise ScaleRequestError("replicas per pool is empty: name at least one pool and its count")
+    unknown = sorted(str(name) for name in replicas if name not in pools)
+    if unknown:
+        raise ScaleRequestError(
+            f"{', '.join(unknown)}: not a pool of this stack; choose from {', '.join(pools)}"
+        )
+    counts = {}
+    for name in pools:
+        if name in replicas:
+            counts[name] = _as_int(f"replicas.{name}", replicas[name])
+            if counts[name] < 0:
+                raise ScaleRequestError(f"replicas.{name} must be 0 or more, got {counts[name]}")
+    return list(counts), None, 0, counts
 
 
 def target_for(

@@ -39,7 +39,9 @@ options:
     description: Replicas to add or remove with O(direction); a whole number of 1 or more (default 1).
     type: raw
   replicas:
-    description: Absolute number of replicas for O(pool); a whole number.
+    description:
+      - Absolute number of replicas for O(pool); a whole number.
+      - Or, without O(pool), a dict of pool names to absolute numbers, so several pools move in one run.
     type: raw
   bind_address:
     description:
@@ -99,7 +101,7 @@ members:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.tenfold_docker import client, pool_containers
+from ansible.module_utils.tenfold_docker import client, replica_count
 from ansible.module_utils.tenfold_pool import PoolError, member_at, probe_address
 from ansible.module_utils.tenfold_scale import (
     Bounds,
@@ -162,9 +164,10 @@ def main() -> None:
         cli = client(params["docker_host"])
         plan = []
         for name, bounds in pools:
-            current = sum(1 for r, _ in pool_containers(cli, params["stack"], name) if r.index >= 1)
+            current = replica_count(cli, params["stack"], name)
             if name in chosen:
-                plan.append(target_for(name, current, bounds, direction, step, replicas))
+                wanted = replicas[name] if isinstance(replicas, dict) else replicas
+                plan.append(target_for(name, current, bounds, direction, step, wanted))
             else:
                 plan.append(PoolTarget(name, current, current, False, f"{name}: not part of this request"))
         address = params["advertise_address"] or probe_address(params["bind_address"])

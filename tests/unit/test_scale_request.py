@@ -14,6 +14,8 @@ BOUNDS = ts.Bounds(min_replicas=3, max_replicas=10)
         ("backend", "down", "2", None, (["backend"], "down", 2, None)),
         ("backend", None, None, "7", (["backend"], None, 0, 7)),
         ("frontend", None, None, 4, (["frontend"], None, 0, 4)),
+        (None, None, None, {"backend": "4", "frontend": 3}, (POOLS, None, 0, {"frontend": 3, "backend": 4})),
+        (None, None, None, {"backend": 5}, (["backend"], None, 0, {"backend": 5})),
     ],
 )
 def test_valid_requests_parse(pool, direction, step, replicas, expected):
@@ -35,6 +37,12 @@ def test_valid_requests_parse(pool, direction, step, replicas, expected):
         ("backend", "up", None, "5", "not both"),
         ("backend", None, None, "2.5", "replicas must be a whole number"),
         (None, "up", True, None, "step must be a whole number"),
+        (None, None, None, {}, "replicas per pool is empty"),
+        (None, None, None, {"web": 3}, "web: not a pool of this stack"),
+        (None, None, None, {"backend": "x"}, "replicas.backend must be a whole number"),
+        (None, None, None, {"backend": -2}, "replicas.backend must be 0 or more"),
+        ("backend", None, None, {"backend": 3}, "takes neither pool nor direction"),
+        (None, "up", None, {"backend": 3}, "takes neither pool nor direction"),
     ],
 )
 def test_malformed_requests_are_rejected_with_a_clear_message(pool, direction, step, replicas, message):
