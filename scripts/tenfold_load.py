@@ -31,6 +31,7 @@ SCENARIO_KEYS = {
     "p95_s": (int, float, type(None)),
     "p99_s": (int, float, type(None)),
     "error_percent": (int, float),
+    "errors": dict,
     "checks": list,
     "pass": bool,
 }
@@ -87,8 +88,10 @@ def read_seconds(path: Path) -> list[dict]:
             entry = json.loads(raw)
             t = int(entry["t"])
             row = merged.setdefault(
-                t, {"t": t, "started": 0, "ok": 0, "failed": 0, "latencies_ms": [], "users": 0}
+                t, {"t": t, "started": 0, "ok": 0, "failed": 0, "latencies_ms": [], "users": 0, "errors": {}}
             )
+            for kind, count in (entry.get("errors") or {}).items():
+                row["errors"][str(kind)] = row["errors"].get(str(kind), 0) + int(count)
             row["started"] += int(entry.get("started", 0))
             row["ok"] += int(entry.get("ok", 0))
             row["failed"] += int(entry.get("failed", 0))
@@ -105,10 +108,13 @@ def summarize(seconds: Iterable[Mapping[str, Any]], duration_s: float) -> dict[s
         raise ResultError(f"duration_s must be positive, got {duration_s}")
     ok = failed = 0
     latencies: list[float] = []
+    errors: dict[str, int] = {}
     for row in seconds:
         ok += int(row["ok"])
         failed += int(row["failed"])
         latencies += row["latencies_ms"]
+        for kind, count in (row.get("errors") or {}).items():
+            errors[kind] = errors.get(kind, 0) + count
     requests = ok + failed
 
     def seconds_of(q: float) -> float | None:
@@ -124,6 +130,7 @@ def summarize(seconds: Iterable[Mapping[str, Any]], duration_s: float) -> dict[s
         "p95_s": seconds_of(95),
         "p99_s": seconds_of(99),
         "error_percent": round(100.0 * failed / requests, 3) if requests else 0.0,
+        "errors": dict(sorted(errors.items())),
     }
 
 

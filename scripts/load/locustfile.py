@@ -17,8 +17,9 @@ Environment:
   TENFOLD_LOAD_PATHS       comma-separated paths the users cycle through (default "/,/api/work?ms=20")
 
 The per-second record has one line per second of wall-clock time in which a request started or ended:
-`{"t": <epoch second>, "started": n, "ok": n, "failed": n, "latencies_ms": [...], "users": n}` where
-`started` counts requests by the second they began, `ok`/`failed`/`latencies_ms` by the second they ended.
+`{"t": <epoch second>, "started": n, "ok": n, "failed": n, "latencies_ms": [...], "users": n, "errors": {}}`
+where `started` counts requests by the second they began, the others by the second they ended; `errors`
+counts the failures by kind (`"http 429": n`, or the exception's name).
 The start of the test (epoch seconds) goes to the same path plus ".start".
 A request fails as locust counts it for FastHttpUser: an HTTP status of 400 or more, a timeout, a broken
 connection.
@@ -64,16 +65,18 @@ class _Seconds:
     def __init__(self, path: str) -> None:
         self.path = path
         self.buckets: dict[int, dict] = defaultdict(
-            lambda: {"started": 0, "ok": 0, "failed": 0, "latencies_ms": [], "users": 0}
+            lambda: {"started": 0, "ok": 0, "failed": 0, "latencies_ms": [], "users": 0, "errors": {}}
         )
         self.users = 0
         self.flushed_until = 0
 
-    def add(self, response_time_ms: float, failed: bool) -> None:
+    def add(self, response_time_ms: float, error: str | None) -> None:
         now = time.time()
         end = self.buckets[int(now)]
         end["users"] = self.users
-        end["failed" if failed else "ok"] += 1
+        end["failed" if error else "ok"] += 1
+        if error:
+            end["errors"][error] = end["errors"].get(error, 0) + 1
         end["latencies_ms"].append(round(response_time_ms, 2))
         self.buckets[int(now - response_time_ms / 1000.0)]["started"] += 1
 
@@ -92,9 +95,14 @@ _seconds = _Seconds(SECONDS_FILE) if SECONDS_FILE else None
 
 
 @events.request.add_listener
-def _on_request(response_time, exception, **_kwargs) -> None:
-    if _seconds is not None:
-        _seconds.add(response_time or 0.0, exception is not None)
+def _on_request(response_time, exception, response=None, **_kwargs) -> None:
+    if _seconds is None:
+        return
+    error = None
+    if exception is not None:
+        status = getattr(response, "status_code", 0) or 0
+        error = f"http {status}" if status else type(exception).__name__
+    _seconds.add(response_time or 0.0, error)
 
 
 @events.spawning_complete.add_listener

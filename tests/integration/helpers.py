@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# TENFOLD_IT_STACK_VARS names another vars file (its own tenfold_stack and ports), so that two runs of the suite
-# on one machine do not share a stack.
+# TENFOLD_IT_STACK_VARS names another vars file (its own tenfold_stack and ports), so that two runs of the
+# suite on one machine do not share a stack.
 STACK_VARS = Path(
     os.environ.get("TENFOLD_IT_STACK_VARS") or Path(__file__).resolve().parent / "stack.yml"
 ).resolve()

@@ -67,6 +67,17 @@ def test_summarize_counts_failures_and_rates_over_the_duration():
     assert stats["p50_s"] == 0.01 and stats["p95_s"] == 2.0
 
 
+def test_failures_are_counted_by_kind():
+    rows = [
+        {
+            **second(1, ok=1, failed=3, latencies=[1] * 4),
+            "errors": {"http 429": 2, "ConnectionRefusedError": 1},
+        },
+        {**second(2, failed=1, latencies=[1]), "errors": {"http 429": 1}},
+    ]
+    assert tl.summarize(rows, 2)["errors"] == {"ConnectionRefusedError": 1, "http 429": 3}
+
+
 def test_read_seconds_merges_a_second_written_twice_and_rejects_garbage(tmp_path):
     path = tmp_path / "s.jsonl"
     lines = [
