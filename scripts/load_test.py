@@ -18,6 +18,7 @@ import argparse
 import ipaddress
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -149,6 +150,8 @@ class LocustRun:
     sources: list[str]
     paths: str
     env: dict[str, str] = field(default_factory=dict)
+    host: str = ""  # default: the target's LB
+    cpu_s: float = 0.0  # CPU time (user + system) locust used in the last run
 
     @property
     def seconds_file(self) -> Path:
@@ -177,7 +180,7 @@ class LocustRun:
             *args,
             "--headless",
             "--host",
-            self.target.url,
+            self.host or self.target.url,
             "--only-summary",
             "--exit-code-on-error",
             "0",
@@ -186,6 +189,7 @@ class LocustRun:
             "--loglevel",
             "WARNING",
         ]
+        usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         with self.log.open("w") as out:
             proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -202,6 +206,8 @@ class LocustRun:
                 os.killpg(proc.pid, signal.SIGINT)
                 proc.wait(timeout=15)
                 raise
+        usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu_s = usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime
         started = Path(f"{self.seconds_file}.start")
         if rc != 0 or not started.exists():
             tail = self.log.read_text(errors="replace")[-3000:]
@@ -221,7 +227,9 @@ def run_scenarios(args: argparse.Namespace, target: Target, criteria: tl.Criteri
             limit_s=args.duration + 90,
         )
         seconds = tl.read_seconds(run.seconds_file)
-        results.append(tl.scenario_result(name, users, args.duration, seconds, criteria))
+        result = tl.scenario_result(name, users, args.duration, seconds, criteria)
+        result["generator_cpu_s"] = round(run.cpu_s, 2)
+        results.append(result)
     return tl.results_document(results, criteria, meta(target, args, CLOSED_MODEL))
 
 
@@ -407,6 +415,7 @@ def run_spike(args: argparse.Namespace, target: Target, criteria: tl.Criteria, w
             monitor.stop()
     lines = monitor.lines() if monitor else []
     seconds = tl.read_seconds(run.seconds_file)
+    generator_cpu_s = round(run.cpu_s, 2)
     rows = tl.timeline(seconds, start, phases, lines)
     evaluated = tl.evaluate_spike(seconds, start, phases, criteria)
     doc = tl.spike_document(
@@ -419,6 +428,7 @@ def run_spike(args: argparse.Namespace, target: Target, criteria: tl.Criteria, w
             "factor": args.factor,
             "pools_before": before,
             "monitor": bool(monitor),
+            "generator_cpu_s": generator_cpu_s,
             "scale_events": scale_events(monitor.events) if monitor else [],
         },
     )

@@ -454,7 +454,7 @@ def plot_spike(doc: Mapping[str, Any], path: Path) -> None:
     t = [r["t"] for r in rows]
     fig, (ax_rate, ax_p95, ax_rep) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
     ax_rate.plot(t, [r["offered_rps"] for r in rows], label="offered req/s", linestyle="--")
-    ax_rate.plot(t, [r["served_rps"] for r in rows], label="served req/s (2xx)")
+    ax_rate.plot(t, [r["served_rps"] for r in rows], label="served req/s")
     ax_rate.plot(t, [r["failed_rps"] for r in rows], label="failed req/s", color="red")
     ax_rate.set_ylabel("req/s")
     ax_rate.legend(loc="upper right")
@@ -463,9 +463,19 @@ def plot_spike(doc: Mapping[str, Any], path: Path) -> None:
     ax_p95.set_ylabel("p95 (s)")
     ax_p95.legend(loc="upper right")
     pools = sorted({pool for r in rows for pool in r["replicas"]})
-    for pool in pools:
+    top = 1
+    for pool, style in zip(pools, ("-", "--", ":", "-."), strict=False):
         values = [r["replicas"].get(pool) for r in rows]
-        ax_rep.step(t, [v if v is not None else float("nan") for v in values], where="post", label=pool)
+        top = max([top, *(v for v in values if v is not None)])
+        ax_rep.step(
+            t,
+            [v if v is not None else float("nan") for v in values],
+            where="post",
+            label=pool,
+            linestyle=style,
+        )
+    ax_rep.set_ylim(0, top + 1)
+    ax_rep.yaxis.get_major_locator().set_params(integer=True)
     ax_rep.set_ylabel("replicas")
     ax_rep.set_xlabel("seconds since the start")
     if pools:
