@@ -89,8 +89,11 @@ def _var(path: Path, name: str, default: object) -> object:
 
 def load_section(args, results: dict, direct: list[dict], extra: dict[str, str], when: str) -> str:
     command = (
-        f"flock /tmp/tenfold-heavy.lock .venv/bin/python scripts/bench-load.py --vars STACK.yml "
-        f"--duration {args.duration:g} --spike-s {args.spike_s:g} --write-docs"
+        "flock /tmp/tenfold-heavy.lock .venv/bin/python scripts/bench-load.py --vars STACK.yml \\\n"
+        f"  --users {','.join(str(u) for u in args.users)} --duration {args.duration:g} "
+        f"--direct-seconds {args.direct_seconds:g} \\\n"
+        f"  --baseline-rps {args.baseline_rps:g} --baseline-s {args.baseline_s:g} --spike-s {args.spike_s:g} "
+        f"--after-s {args.after_s:g} --write-docs"
     )
     lines = [
         "## Load tests",
@@ -100,6 +103,12 @@ def load_section(args, results: dict, direct: list[dict], extra: dict[str, str],
         "```bash",
         command,
         "```",
+        "",
+        paragraph(
+            """`STACK.yml` names a stack that is up with 3 frontend and 3 backend replicas and `127.0.3.0/24`
+            in its `nginx_lb_allowlist` (this run: the variables of `tests/integration/stack.yml`, with a
+            stack name and ports of its own)."""
+        ),
         "",
         *machine_table(extra),
         "",
@@ -168,6 +177,14 @@ def load_section(args, results: dict, direct: list[dict], extra: dict[str, str],
             )
     if added:
         lines += ["", paragraph("Added by the LB (LB minus direct): " + "; ".join(added) + ".")]
+    if any(d["busy"] is not None and d["busy"] > 0.95 for d in direct):
+        lines += [
+            "",
+            paragraph(
+                """Where the machine was fully busy, the rate is the limit of the machine (generator, nginx
+                and the apps on 2 cores), not of the LB alone."""
+            ),
+        ]
     lines += [
         "",
         paragraph(
@@ -200,7 +217,7 @@ def spike_section(args, doc: dict, when: str) -> str:
             {phases[0]["end_s"]:g} s, then {phases[1]["offered_rps"]:g} req/s ({doc["factor"]:g}x) for
             {phases[1]["end_s"] - phases[1]["start_s"]:g} s, then {phases[2]["offered_rps"]:g} req/s for
             {phases[2]["end_s"] - phases[2]["start_s"]:g} s, the same requests as the scenarios. The model
-            is **approximately open**: {doc["model"]}. Locust's shape changes the number of users once a
+            is **approximately open**: {doc["model"].removeprefix("approximately open: ")}. Locust's shape changes the number of users once a
             second, so a phase's users arrive up to about 2 s after its scheduled start; the phases are
             evaluated on the schedule. The monitor (`python -m tenfold_monitor run`) ran throughout with its
             defaults (interval 2 s, window 10 s, target 33 req/s per replica, min 3, max 10, both pools),
