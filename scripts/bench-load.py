@@ -207,6 +207,7 @@ def spike_section(args, doc: dict, when: str) -> str:
                 first_up[pool] = row["t"] - phases[1]["start_s"]
                 break
     runs = [e for e in doc["scale_events"] if e.get("trigger") == "monitor"]
+    model = doc["model"].removeprefix("approximately open: ")
     lines = [
         "## The 10x spike",
         "",
@@ -217,7 +218,7 @@ def spike_section(args, doc: dict, when: str) -> str:
             {phases[0]["end_s"]:g} s, then {phases[1]["offered_rps"]:g} req/s ({doc["factor"]:g}x) for
             {phases[1]["end_s"] - phases[1]["start_s"]:g} s, then {phases[2]["offered_rps"]:g} req/s for
             {phases[2]["end_s"] - phases[2]["start_s"]:g} s, the same requests as the scenarios. The model
-            is **approximately open**: {doc["model"].removeprefix("approximately open: ")}. Locust's shape changes the number of users once a
+            is **approximately open**: {model}. Locust's shape changes the number of users once a
             second, so a phase's users arrive up to about 2 s after its scheduled start; the phases are
             evaluated on the schedule. The monitor (`python -m tenfold_monitor run`) ran throughout with its
             defaults (interval 2 s, window 10 s, target 33 req/s per replica, min 3, max 10, both pools),
