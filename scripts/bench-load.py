@@ -49,9 +49,9 @@ def ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
 
 
-def machine_table(extra: dict[str, str]) -> list[str]:
+def machine_table(facts: dict[str, str]) -> list[str]:
     rows = ["| machine | |", "| --- | --- |"]
-    rows += [f"| {key} | {value} |" for key, value in machine(WATCHED, extra).items()]
+    rows += [f"| {key} | {value} |" for key, value in facts.items()]
     return rows
 
 
@@ -87,7 +87,7 @@ def _var(path: Path, name: str, default: object) -> object:
     return (yaml.safe_load(path.read_text()) or {}).get(name, default)
 
 
-def load_section(args, results: dict, direct: list[dict], extra: dict[str, str], when: str) -> str:
+def load_section(args, results: dict, direct: list[dict], facts: dict[str, str], when: str) -> str:
     command = (
         "flock /tmp/tenfold-heavy.lock .venv/bin/python scripts/bench-load.py --vars STACK.yml \\\n"
         f"  --users {','.join(str(u) for u in args.users)} --duration {args.duration:g} "
@@ -110,7 +110,7 @@ def load_section(args, results: dict, direct: list[dict], extra: dict[str, str],
             stack name and ports of its own)."""
         ),
         "",
-        *machine_table(extra),
+        *machine_table(facts),
         "",
         paragraph(
             f"""**Method.** The load generator is locust {lt.locust_version()} in headless mode
@@ -294,7 +294,7 @@ def main() -> int:
         results = json.loads((args.render / "load-test-results.json").read_text())
         direct = json.loads((args.render / "direct.json").read_text())
         doc = json.loads((args.render / "load-test-spike.json").read_text())
-        write_docs(args, results, direct, doc, args.render, saved["when"])
+        write_docs(args, results, direct, doc, args.render, saved["when"], saved.get("machine"))
         return 0
     target = lt.load_target(args.vars)
     args.sources = lt.parse_sources(args.sources)
@@ -312,9 +312,9 @@ def main() -> int:
     criteria = tl.Criteria()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     keep = ("users", "duration", "direct_seconds", "baseline_s", "spike_s", "after_s", "baseline_rps")
-    (workdir / "bench-args.json").write_text(
-        json.dumps({**{k: getattr(args, k) for k in keep}, "when": when})
-    )
+    facts = machine(WATCHED, {"locust": lt.locust_version()})  # what ran, before anything changes
+    saved = {**{k: getattr(args, k) for k in keep}, "when": when, "machine": facts}
+    (workdir / "bench-args.json").write_text(json.dumps(saved))
     (workdir / "direct").mkdir(exist_ok=True)
     direct = direct_vs_lb(args, target, workdir / "direct")
     (workdir / "direct.json").write_text(json.dumps(direct, indent=1) + "\n")
@@ -351,13 +351,15 @@ def main() -> int:
         return 2
     print(f"results in {workdir}")
     if args.write_docs:
-        write_docs(args, results, direct, doc, workdir, when)
+        write_docs(args, results, direct, doc, workdir, when, facts)
     return 0
 
 
-def write_docs(args, results: dict, direct: list[dict], doc: dict, workdir: Path, when: str) -> None:
-    extra = {"locust": lt.locust_version()}
-    write_section("bench-load", load_section(args, results, direct, extra, when), args.doc)
+def write_docs(
+    args, results: dict, direct: list[dict], doc: dict, workdir: Path, when: str, facts: dict | None
+) -> None:
+    facts = facts or machine(WATCHED, {"locust": lt.locust_version()})
+    write_section("bench-load", load_section(args, results, direct, facts, when), args.doc)
     write_section("bench-spike", spike_section(args, doc, when), args.doc)
     plot = args.doc.parent / PLOT.name
     shutil.copyfile(workdir / "load-test-spike.png", plot)
