@@ -114,19 +114,20 @@ def load_section(args, results: dict, direct: list[dict], facts: dict[str, str],
         "",
         paragraph(
             f"""**Method.** The load generator is locust {lt.locust_version()} in headless mode
-            (`scripts/load/locustfile.py`, `FastHttpUser`), on the same 2 cores as nginx, the app containers
-            and Docker: what it spends is not available to the stack. Its connections come from
-            {results["sources"]} (in the stack's `nginx_lb_allowlist`, so the rate and connection limits do
-            not apply to them; they still apply to every other address). The scenarios use the **closed
-            model**: each user sends its next request as soon as its last one is answered, so the latencies
-            are those of requests that waited for a free user, and the rate is what the stack (and the
-            generator) managed. Requests alternate between `GET /` (frontend) and `GET /api/work?ms=20`
-            (backend, 20 ms of simulated I/O). Latency percentiles are nearest-rank over every request of the
-            run, from locust's own timing of each request (its `request` event); a request fails when locust
-            counts it failed (status 400 or more, a timeout, a broken connection). The stack ran 3 frontend
-            and 3 backend replicas and no monitor; the criteria are the seed's: at least
-            {results["criteria"]["min_rps"]:g} req/s, p95 at most {results["criteria"]["max_p95_s"]:g} s, at
-            most {results["criteria"]["max_error_percent"]:g} % errors."""
+            (`scripts/load/locustfile.py`, `FastHttpUser`), on the same 2 cores as nginx, the app
+            containers and Docker: what it spends is not available to the stack. Its connections come from
+            {results["sources"]}, which are in the stack's `nginx_lb_allowlist`: the rate and connection
+            limits do not apply to them, and still apply to every other address. The scenarios use the
+            **closed model**: each user sends its next request as soon as its last one is answered, so the
+            latencies are those of requests that waited for a free user, and the rate is what the stack
+            (and the generator) managed. Requests alternate between `GET /` (frontend) and `GET
+            /api/work?ms=20` (backend, 20 ms of simulated I/O). Latency percentiles are nearest-rank over
+            every request of the run, from locust's own timing of each request (its `request` event); a
+            request fails when locust counts it failed (status 400 or more, a timeout, a broken
+            connection). The stack ran 3 frontend and 3 backend replicas and no monitor; the criteria are
+            the seed's: at least {results["criteria"]["min_rps"]:g} req/s, p95 at most
+            {results["criteria"]["max_p95_s"]:g} s, at most {results["criteria"]["max_error_percent"]:g} %
+            errors."""
         ),
         "",
         "| users | req/s | p50 ms | p95 ms | p99 ms | errors % | generator CPU per request (ms) | result |",
@@ -143,7 +144,8 @@ def load_section(args, results: dict, direct: list[dict], facts: dict[str, str],
     lines += [
         "",
         paragraph(
-            f"""Each scenario ran {args.duration:g} s (the seed's 60 s when that is the figure above) and
+            f"""Each scenario ran {args.duration:g} s
+            ({"the seed's duration" if args.duration == 60 else "a reduced run: the seed's is 60 s"}) and
             starts all its users within its first second, on new TLS connections; the results file is
             `logs/load-test-results.json` when run as `./scripts/load-test.sh --vars STACK.yml`."""
         ),
@@ -254,10 +256,54 @@ def spike_section(args, doc: dict, when: str) -> str:
             hand."""
         ),
         "",
+        *slices_table(doc),
+        "",
         "![The spike: offered and served req/s, p95 and replicas per pool, second by second]"
         "(benchmarks-spike.png)",
     ]
     return "\n".join(lines)
+
+
+def slices_table(doc: dict, width: int = 20) -> list[str]:
+    """The timeline in slices of `width` seconds: served req/s, p95 of the seconds, replicas at the end."""
+    rows = doc["timeline"]
+    lines = [
+        paragraph(
+            f"""The timeline in slices of {width} s (from `timeline` in the result file): mean offered and
+            served req/s, the median and the worst second's p95, and the replicas running at the slice's
+            end. The frontend and backend containers, the scale runs and the generator share the same 2
+            cores, so a replica added on this machine adds no CPU."""
+        ),
+        "",
+        "| seconds | phase | offered req/s | served req/s | p95 ms, median / worst second | frontend "
+        "| backend |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for first in range(0, len(rows), width):
+        part = rows[first : first + width]
+        p95 = sorted(r["p95_s"] for r in part if r["p95_s"] is not None)
+        phases = "/".join(dict.fromkeys(str(r["phase"]) for r in part))
+        last = part[-1]["replicas"]
+        offered = sum(r["offered_rps"] for r in part) / len(part)
+        served = sum(r["served_rps"] for r in part) / len(part)
+        lines.append(
+            f"| {first}-{first + len(part)} | {phases} | {offered:.0f} | {served:.0f} | "
+            f"{ms(p95[len(p95) // 2] if p95 else None)} / {ms(p95[-1] if p95 else None)} | "
+            f"{last.get('frontend', '-')} | {last.get('backend', '-')} |"
+        )
+    after = doc["phases"][2]
+    tail = [r for r in rows if r["phase"] == "after" and r["served_rps"] > 2 * after["offered_rps"]]
+    if tail:
+        lines += [
+            "",
+            paragraph(
+                f"""In the first {len(tail)} s of the after phase (seconds {tail[0]["t"]}-{tail[-1]["t"]})
+                the stack still served {", ".join(str(r["served_rps"]) for r in tail)} req/s: the spike's
+                users were still stopping and their last requests being answered. Their latencies count in
+                the after phase's p95."""
+            ),
+        ]
+    return lines
 
 
 def _describe(event: dict) -> str:

@@ -413,6 +413,8 @@ def run_spike(args: argparse.Namespace, target: Target, criteria: tl.Criteria, w
     finally:
         if monitor:
             monitor.stop()
+        if args.restore:
+            restore(target, before, workdir, monitor.env() if monitor else dict(os.environ))
     lines = monitor.lines() if monitor else []
     seconds = tl.read_seconds(run.seconds_file)
     generator_cpu_s = round(run.cpu_s, 2)
@@ -432,17 +434,15 @@ def run_spike(args: argparse.Namespace, target: Target, criteria: tl.Criteria, w
             "scale_events": scale_events(monitor.events) if monitor else [],
         },
     )
-    if args.restore:
-        after = pool_sizes(target.stack)
-        if after != before:
-            print(f"restoring the pools to {before} (now {after}) ...", flush=True)
-            scale_to(
-                target,
-                {p: n for p, n in before.items() if after.get(p) != n},
-                workdir,
-                monitor.env() if monitor else dict(os.environ),
-            )
     return doc
+
+
+def restore(target: Target, before: dict[str, int], workdir: Path, env: dict[str, str]) -> None:
+    """Scale the pools back to their sizes before the spike (the monitor has stopped: nothing moves them)."""
+    after = pool_sizes(target.stack)
+    if after != before:
+        print(f"restoring the pools to {before} (now {after}) ...", flush=True)
+        scale_to(target, {p: n for p, n in before.items() if after.get(p) != n}, workdir, env)
 
 
 def scale_events(path: Path) -> list[dict]:
