@@ -155,7 +155,8 @@ def load_section(args, results: dict, direct: list[dict], facts: dict[str, str],
         paragraph(
             f"""The same closed-model users send `GET /api/whoami` for {args.direct_seconds:g} s: *direct*
             to backend replica 1 over plain HTTP on its published port, then through the LB over HTTPS
-            (keep-alive, so one TLS handshake per user) to the backend pool of 3 replicas. The difference is
+            (keep-alive, so one TLS handshake per user) to the backend pool of 3 replicas. Both reach the
+            replicas through Docker's published ports (the LB's upstreams are those ports). The difference is
             what the LB adds: TLS, the proxy hop, its headers and limits' bookkeeping; on this machine the LB
             also competes for the same 2 cores."""
         ),
