@@ -29,6 +29,7 @@ from tenfold_monitor.containers import (
     ENGINE_ERRORS,
     HEALTH_TIMEOUT_S,
     ContainerMetrics,
+    EngineMemory,
     collect_containers,
 )
 from tenfold_monitor.host import HostSampler
@@ -225,7 +226,7 @@ class Collector:
         self._started = False
         self._docker = docker_client
         self._host = HostSampler()
-        self._cpu_baselines: dict[str, dict] = {}  # container id -> cpu_stats of its previous reading
+        self._engine_memory = EngineMemory()  # per container: previous stats reading, limits
         self._stub: _StubSample | None = None
         self._last_line_at: float | None = None
         self._malformed_seen = 0
@@ -335,8 +336,9 @@ class Collector:
         try:
             if self._docker is None:
                 self._docker = docker.from_env(max_pool_size=DEFAULT_WORKERS)
+                self._docker.api.trust_env = False  # no proxy lookups from the environment on every call
             containers = collect_containers(
-                self._docker, self.stack, health_timeout=self.health_timeout, baselines=self._cpu_baselines
+                self._docker, self.stack, self._engine_memory, health_timeout=self.health_timeout
             )
         except ENGINE_ERRORS as exc:
             warnings.append(f"Docker engine unreachable: {exc}: replicas unknown")

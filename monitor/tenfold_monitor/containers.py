@@ -5,11 +5,12 @@
 The arithmetic on a `stats` sample is pure (scripts/tenfold_status.py imports `cpu_percent`,
 `memory_usage` and `published` from here); Docker and HTTP calls are in the functions at the bottom.
 
-A plain stats call takes one to two seconds: the engine waits for a second CPU reading. A collector that
-runs every interval passes `baselines` instead: each container is read once ("one-shot", no wait), and its
-CPU use is taken between this reading and the one of the previous collection, kept per container id. A
-container seen for the first time has no CPU figure until the next collection. Containers are read in
-parallel threads either way.
+A plain stats call takes two seconds on Docker 20.10: the engine waits for a second CPU reading. The
+collector reads each container once per collection instead ("one-shot", at most one tick of the engine's
+stats collector, a second), and takes its CPU use between this reading and the previous collection's, kept
+per container id (`EngineMemory`); a container seen for the first time has no CPU figure until the next
+collection. The stack's containers are listed in one request, and their limits inspected once. They are
+read in parallel threads.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import urllib.request
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker.errors
@@ -196,58 +197,100 @@ def with_baseline(sample: dict, previous_cpu_stats: dict | None) -> dict:
     return {**sample, "precpu_stats": previous_cpu_stats or {}}
 
 
-def _sample(container: Any, baselines: dict[str, dict] | None) -> dict | None:
+def health_from_status(status: str) -> str | None:
+    """The health in a listing's status text ("Up 2 minutes (healthy)"); None without a healthcheck."""
+    for marker, health in (
+        ("(healthy)", "healthy"),
+        ("(unhealthy)", "unhealthy"),
+        ("(health: starting)", "starting"),
+    ):
+        if marker in status:
+            return health
+    return None
+
+
+def attrs_from_summary(summary: dict, host_config: dict) -> dict:
+    """Inspect-shaped attributes (what metrics_of reads) from one entry of the engine's container listing
+    and the container's HostConfig."""
+    ports: dict[str, list[dict]] = {}
+    for port in summary.get("Ports") or []:
+        if port.get("PublicPort"):
+            key = f"{port.get('PrivatePort')}/{port.get('Type', 'tcp')}"
+            ports.setdefault(key, []).append(
+                {"HostIp": port.get("IP", ""), "HostPort": str(port["PublicPort"])}
+            )
+    health = health_from_status(str(summary.get("Status") or ""))
+    return {
+        "State": {
+            "Status": summary.get("State") or "unknown",
+            **({"Health": {"Status": health}} if health else {}),
+        },
+        "NetworkSettings": {"Ports": ports},
+        "HostConfig": host_config,
+    }
+
+
+@dataclass
+class EngineMemory:
+    """What a collector keeps between collections, per container id: the cpu_stats of its previous stats
+    reading, and its HostConfig (its limits, which do not change while it lives), read once."""
+
+    cpu: dict[str, dict] = field(default_factory=dict)
+    host_config: dict[str, dict] = field(default_factory=dict)
+
+    def keep_only(self, ids: set[str]) -> None:
+        for table in (self.cpu, self.host_config):
+            for gone in set(table) - ids:
+                del table[gone]
+
+
+def _measure(client: Any, summary: dict, health_timeout: float, memory: EngineMemory) -> ContainerMetrics:
+    """One container's record; its new stats reading goes into `memory` (each thread writes its own id)."""
+    cid = summary["Id"]
+    labels = summary.get("Labels") or {}
+    name = ((summary.get("Names") or ["/" + cid[:12]])[0]).lstrip("/")
+    running = summary.get("State") == "running"
+    sample = None
     try:
-        if baselines is None:
-            return container.stats(stream=False)
-        return with_baseline(container.stats(stream=False, one_shot=True), baselines.get(container.id))
+        if cid not in memory.host_config:
+            memory.host_config[cid] = client.api.inspect_container(cid).get("HostConfig") or {}
+        if running:
+            sample = with_baseline(client.api.stats(cid, stream=False, one_shot=True), memory.cpu.get(cid))
+            if sample.get("cpu_stats"):
+                memory.cpu[cid] = sample["cpu_stats"]
     except ENGINE_ERRORS:  # gone since it was listed, say: its figures are unknown
-        return None
-
-
-def _measure(
-    container: Any, health_timeout: float, baselines: dict[str, dict] | None
-) -> tuple[ContainerMetrics, dict | None]:
-    """The container's record, and its stats sample (None when it was not read)."""
-    attrs = container.attrs
-    running = (attrs.get("State") or {}).get("Status") == "running"
-    sample = _sample(container, baselines) if running else None
+        sample = None
+    attrs = attrs_from_summary(summary, memory.host_config.get(cid, {}))
     inflight = fetch_inflight(published(attrs), health_timeout) if running else None
-    return metrics_of(container.name, attrs, container.labels or {}, sample, inflight), sample
+    return metrics_of(name, attrs, labels, sample, inflight)
 
 
-def list_containers(client: Any, stack: str, pools: Iterable[str] | None = None) -> list[Any]:
-    """The stack's app containers (any state); only those of `pools` when given."""
-    found = client.containers.list(all=True, filters={"label": [f"{LABEL_STACK}={stack}", LABEL_POOL]})
+def list_summaries(client: Any, stack: str, pools: Iterable[str] | None = None) -> list[dict]:
+    """The engine's listing of the stack's app containers (any state); only those of `pools` when given.
+    One request, however many containers."""
+    found = client.api.containers(all=True, filters={"label": [f"{LABEL_STACK}={stack}", LABEL_POOL]})
     wanted = None if pools is None else set(pools)
-    return [c for c in found if wanted is None or (c.labels or {}).get(LABEL_POOL) in wanted]
+    return [c for c in found if wanted is None or (c.get("Labels") or {}).get(LABEL_POOL) in wanted]
 
 
 def collect_containers(
     client: Any,
     stack: str,
+    memory: EngineMemory,
     pools: Iterable[str] | None = None,
     health_timeout: float = HEALTH_TIMEOUT_S,
     workers: int = DEFAULT_WORKERS,
-    baselines: dict[str, dict] | None = None,
 ) -> list[ContainerMetrics]:
     """Every app container of the stack, measured in parallel, ordered by pool and replica.
 
-    `baselines` (container id -> cpu_stats of its previous reading): read each container one-shot and
-    update the dict with this reading, dropping containers that are gone. None: plain stats calls.
+    One listing, then per running container one one-shot stats reading (CPU taken against the reading kept
+    in `memory`) and its /health; a container's limits are inspected once, when it is first seen.
     Listing errors (engine unreachable) propagate; a container that fails to answer gets None figures.
     """
-    containers = list_containers(client, stack, pools)
-    if baselines is not None:
-        for gone in set(baselines) - {c.id for c in containers}:
-            del baselines[gone]
-    if not containers:
+    summaries = list_summaries(client, stack, pools)
+    memory.keep_only({s["Id"] for s in summaries})
+    if not summaries:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(containers)))) as executor:
-        measured = list(executor.map(lambda c: _measure(c, health_timeout, baselines), containers))
-    if baselines is not None:
-        for container, (_, sample) in zip(containers, measured, strict=True):
-            if sample and sample.get("cpu_stats"):
-                baselines[container.id] = sample["cpu_stats"]
-    records = [record for record, _ in measured]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(summaries)))) as executor:
+        records = list(executor.map(lambda s: _measure(client, s, health_timeout, memory), summaries))
     return sorted(records, key=lambda m: (m.pool, m.replica if m.replica is not None else 0, m.name))

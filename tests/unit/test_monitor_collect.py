@@ -257,47 +257,78 @@ def test_a_one_shot_reading_takes_cpu_use_against_the_previous_one():
 
 
 @dataclass
-class FakeContainer:
-    """What collect_containers reads of a docker-py Container: id, name, labels, attrs, stats()."""
+class FakeApi:
+    """What collect_containers asks of the engine (docker-py's low-level API): a listing, inspect, stats."""
 
-    id: str
-    name: str
-    total: int
-    system: int
-    labels: dict = field(default_factory=lambda: {"tenfold.pool": "backend", "tenfold.replica": "1"})
-    attrs: dict = field(default_factory=lambda: {"State": {"Status": "running"}, "HostConfig": {}})
-    one_shot: list = field(default_factory=list)
+    total: int = 1_000
+    system: int = 10_000
+    calls: list = field(default_factory=list)
+    listing: list = field(
+        default_factory=lambda: [
+            {
+                "Id": "id1",
+                "Names": ["/s-backend-1"],
+                "State": "running",
+                "Status": "Up 5 minutes (healthy)",
+                "Labels": {"tenfold.pool": "backend", "tenfold.replica": "1"},
+                "Ports": [],
+            }
+        ]
+    )
 
-    def stats(self, stream: bool, one_shot: bool = False) -> dict:
-        self.one_shot.append(one_shot)
-        sample = stats(self.total, None if one_shot else self.total - 1, self.system, None, cpus=1)
+    @property
+    def api(self) -> FakeApi:
+        return self
+
+    def containers(self, all: bool, filters: dict) -> list:
+        self.calls.append("list")
+        return self.listing
+
+    def inspect_container(self, cid: str) -> dict:
+        self.calls.append(f"inspect {cid}")
+        return {"HostConfig": {"NanoCpus": 1_000_000_000}}
+
+    def stats(self, cid: str, stream: bool, one_shot: bool) -> dict:
+        assert not stream and one_shot
+        self.calls.append(f"stats {cid}")
+        sample = stats(self.total, None, self.system, None, cpus=1)
         sample["memory_stats"] = {"usage": 100, "limit": 1000}
         return sample
 
 
-@dataclass
-class FakeEngine:
-    found: list
-
-    @property
-    def containers(self) -> FakeEngine:
-        return self
-
-    def list(self, all: bool, filters: dict) -> list:  # docker-py names it all
-        return self.found
-
-
-def test_baselines_are_kept_per_container_and_dropped_when_it_is_gone():
-    one = FakeContainer("id1", "s-backend-1", total=1_000, system=10_000)
-    engine = FakeEngine([one])
-    baselines: dict[str, dict] = {"gone": {"cpu_usage": {"total_usage": 1}}}
-    [record] = ct.collect_containers(engine, "s", baselines=baselines)
+def test_cpu_is_taken_against_the_previous_reading_and_limits_are_inspected_once():
+    engine = FakeApi()
+    memory = ct.EngineMemory(cpu={"gone": {}}, host_config={"gone": {}})
+    [record] = ct.collect_containers(engine, "s", memory)
     assert record.cpu_percent is None and record.memory_percent == pytest.approx(10.0)
-    assert set(baselines) == {"id1"} and one.one_shot == [True]
-    one.total, one.system = 3_000, 14_000  # 2 000 of 4 000 host time: half of the one CPU
-    [record] = ct.collect_containers(engine, "s", baselines=baselines)
+    assert record.health == "healthy" and record.name == "s-backend-1" and record.replica == 1
+    assert set(memory.cpu) == set(memory.host_config) == {"id1"}
+    engine.total, engine.system = 3_000, 14_000  # 2 000 of 4 000 host time: half of its 1 CPU limit
+    [record] = ct.collect_containers(engine, "s", memory)
     assert record.cpu_percent == pytest.approx(50.0)
-    assert baselines["id1"]["cpu_usage"]["total_usage"] == 3_000
+    assert engine.calls == ["list", "inspect id1", "stats id1", "list", "stats id1"]
+
+
+def test_a_listing_entry_reads_as_inspect_attributes():
+    summary = {
+        "State": "running",
+        "Status": "Up 3 seconds (health: starting)",
+        "Ports": [
+            {"IP": "127.0.0.1", "PrivatePort": 8080, "PublicPort": 18201, "Type": "tcp"},
+            {"PrivatePort": 9000, "Type": "tcp"},  # not published
+        ],
+    }
+    attrs = ct.attrs_from_summary(summary, {"NanoCpus": 500_000_000})
+    assert ct.published(attrs) == "127.0.0.1:18201"
+    assert ct.health_of(attrs) == "starting"
+    assert ct.limit_cpus(attrs["HostConfig"]) == 0.5
+    assert [
+        ct.health_from_status(s) for s in ("Up 1 hour (healthy)", "Up 2 s (unhealthy)", "Exited (0)")
+    ] == [
+        "healthy",
+        "unhealthy",
+        None,
+    ]
 
 
 def test_cpu_limit_from_host_config():
