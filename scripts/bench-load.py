@@ -295,10 +295,11 @@ def slices_table(doc: dict, width: int = 20) -> list[str]:
     after = doc["phases"][2]
     tail = [r for r in rows if r["phase"] == "after" and r["served_rps"] > 2 * after["offered_rps"]]
     if tail:
+        span = f"second {tail[0]['t']}" if len(tail) == 1 else f"seconds {tail[0]['t']}-{tail[-1]['t']}"
         lines += [
             "",
             paragraph(
-                f"""In the first {len(tail)} s of the after phase (seconds {tail[0]["t"]}-{tail[-1]["t"]})
+                f"""In the first {len(tail)} s of the after phase ({span})
                 the stack still served {", ".join(str(r["served_rps"]) for r in tail)} req/s: the spike's
                 users were still stopping and their last requests being answered. Their latencies count in
                 the after phase's p95."""
