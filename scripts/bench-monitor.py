@@ -57,6 +57,7 @@ from benchlib import (
     BenchError,
     ansible_playbook,
     busy_share,
+    json_lines,
     machine,
     machine_cpu,
     on_sigterm,
@@ -228,15 +229,7 @@ class Runner:
         self.run("scale.yml", "-e", "pool=backend", "-e", f"replicas={replicas}", "-e", "trigger=bench")
 
     def events(self) -> list[dict]:
-        if not self.events_log.exists():
-            return []
-        found = []
-        for line in self.events_log.read_text().splitlines():
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                continue
-        return found
+        return json_lines(self.events_log)
 
 
 def stop_group(proc: subprocess.Popen) -> None:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -117,6 +118,19 @@ def machine(watched: Sequence[str], extra: dict[str, str] | None = None) -> dict
         **(extra or {}),
         "commit": source_commit(watched),
     }
+
+
+def json_lines(path: Path) -> list[dict]:
+    """The JSON lines of a log that may not exist yet, skipping any that is not JSON (a partial last one)."""
+    if not path.exists():
+        return []
+    found = []
+    for raw in path.read_text().splitlines():
+        try:
+            found.append(json.loads(raw))
+        except ValueError:
+            continue
+    return found
 
 
 def leftovers(stack: str) -> list[str]:

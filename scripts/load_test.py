@@ -34,7 +34,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tenfold_load as tl
-from benchlib import BIN, ROOT, ansible_playbook, on_sigterm
+from benchlib import BIN, ROOT, ansible_playbook, json_lines, on_sigterm
 
 LOCUSTFILE = ROOT / "scripts" / "load" / "locustfile.py"
 SHAPEFILE = ROOT / "scripts" / "load" / "spike_shape.py"
@@ -318,15 +318,7 @@ class Monitor:
             self.proc.wait(timeout=10)
 
     def lines(self) -> list[dict]:
-        if not self.metrics.exists():
-            return []
-        found = []
-        for raw in self.metrics.read_text().splitlines():
-            try:
-                found.append(json.loads(raw))
-            except ValueError:
-                continue
-        return found
+        return json_lines(self.metrics)
 
 
 def pool_sizes(stack: str) -> dict[str, int]:
@@ -431,7 +423,7 @@ def run_spike(args: argparse.Namespace, target: Target, criteria: tl.Criteria, w
             "pools_before": before,
             "monitor": bool(monitor),
             "generator_cpu_s": generator_cpu_s,
-            "scale_events": scale_events(monitor.events) if monitor else [],
+            "scale_events": json_lines(monitor.events) if monitor else [],
         },
     )
     return doc
@@ -443,18 +435,6 @@ def restore(target: Target, before: dict[str, int], workdir: Path, env: dict[str
     if after != before:
         print(f"restoring the pools to {before} (now {after}) ...", flush=True)
         scale_to(target, {p: n for p, n in before.items() if after.get(p) != n}, workdir, env)
-
-
-def scale_events(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    found = []
-    for raw in path.read_text().splitlines():
-        try:
-            found.append(json.loads(raw))
-        except ValueError:
-            continue
-    return found
 
 
 # --- the command line -----------------------------------------------------------------------------
