@@ -19,6 +19,8 @@ description:
     running container O(container), and reloads it gracefully (C(nginx -s reload); never a restart). If
     that test or the reload fails, the previous files are put back and the module fails with nginx's message;
     the LB keeps serving the configuration it loaded last.
+  - Whatever the outcome, the staged copies of O(files) end as the live ones, so the staging directory holds
+    no rejected attempt and no stale copy.
   - With O(promote=false) it only runs C(nginx -t) of O(live_dir), with O(files) laid over if any, in the
     throwaway container, and does so on every run (a configuration that failed before must fail again). The
     nginx_lb role validates each complete configuration it renders this way before promoting it.
@@ -284,10 +286,35 @@ def exec_nginx(container: Any, args: list[str], conf: str) -> tuple[int, list[st
     return code, nginx_message(output)
 
 
+def sync_staging(live_dir: Path, staging_dir: Path, names: list[str]) -> None:
+    """Leave each staged file as its live one, so that the staging directory, which the nginx_lb role renders
+    into, holds no rejected attempt and no stale copy (a second site.yml run then changes nothing)."""
+    if staging_dir.resolve() == live_dir.resolve():
+        return
+    for name, content in read_live(live_dir, names).items():
+        staged = staging_dir / name
+        if content is None:
+            staged.unlink(missing_ok=True)
+        elif not staged.is_file() or staged.read_text() != content:
+            write_file(staged, content)
+
+
 def update(module: AnsibleModule) -> dict:
+    """Promote (or only validate) the files; the staged copies end as the live ones, whatever happened."""
+    check_names(module.params["files"])
+    if module.params["promote"] and not module.check_mode:
+        try:
+            return _update(module)
+        finally:
+            live, staging = Path(module.params["live_dir"]), Path(module.params["staging_dir"])
+            if (live / "nginx.conf").is_file():
+                sync_staging(live, staging, list(module.params["files"]))
+    return _update(module)
+
+
+def _update(module: AnsibleModule) -> dict:
     params = module.params
     files: dict = params["files"]
-    check_names(files)
     live_dir, staging_dir = Path(params["live_dir"]), Path(params["staging_dir"])
     if not (live_dir / "nginx.conf").is_file():
         raise UpdateError(

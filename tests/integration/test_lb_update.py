@@ -137,6 +137,7 @@ def test_a_change_nginx_rejects_is_never_promoted(lb: Lb) -> None:
     assert 'invalid parameter "weight=bogus"' in run.stdout
     assert "it was not promoted and the running load balancer keeps its old configuration" in run.stdout
     assert (lb.live / "upstreams.conf").read_text() == before
+    assert (lb.staging / "upstreams.conf").read_text() == before  # no rejected attempt left staged
 
 
 def test_a_change_the_running_lb_rejects_is_put_back(lb: Lb, engine: docker.DockerClient) -> None:
@@ -156,6 +157,14 @@ def test_a_change_the_running_lb_rejects_is_put_back(lb: Lb, engine: docker.Dock
     assert lb.container.status == "running"
 
 
+def test_a_stale_staged_copy_is_brought_back_to_the_live_one_when_nothing_changes(lb: Lb) -> None:
+    # as after a restore wrote the live directory: the role renders into staging, which must not drift
+    (lb.staging / "upstreams.conf").write_text(upstreams(9001, 9009))
+    run = lb.run({"upstreams.conf": (lb.live / "upstreams.conf").read_text()})
+    assert run.returncode == 0 and '"changed": false' in run.stdout, run.stdout
+    assert (lb.staging / "upstreams.conf").read_text() == (lb.live / "upstreams.conf").read_text()
+
+
 def test_check_mode_shows_the_diff_and_writes_nothing(lb: Lb) -> None:
     before = (lb.live / "upstreams.conf").read_text()
     run = lb.run({"upstreams.conf": upstreams(9001, 9004)}, "--check", "--diff")
@@ -173,4 +182,4 @@ def test_a_stopped_lb_or_an_unsafe_name_is_refused_with_nothing_changed(lb: Lb) 
     run = lb.run({"upstreams.conf": upstreams(9001, 9005)})
     assert run.returncode != 0 and f"{NAME} is exited, not running" in run.stdout
     assert (lb.live / "upstreams.conf").read_text() == before
-    assert not (lb.staging / "upstreams.conf").exists()
+    assert (lb.staging / "upstreams.conf").read_text() == before
