@@ -392,7 +392,9 @@ def replica_of(container: Any, sample: dict | None) -> Replica:
 
 def load_replicas(client: docker.DockerClient, stack: str) -> list[Replica]:
     """App containers of the stack with a stats sample each (one second per sample, so in parallel)."""
-    containers = client.containers.list(all=True, filters={"label": [f"{LABEL_STACK}={stack}", LABEL_POOL]})
+    containers = client.containers.list(
+        all=True, filters={"label": [f"{LABEL_STACK}={stack}", LABEL_POOL]}, ignore_removed=True
+    )  # a replica removed by a scale-down between the listing and its inspect is left out
     running = [c for c in containers if c.status == "running"]
     samples: dict[str, dict | None] = {}
     if running:

@@ -28,7 +28,8 @@ class Stack:
 
 
 def stack_containers(engine: docker.DockerClient, name: str) -> list:
-    return engine.containers.list(all=True, filters={"label": f"tenfold.stack={name}"})
+    # ignore_removed: a replica a scale-down removes between the listing and its inspect is simply gone
+    return engine.containers.list(all=True, filters={"label": f"tenfold.stack={name}"}, ignore_removed=True)
 
 
 @pytest.fixture(scope="session")

@@ -67,7 +67,9 @@ def test_scale_runs_under_ansible_runner_and_records_its_event(engine, stack, pr
     pdd, events = private_data_dir
     backends = sum(
         1
-        for c in engine.containers.list(all=True, filters={"label": f"tenfold.stack={stack.name}"})
+        for c in engine.containers.list(
+            all=True, filters={"label": f"tenfold.stack={stack.name}"}, ignore_removed=True
+        )
         if c.labels.get("tenfold.pool") == "backend"
     )
     run = runner(pdd, "scale.yml", "scale", {"pool": "backend", "replicas": backends})
