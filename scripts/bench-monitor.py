@@ -60,6 +60,7 @@ from benchlib import (
     json_lines,
     machine,
     machine_cpu,
+    monitor_settings,
     on_sigterm,
     write_section,
 )
@@ -257,18 +258,9 @@ class MonitorProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "monitor.json"
         self.metrics = workdir / "metrics.json"
-        values: dict[str, object] = {
-            "stack": STACK,
-            "project_dir": str(ROOT),
-            "status_url": f"http://127.0.0.1:{STATUS_PORT}/nginx_status",
-            "events_log": str(runner.events_log),
-            "metrics_log": str(self.metrics),
-            "decisions_log": str(workdir / "decisions.log"),
-            "scale_log": str(workdir / "scale-runs.log"),
-            "state_file": str(workdir / "state.json"),
-            "scale_command": runner.scale_command(),
-            **settings,
-        }
+        values = monitor_settings(
+            STACK, STATUS_PORT, workdir, runner.events_log, runner.scale_command(), **settings
+        )
         self.config.write_text(json.dumps(values, indent=2) + "\n")
         self.proc: subprocess.Popen | None = None
         self._offset = 0

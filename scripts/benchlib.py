@@ -120,6 +120,30 @@ def machine(watched: Sequence[str], extra: dict[str, str] | None = None) -> dict
     }
 
 
+def monitor_settings(
+    stack: str,
+    status_port: int,
+    workdir: Path,
+    events_log: Path,
+    scale_command: list[str],
+    **settings: object,
+) -> dict[str, object]:
+    """Settings of a `python -m tenfold_monitor run` that watches `stack` and keeps its logs in `workdir`
+    (metrics.json, decisions.log, scale-runs.log, state.json), not in the project's logs/."""
+    return {
+        "stack": stack,
+        "project_dir": str(ROOT),
+        "status_url": f"http://127.0.0.1:{status_port}/nginx_status",
+        "events_log": str(events_log),
+        "metrics_log": str(workdir / "metrics.json"),
+        "decisions_log": str(workdir / "decisions.log"),
+        "scale_log": str(workdir / "scale-runs.log"),
+        "state_file": str(workdir / "state.json"),
+        "scale_command": scale_command,
+        **settings,
+    }
+
+
 def json_lines(path: Path) -> list[dict]:
     """The JSON lines of a log that may not exist yet, skipping any that is not JSON (a partial last one)."""
     if not path.exists():

@@ -34,7 +34,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tenfold_load as tl
-from benchlib import BIN, ROOT, ansible_playbook, json_lines, on_sigterm
+from benchlib import BIN, ROOT, ansible_playbook, json_lines, monitor_settings, on_sigterm
 
 LOCUSTFILE = ROOT / "scripts" / "load" / "locustfile.py"
 SHAPEFILE = ROOT / "scripts" / "load" / "spike_shape.py"
@@ -259,20 +259,11 @@ class Monitor:
 
     def __init__(self, target: Target, workdir: Path, settings: dict) -> None:
         self.workdir = workdir
-        self.metrics = workdir / "monitor-metrics.json"
+        self.metrics = workdir / "metrics.json"
         self.events = workdir / "scale-events.jsonl"
-        values = {
-            "stack": target.stack,
-            "project_dir": str(ROOT),
-            "status_url": f"http://127.0.0.1:{target.status_port}/nginx_status",
-            "events_log": str(self.events),
-            "metrics_log": str(self.metrics),
-            "decisions_log": str(workdir / "monitor-decisions.log"),
-            "scale_log": str(workdir / "monitor-scale-runs.log"),
-            "state_file": str(workdir / "monitor-state.json"),
-            "scale_command": target.scale_command(),
-            **settings,
-        }
+        values = monitor_settings(
+            target.stack, target.status_port, workdir, self.events, target.scale_command(), **settings
+        )
         self.config = workdir / "monitor.json"
         self.config.write_text(json.dumps(values, indent=2) + "\n")
         self.proc: subprocess.Popen | None = None

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import tenfold_backup as tb
 import yaml
+from conftest import stack_containers
 from helpers import BIN, ROOT, STACK_VARS
 
 pytestmark = pytest.mark.integration
@@ -66,11 +67,7 @@ def job_events(pdd: Path, ident: str) -> list[dict]:
 def test_scale_runs_under_ansible_runner_and_records_its_event(engine, stack, private_data_dir):
     pdd, events = private_data_dir
     backends = sum(
-        1
-        for c in engine.containers.list(
-            all=True, filters={"label": f"tenfold.stack={stack.name}"}, ignore_removed=True
-        )
-        if c.labels.get("tenfold.pool") == "backend"
+        1 for c in stack_containers(engine, stack.name) if c.labels.get("tenfold.pool") == "backend"
     )
     run = runner(pdd, "scale.yml", "scale", {"pool": "backend", "replicas": backends})
     status = (pdd / "artifacts" / "scale" / "status").read_text().strip()
