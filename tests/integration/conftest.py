@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import docker
 import pytest
 import yaml
-from helpers import STACK_VARS, Client, playbook
+from helpers import STACK_VARS, Client, Figures, playbook
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +31,15 @@ class Stack:
 def stack_containers(engine: docker.DockerClient, name: str) -> list:
     # ignore_removed: a replica a scale-down removes between the listing and its inspect is simply gone
     return engine.containers.list(all=True, filters={"label": f"tenfold.stack={name}"}, ignore_removed=True)
+
+
+@pytest.fixture(scope="session")
+def figures():
+    """Where tests record what they measured (see helpers.Figures); written out if TENFOLD_FIGURES is set."""
+    book = Figures()
+    yield book
+    if os.environ.get("TENFOLD_FIGURES"):
+        book.write(os.environ["TENFOLD_FIGURES"])
 
 
 @pytest.fixture(scope="session")

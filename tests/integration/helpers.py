@@ -111,3 +111,22 @@ class Client:
             return Response(raw.status, headers_out, set_cookies, body)
         finally:
             conn.close()
+
+
+@dataclass
+class Figures:
+    """Measurements the reliability tests take on the way, for docs/reliability.md.
+
+    A test records what it measured (the assertions stay in the test). With TENFOLD_FIGURES set to a path,
+    the session writes them there as JSON at its end; `scripts/reliability-report.py` runs the tests that way
+    and renders the doc from the file. Without it they are only kept in memory.
+    """
+
+    rows: list[dict] = field(default_factory=list)
+
+    def record(self, section: str, label: str, value: object, unit: str = "", note: str = "") -> None:
+        """One figure: `section` groups it in the doc (e.g. "TLS", "Faults"), `label` says what it is."""
+        self.rows.append({"section": section, "label": label, "value": value, "unit": unit, "note": note})
+
+    def write(self, path: str) -> None:
+        Path(path).write_text(json.dumps(self.rows, indent=2) + "\n")
