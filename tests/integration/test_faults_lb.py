@@ -1,0 +1,208 @@
+"""Faults on the LB's side under continuous load: a pool with no replica, a broken nginx change, the whole
+stack down at once (crashed, or stopped as at an engine restart)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import stack_containers
+from helpers import playbook
+from load import Load
+from test_edge import assert_security_headers
+
+pytestmark = pytest.mark.integration
+
+LOAD_SOURCES = [f"127.0.2.{i}" for i in range(40, 52)]
+FRONTEND_PATHS = ["/", "/whoami", "/static/app.css"]
+ALL_PATHS = ["/api/whoami", "/api/work?ms=10", *FRONTEND_PATHS]
+
+
+def files_of(*directories: Path) -> dict[str, str]:
+    """Hash of every file under the directories, by its path relative to the directory."""
+    return {
+        f"{directory.name}/{p.relative_to(directory)}": hashlib.sha256(p.read_bytes()).hexdigest()
+        for directory in directories
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def stack_files(stack) -> dict[str, str]:
+    """The stack's configuration and TLS material: what a restart must give back unchanged."""
+    return files_of(Path(f"/etc/tenfold/{stack.name}/nginx"), Path(f"/etc/tenfold/{stack.name}/tls"))
+
+
+def pool_containers(engine, stack, pool: str) -> list:
+    return sorted(
+        (c for c in stack_containers(engine, stack.name) if c.labels.get("tenfold.pool") == pool),
+        key=lambda c: int(c.labels["tenfold.replica"]),
+    )
+
+
+def running(engine, stack) -> dict[str, str]:
+    """Name -> ID of the stack's running containers."""
+    return {c.name: c.id for c in stack_containers(engine, stack.name) if c.status == "running"}
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.25) -> float | None:
+    """Seconds until predicate() held, or None if it did not within timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(interval)
+    return None
+
+
+def answers(stack, path: str, source: str = "127.0.0.31") -> int | None:
+    try:
+        return stack.client(source=source).get(path, timeout=3).status
+    except OSError:
+        return None
+
+
+def in_parallel(action, containers) -> None:
+    with ThreadPoolExecutor(max_workers=max(len(containers), 1)) as pool:
+        list(pool.map(action, containers))
+
+
+def test_a_pool_without_replicas_gets_a_clear_502_with_headers_and_recovers_by_itself(engine, stack, figures):
+    backends = pool_containers(engine, stack, "backend")
+    assert len(backends) == 3
+    with Load(
+        stack.https_port, FRONTEND_PATHS, rate=60, workers=6, sources=LOAD_SOURCES, max_seconds=120
+    ) as load:
+        try:
+            in_parallel(lambda c: c.stop(timeout=5), backends)
+            started = time.monotonic()
+            response = stack.client(source="127.0.0.31").get("/api/whoami", timeout=10)
+            answered_in = time.monotonic() - started
+            assert response.status in (502, 503), response.status
+            assert response.headers["content-type"].startswith("text/html")
+            assert f"<h1>{response.status} " in response.body.decode()
+            assert_security_headers(response)
+        finally:
+            in_parallel(lambda c: c.start(), backends)
+        recovered = wait_for(lambda: answers(stack, "/api/whoami") == 200, timeout=60)
+        assert recovered is not None, (
+            "the backend pool did not serve again within 60 s of its replicas' start"
+        )
+        every = wait_for(
+            lambda: (
+                len(
+                    {
+                        stack.client(source="127.0.0.31").get("/api/whoami").json()["instance"]
+                        for _ in range(6)
+                    }
+                )
+                == 3
+            ),
+            timeout=30,
+        )
+        assert every is not None, "not every backend replica serves again"
+        time.sleep(1)
+    # The frontend pool never noticed.
+    assert load.tally.failed == 0, dict(load.tally.failures)
+    figures.record(
+        "Faults", "every backend replica stopped: error page answered in", round(answered_in, 3), "s"
+    )
+    figures.record("Faults", "every backend replica stopped: status", response.status)
+    figures.record(
+        "Faults", "every backend replica stopped: serving again after their start", round(recovered, 1), "s"
+    )
+    figures.record("Faults", "frontend requests failed meanwhile", load.tally.failed, f"of {load.tally.sent}")
+
+
+def test_a_broken_nginx_change_fails_with_nginxs_error_while_the_lb_serves_the_old_config(
+    engine, stack, figures
+):
+    live = Path(f"/etc/tenfold/{stack.name}/nginx")
+    before = files_of(live)
+    lb_id = engine.containers.get(f"{stack.name}-lb").id
+    with Load(stack.https_port, ALL_PATHS, rate=60, workers=6, sources=LOAD_SOURCES, max_seconds=300) as load:
+        # A value the role's own checks let through and nginx refuses: only nginx -t can catch it.
+        run = playbook("site.yml", "-e", "nginx_lb_client_max_body_size=10q")
+        time.sleep(1)
+    assert run.rc != 0
+    assert 'nginx: [emerg] "client_max_body_size" directive invalid value' in run.output, run.output[-3000:]
+    assert files_of(live) == before
+    # Staging holds the live files again, not the rejected render: the next run compares against what is live.
+    staging = Path(f"/etc/tenfold/{stack.name}/nginx-staging")
+    assert {k.split("/", 1)[1]: v for k, v in files_of(staging).items()} == {
+        k.split("/", 1)[1]: v for k, v in before.items()
+    }
+    assert engine.containers.get(f"{stack.name}-lb").id == lb_id
+    assert load.tally.failed == 0, dict(load.tally.failures)
+    assert load.tally.by_path["/api/whoami"] > 0 and load.tally.by_path["/"] > 0
+    figures.record(
+        "Faults", "broken nginx change: requests failed", load.tally.failed, f"of {load.tally.sent}"
+    )
+
+
+def test_the_whole_stack_killed_at_once_comes_back_by_its_restart_policy(engine, stack, figures):
+    files = stack_files(stack)
+    before = running(engine, stack)
+    assert len(before) == 7
+    pids = [engine.containers.get(cid).attrs["State"]["Pid"] for cid in before.values()]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)  # a crash of every container, not a `docker stop`
+    serving = wait_for(
+        lambda: (
+            answers(stack, "/health") == 200
+            and answers(stack, "/api/whoami") == 200
+            and answers(stack, "/whoami") == 200
+        ),
+        timeout=90,
+    )
+    assert serving is not None, "the stack did not serve again within 90 s of the crash"
+    complete = wait_for(lambda: running(engine, stack) == before, timeout=60)
+    assert complete is not None, f"not the same containers running: {running(engine, stack)} vs {before}"
+    restarts = {c.name: c.attrs["RestartCount"] for c in stack_containers(engine, stack.name)}
+    assert all(count >= 1 for count in restarts.values()), restarts
+    assert stack_files(stack) == files
+    # and a converge finds nothing to do
+    run = playbook("site.yml")
+    assert run.rc == 0 and run.changed == 0, run.output[-4000:]
+    figures.record("Faults", "whole stack killed (kill -9): serving again after", round(serving, 1), "s")
+
+
+def test_the_whole_stack_stopped_at_once_comes_back_with_site_yml_and_nothing_is_lost(engine, stack, figures):
+    run = playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=4")
+    assert run.rc == 0, run.output[-4000:]
+    try:
+        files = stack_files(stack)
+        before = running(engine, stack)
+        assert len(before) == 8
+        log = Path(f"/var/log/tenfold/{stack.name}/access.json.log")
+        logged = log.stat().st_size
+        client = stack.client(source="127.0.3.200")
+        home = client.get("/whoami").json()["instance"]
+
+        # As at an engine restart: every container stopped together.
+        in_parallel(lambda c: c.stop(timeout=10), stack_containers(engine, stack.name))
+        assert running(engine, stack) == {}
+        assert answers(stack, "/health") is None
+
+        started = time.monotonic()
+        run = playbook("site.yml")
+        took = time.monotonic() - started
+        assert run.rc == 0, run.output[-4000:]
+        # The same containers (started again, not replaced), the scaled size kept, the same files.
+        assert running(engine, stack) == before
+        assert stack_files(stack) == files
+        assert log.stat().st_size >= logged
+        assert client.get("/whoami").json()["instance"] == home
+        backends = {
+            stack.client(source="127.0.0.32").get("/api/whoami").json()["instance"] for _ in range(12)
+        }
+        assert len(backends) == 4
+    finally:
+        down = playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=3")
+        assert down.rc == 0, down.output[-4000:]
+    figures.record("Faults", "whole stack stopped: site.yml brought it back in", round(took, 1), "s")
