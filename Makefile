@@ -5,19 +5,21 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# sslyze lives in a venv of its own: its cryptography pin conflicts with the project's (requirements-sslyze.txt).
+SSLYZE_VENV := .venv-sslyze
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Extra arguments for ansible-playbook, e.g. make up ARGS="--check --diff".
 ARGS ?=
 MOLECULE_SCENARIOS := images app_pools tls nginx_lb monitor
 
-.PHONY: help deps venv images up down lint test test-unit test-integration test-molecule clean
+.PHONY: help deps venv sslyze images up down lint test test-unit test-integration test-molecule clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 deps: ## Install the control machine's system packages (Debian; needs root)
-	@missing=""; for p in python3-venv mmdebstrap curl; do \
+	@missing=""; for p in python3-venv mmdebstrap curl testssl.sh; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -30,6 +32,15 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	touch $@
 
 venv: $(BIN)/.installed ## Create the virtual environment from the pinned requirements
+
+$(SSLYZE_VENV)/.installed: requirements-sslyze.txt
+	$(PYTHON) -m venv $(SSLYZE_VENV)
+	$(SSLYZE_VENV)/bin/pip install -q --upgrade pip
+	$(SSLYZE_VENV)/bin/pip install -q --no-deps -r requirements-sslyze.txt
+	$(SSLYZE_VENV)/bin/pip check
+	touch $@
+
+sslyze: $(SSLYZE_VENV)/.installed ## The TLS scanner sslyze, in a venv of its own (.venv-sslyze)
 
 images: deps venv ## Build the images only (each is rebuilt only when its sources change)
 	$(BIN)/ansible-playbook playbooks/images.yml
@@ -48,7 +59,7 @@ lint: venv ## ruff and ansible-lint (production profile)
 test-unit: images ## Unit tests (no running stack; the config render tests run nginx -t in the nginx image)
 	$(BIN)/pytest -q tests/unit
 
-test-integration: deps venv ## Integration tests against a stack of their own on the real Docker engine
+test-integration: deps venv sslyze ## Integration tests against a stack of their own on the real Docker engine
 	$(BIN)/pytest -q tests/integration
 
 test-molecule: venv ## Each role's molecule scenario (converge, idempotence, testinfra verify)
@@ -60,4 +71,4 @@ test-molecule: venv ## Each role's molecule scenario (converge, idempotence, tes
 test: deps venv lint test-unit test-integration test-molecule ## Everything: lint, unit, integration, molecule
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .ruff_cache

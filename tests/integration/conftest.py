@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import docker
 import pytest
 import yaml
-from helpers import STACK_VARS, Client, Figures, playbook
+from helpers import ROOT, STACK_VARS, Client, Figures, playbook
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +26,12 @@ class Stack:
 
     def plain_client(self, source: str = "127.0.0.1") -> Client:
         return Client(self.http_port, source=source, tls=False)
+
+    def setting(self, role: str, name: str):
+        """A role variable as this stack has it: from the stack's vars file, else the role's default."""
+        if name in self.vars:
+            return self.vars[name]
+        return yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())[name]
 
 
 def stack_containers(engine: docker.DockerClient, name: str) -> list:

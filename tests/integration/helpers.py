@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -19,6 +20,8 @@ STACK_VARS = Path(
     os.environ.get("TENFOLD_IT_STACK_VARS") or Path(__file__).resolve().parent / "stack.yml"
 ).resolve()
 BIN = ROOT / ".venv" / "bin"
+# The TLS scanner sslyze, in the venv of its own that `make sslyze` makes (requirements-sslyze.txt).
+SSLYZE = ROOT / ".venv-sslyze" / "bin" / "sslyze"
 # Scale events of the test stack go to a file of their own, not to the project's logs/.
 EVENTS_LOG = Path(tempfile.gettempdir()) / f"tenfoldit-scale-events-{os.getpid()}.jsonl"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
@@ -69,6 +72,16 @@ class Response:
         return json.loads(self.body)
 
 
+@functools.cache
+def unverified_context() -> ssl.SSLContext:
+    """A TLS client context that does not verify the LB's certificate (self-signed), made once: a context per
+    request would load the system's CA store each time, tens of ms that would count as request latency."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 @dataclass
 class Client:
     """One HTTP(S) client with its own source address and cookie jar."""
@@ -80,37 +93,83 @@ class Client:
     host: str = "127.0.0.1"
 
     def context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return unverified_context()
 
-    def get(self, path: str, timeout: float = 15.0) -> Response:
+    def connection(self, timeout: float = 15.0) -> http.client.HTTPConnection:
+        """A connection from this client's address (not yet connected), for requests `get` cannot make."""
         if self.tls:
-            conn = http.client.HTTPSConnection(
+            return http.client.HTTPSConnection(
                 self.host, self.port, timeout=timeout, source_address=(self.source, 0), context=self.context()
             )
-        else:
-            conn = http.client.HTTPConnection(
-                self.host, self.port, timeout=timeout, source_address=(self.source, 0)
-            )
+        return http.client.HTTPConnection(
+            self.host, self.port, timeout=timeout, source_address=(self.source, 0)
+        )
+
+    def get(self, path: str, timeout: float = 15.0) -> Response:
+        conn = self.connection(timeout)
         headers = {}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         try:
             conn.request("GET", path, headers=headers)
-            raw = conn.getresponse()
-            body = raw.read()
-            set_cookies = {}
-            for key, value in raw.getheaders():
-                if key.lower() == "set-cookie":
-                    name, _, rest = value.partition("=")
-                    set_cookies[name.strip()] = rest.split(";", 1)[0]
-            self.cookies.update(set_cookies)
-            headers_out = {k.lower(): v for k, v in raw.getheaders() if k.lower() != "set-cookie"}
-            return Response(raw.status, headers_out, set_cookies, body)
+            response = read_response(conn.getresponse())
+            self.cookies.update(response.cookies)
+            return response
         finally:
             conn.close()
+
+
+def read_response(raw: http.client.HTTPResponse) -> Response:
+    """The whole response: status, headers (lower-case names, Set-Cookie apart), cookies and body."""
+    body = raw.read()
+    cookies = {}
+    for key, value in raw.getheaders():
+        if key.lower() == "set-cookie":
+            name, _, rest = value.partition("=")
+            cookies[name.strip()] = rest.split(";", 1)[0]
+    headers = {k.lower(): v for k, v in raw.getheaders() if k.lower() != "set-cookie"}
+    return Response(raw.status, headers, cookies, body)
+
+
+SECURITY_HEADERS = (
+    "strict-transport-security",
+    "content-security-policy",
+    "x-frame-options",
+    "x-content-type-options",
+    "referrer-policy",
+    "permissions-policy",
+)
+
+
+def assert_security_headers(response: Response) -> None:
+    """The LB's security headers (security_headers.conf.j2) are on the response; nginx's version is not."""
+    missing = [h for h in SECURITY_HEADERS if h not in response.headers]
+    assert not missing, f"status {response.status}: missing {missing}"
+    max_age = int(response.headers["strict-transport-security"].split("max-age=")[1].split(";")[0])
+    assert max_age >= 31536000
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "nginx/" not in response.headers.get("server", "")
+
+
+def assert_lb_error_page(response: Response, status: int, reason: str) -> None:
+    """The LB answered `status` itself, with its own error page (error_page.html.j2) and the headers."""
+    assert response.status == status, f"expected {status}, got {response.status}: {response.body[:200]!r}"
+    assert f"<h1>{status} {reason}</h1>".encode() in response.body, response.body[:300]
+    assert response.headers.get("content-type", "").startswith("text/html")
+    assert_security_headers(response)
+
+
+def nginx_seconds(value: str | int) -> float:
+    """An nginx time such as 10s, 500ms, 1m or 30 (seconds), in seconds."""
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)?", str(value)).groups()
+    return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[unit]
+
+
+def nginx_bytes(value: str | int) -> int:
+    """An nginx size such as 10m, 64k or 1024 (bytes), in bytes."""
+    number, unit = re.fullmatch(r"(\d+)([kKmMgG])?", str(value)).groups()
+    return int(number) * {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, None: 1}[unit and unit.lower()]
 
 
 @dataclass

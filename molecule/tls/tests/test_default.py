@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.verification import PolicyBuilder, Store
 
 ROOT = Path(__file__).resolve().parents[3]
 SELF_SIGNED = "/etc/tenfold/moltls/tls"
@@ -42,6 +45,19 @@ def test_self_signed_certificate_names_localhost_and_serves_tls(host):
     assert "DNS:localhost" in text and "IP Address:127.0.0.1" in text
     assert "TLS Web Server Authentication" in text
     assert "Public-Key: (2048 bit)" in text
+
+
+def test_self_signed_certificate_passes_the_web_pki_profile_once_trusted(host):
+    # What a Web PKI verifier (cryptography's, so sslyze's) requires of a leaf besides trust: key
+    # identifiers, the server name, serverAuth. The certificate is its own trust anchor here.
+    pem = host.file(f"{SELF_SIGNED}/fullchain.pem").content
+    [certificate] = x509.load_pem_x509_certificates(pem)
+    ski = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+    for name in (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))):
+        verifier = PolicyBuilder().store(Store([certificate])).build_server_verifier(name)
+        assert verifier.verify(certificate, []) == [certificate]
 
 
 def test_user_material_is_installed_as_given(host):
