@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import stack_containers
-from helpers import playbook
+from helpers import assert_lb_error_page, playbook
 from load import Load
-from test_edge import assert_security_headers
 
 pytestmark = pytest.mark.integration
 
@@ -83,10 +82,7 @@ def test_a_pool_without_replicas_gets_a_clear_502_with_headers_and_recovers_by_i
             started = time.monotonic()
             response = stack.client(source="127.0.0.31").get("/api/whoami", timeout=10)
             answered_in = time.monotonic() - started
-            assert response.status in (502, 503), response.status
-            assert response.headers["content-type"].startswith("text/html")
-            assert f"<h1>{response.status} " in response.body.decode()
-            assert_security_headers(response)
+            assert_lb_error_page(response, 502, "Bad Gateway")
         finally:
             in_parallel(lambda c: c.start(), backends)
         recovered = wait_for(lambda: answers(stack, "/api/whoami") == 200, timeout=60)
