@@ -59,6 +59,7 @@ class PoolSnapshot:
     p95_s: float | None
     p99_s: float | None
     traffic_at: float | None  # time of the newest access-log entry of the pool in the window
+    unlisted: int | None = None  # running, but no member of upstream tenfold_<pool>
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,9 @@ def pool_snapshot(
         p95_s=None if traffic is None else traffic.p95_s,
         p99_s=None if traffic is None else traffic.p99_s,
         traffic_at=None if traffic is None else traffic.samples_at,
+        unlisted=None
+        if running is None or members is None
+        else sum(1 for c in running if member_key(c.address) not in members),
     )
 
 

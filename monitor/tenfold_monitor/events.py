@@ -19,7 +19,8 @@ class ScaleEvent:
     stack: str
     result: str
     trigger: str
-    changes: dict[str, tuple[int, int]]  # pool -> (from, to), only the pools the run changed or meant to
+    # pool -> (from, to), only the pools the run changed or meant to (every pool after a killed run)
+    changes: dict[str, tuple[int, int]]
 
 
 def _epoch(text: str) -> float | None:
@@ -40,9 +41,12 @@ def parse(line: str) -> ScaleEvent | None:
     end = _epoch(raw.get("end", ""))
     if end is None:
         return None
+    # A run that took over the lock of a killed one (which recorded nothing) counts for every pool: the
+    # killed run may have changed any of them before this one put them right.
+    recovered = bool(raw.get("recovered_from"))
     changes = {}
     for pool in raw.get("pools") or []:
-        if isinstance(pool, dict) and pool.get("direction") in ("up", "down"):
+        if isinstance(pool, dict) and (recovered or pool.get("direction") in ("up", "down")):
             changes[str(pool.get("pool"))] = (int(pool.get("current", 0)), int(pool.get("target", 0)))
     return ScaleEvent(
         end=end,

@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import tenfold_lock
 import tenfold_policy as policy
 
 from tenfold_monitor import events
@@ -49,6 +50,7 @@ class Settings:
     decisions_log: str = "logs/auto-scale.log"
     scale_log: str = "logs/monitor-scale-runs.log"
     state_file: str = "logs/monitor-state.json"
+    scale_lock: str = ""  # default: logs/scale-<stack>.lock, scale.yml's lock (app_pools_scale_lock)
     # A line is about 1.3 kB with two pools: 5 x 64 MiB hold almost 3 days at 1 s and 6 at 2 s, so the
     # daily report always finds the whole of yesterday.
     metrics_max_bytes: int = 64 * 1024 * 1024
@@ -124,6 +126,7 @@ class Monitor:
             settings.metrics_backups,
         )
         self.last_decisions: dict[str, dict] = {}
+        self.unlisted_ticks: dict[str, int] = {}  # pool -> ticks in a row with replicas outside the LB
         self.started = time.time()
         self.stopping = False
         self.gauges = _prometheus(settings.prometheus_port)
@@ -154,6 +157,7 @@ class Monitor:
             decision = pool_policy.decide(name, now, metrics, scaled_at.get(name))
             decisions.append(decision)
             self.act(decision)
+            self.readmit(decision, pool)
         self.record(snapshot, decisions)
         return decisions
 
@@ -170,6 +174,39 @@ class Monitor:
             LOG.info("a scale run is in progress, waiting: %s", summary)
         elif self.actuator.start(decision.pool, decision.desired):
             LOG.info("scaling: %s", summary)
+
+    def readmit(self, decision: policy.Decision, pool: PoolSnapshot | None) -> None:
+        """Put the replicas that run outside the LB, while no scale run is going, back into it.
+
+        A scale run killed after it started replicas and before it updated the LB leaves them so, and the
+        policy holds on them for good: they look like replicas still starting. A scale run at the pool's
+        current count adds the running replicas to the LB. Only on the second tick in a row, so that the
+        replicas of a run that finished between the collection and this check are not taken for them.
+        """
+        stranded = pool is not None and bool(pool.unlisted) and decision.current == pool.replicas
+        if not stranded or self.scale_run_in_progress():
+            self.unlisted_ticks.pop(decision.pool, None)
+            return
+        ticks = self.unlisted_ticks[decision.pool] = self.unlisted_ticks.get(decision.pool, 0) + 1
+        if ticks < 2:
+            return
+        summary = (
+            f"{decision.pool}: {pool.unlisted} running replica(s) not in the LB and no scale run in progress"
+            f" (a killed one started them?): a scale run at {decision.current} adds them"
+        )
+        if self.settings.dry_run:
+            LOG.warning("dry run, not acting: %s", summary)
+        elif self.actuator.start(decision.pool, decision.current):
+            LOG.warning("%s", summary)
+            self.unlisted_ticks.pop(decision.pool, None)
+
+    def scale_run_in_progress(self) -> bool:
+        """The monitor's own scale run, or any other run that holds scale.yml's lock, is going."""
+        if self.actuator.busy():
+            return True
+        lock = self.settings.path(self.settings.scale_lock or f"logs/scale-{self.settings.stack}.lock")
+        holder = tenfold_lock.read_owner(str(lock))
+        return holder is not None and tenfold_lock.is_alive(holder)
 
     def record(self, snapshot: Snapshot, decisions: list[policy.Decision]) -> None:
         line = json.loads(snapshot.to_json())

@@ -11,7 +11,8 @@ short_description: Record each scale run as one JSON line in logs/scale-events.j
 description:
   - Writes one JSON object per scale run, that is per playbook that publishes C(tenfold_scale) with
     C(ansible.builtin.set_stats) as C(scale.yml) does. The object holds the start and end time, the trigger,
-    the pools with direction and replicas from and to, the result, the failed task if any, and the duration.
+    the pools with direction and replicas from and to, the result, the failed task if any, and the duration,
+    and C(recovered_from) (the lock's owner) when the run took over the lock of a killed run.
   - The monitor reads this file for its cooldown, so a restart does not reset it.
   - A notification callback, so it works under plain C(ansible-playbook) and under ansible-runner (AWX).
 requirements:
@@ -114,6 +115,8 @@ class CallbackModule(CallbackBase):
             "failed_task": self._failed_task,
             "error": self._failed_msg,
         }
+        if scale.get("recovered_from"):
+            event["recovered_from"] = scale["recovered_from"]  # the killed run whose lock this one took
         self._append(event)
 
     def _trigger(self) -> str:

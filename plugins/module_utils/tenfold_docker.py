@@ -93,6 +93,12 @@ def replica_count(cli: Any, stack: str, pool: str) -> int:
     return sum(1 for replica, _ in pool_containers(cli, stack, pool) if replica.index >= 1)
 
 
+def running_replicas(cli: Any, stack: str, pool: str) -> list[int]:
+    """The indexes of the pool's replicas that run, in order (an exited or removed one leaves a gap)."""
+    found = pool_containers(cli, stack, pool)
+    return sorted({replica.index for replica, _ in found if replica.running and replica.index >= 1})
+
+
 def create(cli: Any, spec: PoolSpec, index: int) -> Any:
     config = spec.container_config(index)
     config["labels"] = {**config["labels"], LABEL_CONFIG: spec.config_hash(index)}

@@ -9,8 +9,10 @@ DOCUMENTATION = r"""
 module: tenfold_scale_plan
 short_description: Turn a scale request into the replica count each pool should end with
 description:
-  - Reads how many replicas each pool has on the Docker host and applies the request, either relative
+  - Reads how many replicas of each pool run on the Docker host and applies the request, either relative
     (O(direction) and O(step), for every pool or for O(pool)) or absolute (O(replicas) for O(pool)).
+  - A replica that exited or was removed does not count, so a request for the pool's usual size brings it
+    back (M(tenfold_pool) starts or recreates it, health-gated).
   - A target beyond a pool's bounds is clamped to the bound, and the clamp is said in RV(pools).
   - A malformed request fails with a message that says what to fix, before anything changes. The module
     itself never changes anything.
@@ -101,7 +103,7 @@ members:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.tenfold_docker import client, replica_count
+from ansible.module_utils.tenfold_docker import client, running_replicas
 from ansible.module_utils.tenfold_pool import PoolError, member_at, probe_address
 from ansible.module_utils.tenfold_scale import (
     Bounds,
@@ -134,9 +136,8 @@ def pool_bounds(item: dict) -> tuple[str, Bounds]:
         raise ScaleRequestError(f"pool entry {item!r} needs name, min_replicas and max_replicas") from exc
 
 
-def current_members(stack: str, items: list[dict], plan: list[PoolTarget], address: str) -> dict:
-    """Members of each pool with a port_base at its current size."""
-    current = {target.pool: target.current for target in plan}
+def current_members(stack: str, items: list[dict], running: dict[str, list[int]], address: str) -> dict:
+    """Members of each pool with a port_base: its running replicas, by their own indexes."""
     members = {}
     for item in items:
         if item.get("port_base") in (None, ""):
@@ -148,7 +149,7 @@ def current_members(stack: str, items: list[dict], plan: list[PoolTarget], addre
                 f"pool {item['name']}: port_base {item['port_base']!r} is not a number"
             ) from exc
         name = str(item["name"])
-        members[name] = [member_at(stack, name, port_base, i, address) for i in range(1, current[name] + 1)]
+        members[name] = [member_at(stack, name, port_base, i, address) for i in running[name]]
     return members
 
 
@@ -163,15 +164,16 @@ def main() -> None:
         )
         cli = client(params["docker_host"])
         plan = []
+        running = {name: running_replicas(cli, params["stack"], name) for name, _ in pools}
         for name, bounds in pools:
-            current = replica_count(cli, params["stack"], name)
+            current = len(running[name])
             if name in chosen:
                 wanted = replicas[name] if isinstance(replicas, dict) else replicas
                 plan.append(target_for(name, current, bounds, direction, step, wanted))
             else:
                 plan.append(PoolTarget(name, current, current, False, f"{name}: not part of this request"))
         address = params["advertise_address"] or probe_address(params["bind_address"])
-        members = current_members(params["stack"], params["pools"], plan, address)
+        members = current_members(params["stack"], params["pools"], running, address)
     except (ScaleRequestError, PoolError) as exc:
         module.fail_json(msg=f"scale request rejected, nothing changed: {exc}")
     for target in plan:

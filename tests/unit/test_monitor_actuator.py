@@ -65,3 +65,20 @@ def test_actuator_runs_one_scale_run_at_a_time_and_reports_its_end(tmp_path):
     assert (finished.pool, finished.replicas, finished.returncode) == ("backend", 5, 0)
     assert actuator.poll() is None  # reported once
     assert "pool=backend -e replicas=5 -e trigger=monitor" in log.read_text()
+
+
+def test_a_run_that_recovered_the_lock_of_a_killed_one_counts_for_every_pool(tmp_path):
+    path = tmp_path / "scale-events.jsonl"
+    line = json.loads(
+        event(
+            "s",
+            "2026-11-27T11:00:00.000Z",
+            [
+                {"pool": "backend", "current": 4, "target": 4, "direction": "none"},
+                {"pool": "frontend", "current": 3, "target": 3, "direction": "none"},
+            ],
+        )
+    )
+    path.write_text(json.dumps({**line, "recovered_from": {"pid": 4242, "run": "scale.yml {}"}}) + "\n")
+    at = events._epoch("2026-11-27T11:00:00.000Z")
+    assert events.last_scaled(path, "s") == {"backend": at, "frontend": at}

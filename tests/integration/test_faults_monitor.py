@@ -1,0 +1,318 @@
+"""Faults under continuous load, with the monitor running: a replica killed or gone, the monitor killed in the
+middle of a scale run, the metrics source gone. Every test runs HTTPS load through the LB from allowlisted
+sources (the rate limiter does not count them) and puts the stack back: backend at 3, LB log in place."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import stack_containers
+from helpers import EVENTS_LOG, ROOT, playbook
+from load import Load
+from test_monitor import MonitorProcess, backend_replicas, wait_for
+
+pytestmark = pytest.mark.integration
+
+SOURCES = [f"127.0.2.{i}" for i in range(40, 44)]
+API = ["/api/whoami", "/api/work?ms=20"]
+
+
+def events_count() -> int:
+    return len(EVENTS_LOG.read_text().splitlines()) if EVENTS_LOG.exists() else 0
+
+
+def events_since(count: int) -> list[dict]:
+    lines = EVENTS_LOG.read_text().splitlines() if EVENTS_LOG.exists() else []
+    return [json.loads(line) for line in lines[count:]]
+
+
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def backend_port(stack, index: int) -> int:
+    return int(stack.vars["app_pools_backend_port_base"]) + index
+
+
+def running_backends(engine, stack) -> list[str]:
+    found = stack_containers(engine, stack.name)
+    backends = [c for c in found if c.labels.get("tenfold.pool") == "backend"]
+    return sorted(c.name for c in backends if c.status == "running")
+
+
+def access_log(stack) -> Path:
+    return Path(f"/var/log/tenfold/{stack.name}/access.json.log")
+
+
+def upstreams(stack) -> str:
+    return Path(f"/etc/tenfold/{stack.name}/nginx/upstreams.conf").read_text()
+
+
+def retried(stack, start: int, end: int) -> int:
+    """Backend requests logged between two offsets that nginx sent on to a second server (two addresses)."""
+    with access_log(stack).open("rb") as handle:
+        handle.seek(start)
+        lines = handle.read(end - start).decode(errors="replace").splitlines()
+    count = 0
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut by an offset
+        count += entry.get("pool") == "backend" and "," in entry.get("upstream_addr", "")
+    return count
+
+
+def cut_responses(load: Load) -> int:
+    """Failed requests whose answer had begun (headers and part of the body, then the connection broke)."""
+    return sum(n for outcome, n in load.tally.failures.items() if outcome.endswith(": IncompleteRead"))
+
+
+def put_back(stack) -> None:
+    run = playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=3")
+    assert run.rc == 0, run.output[-3000:]
+
+
+def test_a_killed_replica_and_a_replica_gone_for_good_fail_no_get_and_the_pool_comes_back(
+    engine, stack, tmp_path, figures
+):
+    # The emergency rule is set high: nginx's retried attempts count as upstream failures, and with two of
+    # three replicas gone they could make the monitor grow the pool past its minimum; the bound is tested.
+    monitor = MonitorProcess(stack, tmp_path, cooldown_s=60.0, emergency_error_rate=0.5)
+    before = events_count()
+    offset = access_log(stack).stat().st_size
+    victim = engine.containers.get(f"{stack.name}-backend-2")
+    restarts = victim.attrs["RestartCount"]
+    monitor.start()
+    try:
+        time.sleep(3)  # the monitor's window fills
+        with Load(stack.https_port, API, rate=20, workers=4, sources=SOURCES, max_seconds=90) as load:
+            time.sleep(2)
+            killed_at = time.time()
+            os.kill(victim.attrs["State"]["Pid"], signal.SIGKILL)  # docker-init, the container's PID 1
+
+            def restarted() -> bool:
+                victim.reload()
+                return victim.attrs["RestartCount"] > restarts and answers(backend_port(stack, 2))
+
+            assert wait_for(restarted, timeout=30, step=0.1), victim.logs(tail=20)
+            kill_back_s = time.time() - killed_at
+            time.sleep(3)
+            kill_failed = load.tally.failed
+            state = tmp_path / "state.json"
+            assert wait_for(lambda: not json.loads(state.read_text())["scale_run_in_progress"], timeout=60)
+
+            # Gone for good: replica 2 stopped (a manual stop is one the restart policy honours: it stays
+            # exited) and replica 3 removed. The pool is below its minimum: the monitor scales it back.
+            gone_at, gone_offset = time.time(), access_log(stack).stat().st_size
+            engine.containers.get(f"{stack.name}-backend-2").kill()
+            engine.containers.get(f"{stack.name}-backend-3").remove(force=True)
+            assert wait_for(
+                lambda: (
+                    len(running_backends(engine, stack)) == 3
+                    and all(answers(backend_port(stack, i)) for i in (1, 2, 3))
+                ),
+                timeout=90,
+            ), monitor.log()[-3000:]
+            gone_back_s = time.time() - gone_at
+            assert wait_for(lambda: [r for r in events_since(before) if epoch(r["start"]) >= gone_at], 30)
+            time.sleep(1.5)  # nginx flushes its log every second
+        runs = events_since(before)
+        kill_runs = [r for r in runs if epoch(r["start"]) < gone_at]
+        gone_runs = [r for r in runs if epoch(r["start"]) >= gone_at]
+        end = access_log(stack).stat().st_size
+        kill_retries, gone_retries = retried(stack, offset, gone_offset), retried(stack, gone_offset, end)
+        figures.record(
+            "Faults",
+            "kill -9 of a backend replica: failed GETs",
+            kill_failed,
+            note=f"{load_note(load)}; a failure here is a response cut mid-way (below)",
+        )
+        figures.record(
+            "Faults",
+            "kill -9 of a backend replica: back (running, /health answers) after",
+            round(kill_back_s, 1),
+            "s",
+            f"restored by Docker's restart policy (RestartCount {restarts} -> {victim.attrs['RestartCount']},"
+            f" same container); the monitor started {len(kill_runs)} scale run(s) meanwhile",
+        )
+        figures.record(
+            "Faults",
+            "replica stopped + replica removed: pool back to 3 serving after",
+            round(gone_back_s, 1),
+            "s",
+            f"restored by the monitor's scale run(s) ({len(gone_runs)}; the pool was below min_replicas)",
+        )
+        figures.record(
+            "Faults", "replica stopped + replica removed: failed GETs", load.tally.failed - kill_failed
+        )
+        figures.record(
+            "Faults",
+            "both: GETs whose response the SIGKILL cut after nginx had passed its headers on (not retryable)",
+            cut_responses(load),
+        )
+        figures.record("Faults", "kill -9: GETs nginx retried on another replica (access log)", kill_retries)
+        figures.record("Faults", "stopped + removed: GETs nginx retried on another replica", gone_retries)
+        # nginx retries a request on another replica until it has passed the first answer's headers on: a
+        # response the SIGKILL cut after that is lost. Nothing else fails, and at most the requests in flight
+        # on the three replicas killed (kill -9, docker kill, docker rm -f: each a SIGKILL) are cut.
+        assert load.tally.failed == cut_responses(load), dict(load.tally.failures)
+        assert cut_responses(load) <= 3 * len(load.workers), dict(load.tally.failures)
+        assert [r["trigger"] for r in gone_runs] == ["monitor"] and gone_runs[0]["result"] == "ok", runs
+        backend = next(p for p in gone_runs[0]["pools"] if p["pool"] == "backend")
+        assert (backend["current"], backend["target"]) == (1, 3)
+        assert gone_retries > 0  # the requests sent to the lost replicas went to another one
+    finally:
+        monitor.stop()
+        put_back(stack)
+
+
+def load_note(load: Load) -> str:
+    paths = sorted({path for worker in load.workers for path in worker.paths})
+    return f"{load.tally.sent} GETs at {load.rate:.0f} req/s on {', '.join(paths)}"
+
+
+def kill_tree(pid: int) -> int:
+    """SIGKILL a process and everything below it, as systemd does to the rest of the monitor unit's cgroup
+    (KillMode=mixed) once its main process is gone. Returns how many processes were killed."""
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=10)
+    return len(procs)
+
+
+def test_the_monitor_killed_in_the_middle_of_a_scale_up_leaves_no_orphan_and_keeps_the_cooldown(
+    engine, stack, tmp_path, figures
+):
+    lock = ROOT / "logs" / f"scale-{stack.name}.lock"
+    orphan = f"{stack.name}-backend-4"
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    # First monitor: the pool's minimum is 4, so it scales 3 -> 4 at once.
+    first = MonitorProcess(stack, tmp_path / "first", min_replicas=4)
+    second = MonitorProcess(stack, tmp_path / "second", stabilization_window_s=4.0, cooldown_s=15.0)
+    try:
+        with Load(stack.https_port, API, rate=10, workers=2, sources=SOURCES, max_seconds=120) as load:
+            before = events_count()
+            first.start()
+
+            def started_orphan() -> bool:
+                containers = [c for c in stack_containers(engine, stack.name) if c.name == orphan]
+                return bool(containers) and containers[0].status == "running"
+
+            assert wait_for(started_orphan, timeout=60, step=0.1), first.log()[-3000:]
+            state = json.loads((tmp_path / "first" / "state.json").read_text())
+            killed = kill_tree(first.proc.pid)
+            first.proc.wait(timeout=10)
+            killed_at = time.time()
+            # What the killed run left: its lock, a replica the LB does not know, and no scale event.
+            assert lock.exists() and json.loads(lock.read_text())["run"].startswith("scale.yml")
+            assert f":{backend_port(stack, 4)} " not in upstreams(stack)
+            assert events_since(before) == []
+            assert state["scale_run_in_progress"] is True  # all the monitor knew of the run
+
+            second.start()  # the pool's minimum back at 3
+            assert wait_for(lambda: f":{backend_port(stack, 4)} " in upstreams(stack), timeout=60), (
+                second.log()[-3000:]
+            )
+            readmitted_s = time.time() - killed_at
+            assert wait_for(lambda: events_since(before), timeout=30)
+            repair = events_since(before)[0]
+            assert not lock.exists()
+            assert wait_for(lambda: backend_replicas(engine, stack) == 3, timeout=90), second.log()[-3000:]
+        runs = events_since(before)
+        downs = [at for at, d in second.decisions() if d["action"] == "down"]
+        repaired_at = epoch(repair["end"])
+        figures.record(
+            "Faults",
+            "monitor + its scale run killed mid scale-up: orphan replica added to the LB after",
+            round(readmitted_s, 1),
+            "s",
+            f"{killed} processes killed; the restarted monitor's scale run at the current count took the lock"
+            " over and added the running replica to the LB",
+        )
+        figures.record(
+            "Faults",
+            "monitor killed mid scale-up: first scale-down after the recovering run",
+            round(min(downs) - repaired_at, 1),
+            "s",
+            "cooldown 15 s: the run that recovered the lock counts as a scale event",
+        )
+        figures.record(
+            "Faults", "monitor killed mid scale-up: failed GETs", load.tally.failed, note=load_note(load)
+        )
+        assert load.tally.failed == 0, dict(load.tally.failures)
+        assert repair["trigger"] == "monitor" and repair["result"] == "ok", repair
+        assert repair["recovered_from"]["run"].startswith("scale.yml"), repair
+        assert min(downs) - repaired_at >= 15 - 1.5, "scaled down inside the cooldown of the recovering run"
+        assert [r["result"] for r in runs] == ["ok"] * len(runs), runs
+        assert running_backends(engine, stack) == [f"{stack.name}-backend-{i}" for i in (1, 2, 3)]
+        assert f":{backend_port(stack, 4)} " not in upstreams(stack)
+    finally:
+        if first.proc and first.proc.poll() is None:
+            kill_tree(first.proc.pid)
+        second.stop()  # lets a scale run in progress finish
+        put_back(stack)
+
+
+def test_without_its_access_log_the_monitor_never_scales_down_and_says_so(engine, stack, tmp_path, figures):
+    assert playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=4").rc == 0
+    log = access_log(stack)
+    moved = log.with_name(log.name + ".moved")
+    monitor = MonitorProcess(stack, tmp_path, stabilization_window_s=3.0, cooldown_s=1.0)
+    try:
+        # Frontend traffic only: the backend at 4 is idle, and with its metrics the monitor would scale it
+        # down. The log is moved away (nginx goes on writing to the moved file, as after a delete) and the
+        # monitor (re)starts while its path is missing.
+        with Load(stack.https_port, ["/whoami"], rate=10, workers=2, sources=SOURCES, max_seconds=90) as load:
+            log.rename(moved)
+            monitor.start()
+            time.sleep(15)
+            held = [d for _, d in monitor.decisions() if d["pool"] == "backend"]
+            assert held and all(d["action"] == "hold" for d in held), held
+            assert backend_replicas(engine, stack) == 4
+            assert "access log missing: traffic unknown" in monitor.log(), monitor.log()[-2000:]
+            moved.rename(log)  # the source is back
+            back_at = time.time()
+            assert wait_for(lambda: backend_replicas(engine, stack) == 3, timeout=60), monitor.log()[-3000:]
+        downs = [at for at, d in monitor.decisions() if d["pool"] == "backend" and d["action"] == "down"]
+        figures.record(
+            "Faults",
+            "access log missing: scale-downs of an idle pool above its minimum",
+            sum(1 for d in held if d["action"] == "down"),
+            note=f"{len(held)} decisions in 15 s, each warned 'access log missing: traffic unknown'",
+        )
+        figures.record(
+            "Faults",
+            "access log back: scale-down decided after",
+            round(min(downs) - back_at, 1),
+            "s",
+            "stabilization window 3 s of fresh metrics",
+        )
+        figures.record("Faults", "access log missing: failed GETs", load.tally.failed, note=load_note(load))
+        assert load.tally.failed == 0, dict(load.tally.failures)
+    finally:
+        monitor.stop()
+        if moved.exists() and not log.exists():
+            moved.rename(log)
+        put_back(stack)
