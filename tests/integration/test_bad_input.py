@@ -180,6 +180,7 @@ class Row:
     input: str
     args: Callable[[Kit], list[str]]
     message: str
+    prefix: str = ""  # what the output says before the row's message, where that depends on the run
 
 
 def extra(id: str, playbook_name: str, pairs: str, message: str) -> Row:
@@ -207,7 +208,9 @@ def certificate(id: str, shown: str, make, message: str) -> Row:
 
 
 def archive(id: str, shown: str, make, message: str) -> Row:
-    return Row(id, "restore.yml", shown, lambda k: k.restore(make), message)
+    return Row(
+        id, "restore.yml", shown, lambda k: k.restore(make), message, "backup not used, nothing changed: "
+    )
 
 
 def good_pair(d: Path) -> tuple[Path, Path]:
@@ -312,18 +315,25 @@ ROWS = [
                 lambda d: tuple(reversed(good_pair(d))),
                 "(it holds a private key: are the two files swapped?)"),
     # backup archives for restore.yml: tenfold_backup reads and verifies the whole archive first
-    archive("backup-truncated", "the archive's last third cut off", truncated, "truncated"),
+    archive("backup-truncated", "the archive's last third cut off", truncated,
+            "bad.tar.gz is truncated or corrupt"),
     archive("backup-checksum-mismatch", "nginx.conf changed inside the archive", tampered,
             "tenfold-backup/files/nginx/nginx.conf does not match its SHA-256 in the manifest"),
     archive("backup-of-another-stack", "a valid archive of stack someotherstack", other_stacks,
-            "is a backup of stack 'someotherstack', not of stack"),
+            f"is a backup of stack 'someotherstack', not of stack '{STACK['tenfold_stack']}': it is not "
+            "restored here"),
     archive("backup-path-traversal", "a member files/nginx/../../../../etc/cron.d/tenfold-evil",
-            path_traversal, "unsafe path"),
-    archive("backup-not-a-tenfold-backup", "a tar.gz of README.md", random_tar_gz, "not a tenfold backup"),
-    archive("backup-not-a-tar", "a text file", not_a_tar, "is not a gzip-compressed tar archive"),
+            path_traversal,
+            "bad.tar.gz: unsafe path 'tenfold-backup/files/nginx/../../../../etc/cron.d/tenfold-evil' in the "
+            "archive"),
+    archive("backup-not-a-tenfold-backup", "a tar.gz of README.md", random_tar_gz,
+            "member 'nginx/nginx.conf' lies outside tenfold-backup/files/: this is not a tenfold backup"),
+    archive("backup-not-a-tar", "a text file", not_a_tar,
+            "bad.tar.gz is not a gzip-compressed tar archive, or it is truncated"),
     archive("backup-missing-file", "backup=/nonexistent/backup.tar.gz", "/nonexistent/backup.tar.gz",
             "backup /nonexistent/backup.tar.gz does not exist or is not a file"),
-    archive("backup-not-named", "backup= (empty)", "", "say which backup to use"),
+    archive("backup-not-named", "backup= (empty)", "",
+            "say which backup to use: -e backup=latest or -e backup=<archive file>"),
 ]  # fmt: skip
 
 
@@ -381,7 +391,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(engine, stack, bad_input_ki
     finally:
         lock_kept = kit.release_lock()
     assert run.rc != 0, run.output[-3000:]
-    assert row.message in run.output, run.output[-3000:]
+    assert row.message in run.output and row.prefix in run.output, run.output[-3000:]
     assert snapshot(engine, stack) == before
     assert restore_files(backups) == files
     assert lock_kept, "the refused run took or removed another run's scale lock"
