@@ -383,7 +383,10 @@ def _check_member(info: tarfile.TarInfo, path: str) -> None:
         raise BackupError(
             f"{path}: member {name!r} lies outside {FILES_PREFIX}/: this is not a tenfold backup"
         )
-    safe_relpath(name)
+    try:
+        safe_relpath(name)
+    except BackupError as exc:
+        raise BackupError(f"{path}: {exc}") from None
 
 
 def parse_manifest(data: bytes, path: str, stack: str) -> Manifest:

@@ -57,6 +57,13 @@ options:
   docker_host:
     description: Docker engine to talk to; the environment's by default.
     type: str
+  validate_only:
+    description:
+      - Only check the request against the pools' names and bounds, without reading the Docker
+        host; RV(pools), RV(targets) and RV(members) are then empty. M(tenfold_lock) is taken after this, so
+        a malformed request fails at once, not after waiting for another run's lock.
+    type: bool
+    default: false
 requirements:
   - docker (the Docker SDK for Python) on the target host
 attributes:
@@ -125,6 +132,7 @@ def argument_spec() -> dict:
         "bind_address": {"type": "str", "default": "127.0.0.1"},
         "advertise_address": {"type": "str", "default": ""},
         "docker_host": {"type": "str"},
+        "validate_only": {"type": "bool", "default": False},
     }
 
 
@@ -162,6 +170,8 @@ def main() -> None:
         chosen, direction, step, replicas = parse_request(
             names, params["pool"], params["direction"], params["step"], params["replicas"]
         )
+        if params["validate_only"]:
+            module.exit_json(changed=False, pools=[], targets={}, members={})
         cli = client(params["docker_host"])
         plan = []
         running = {name: running_replicas(cli, params["stack"], name) for name, _ in pools}

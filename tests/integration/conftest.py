@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import pytest
@@ -37,6 +41,26 @@ class Stack:
 def stack_containers(engine: docker.DockerClient, name: str) -> list:
     # ignore_removed: a replica a scale-down removes between the listing and its inspect is simply gone
     return engine.containers.list(all=True, filters={"label": f"tenfold.stack={name}"}, ignore_removed=True)
+
+
+def _files(root: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), stat.S_IMODE(p.stat().st_mode))
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def snapshot(engine: docker.DockerClient, stack: Stack) -> dict:
+    """What a refused run must not change: the containers (ID, status, start time), each pool's replica
+    count, and the live nginx config and TLS files (SHA-256 and mode)."""
+    containers = stack_containers(engine, stack.name)
+    return {
+        "containers": {c.name: (c.id, c.status, c.attrs["State"]["StartedAt"]) for c in containers},
+        "replicas": dict(Counter(c.labels.get("tenfold.pool", "lb") for c in containers)),
+        "nginx": _files(Path(f"/etc/tenfold/{stack.name}/nginx")),
+        "tls": _files(Path(f"/etc/tenfold/{stack.name}/tls")),
+    }
 
 
 @pytest.fixture(scope="session")

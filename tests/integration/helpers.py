@@ -7,11 +7,15 @@ import http.client
 import json
 import os
 import re
+import shutil
 import ssl
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tenfold_backup as tb
 
 ROOT = Path(__file__).resolve().parents[2]
 # TENFOLD_IT_STACK_VARS names another vars file (its own tenfold_stack and ports), so that two runs of the
@@ -189,3 +193,46 @@ class Figures:
 
     def write(self, path: str) -> None:
         Path(path).write_text(json.dumps(self.rows, indent=2) + "\n")
+
+
+class Backups:
+    """Runs backup.yml and restore.yml with a backup directory, a project logs directory and an inventory
+    of the test's own (the inventory is a copy of the local one, so restoring it never writes the repo)."""
+
+    def __init__(self, stack, root: Path) -> None:
+        self.stack = stack
+        self.dir = root / "backups"
+        self.logs = root / "logs"
+        self.logs.mkdir()
+        (self.logs / "monitor-state.json").write_text('{"pools": {}}\n')
+        self.inventory = root / "inventory"
+        shutil.copytree(ROOT / "inventories" / "local", self.inventory)
+        self.nginx = Path(f"/etc/tenfold/{stack.name}/nginx")
+        self.tls = Path(f"/etc/tenfold/{stack.name}/tls")
+
+    def args(self, *extra: str) -> list[str]:
+        base = ["-i", str(self.inventory), "-e", f"backup_dir={self.dir}"]
+        base += ["-e", f"backup_project_logs_dir={self.logs}"]
+        return base + [arg for pair in extra for arg in ("-e", pair)]
+
+    def backup(self, *extra: str):
+        return playbook("backup.yml", *self.args(*extra))
+
+    def restore(self, archive: str | Path, *extra: str):
+        return playbook("restore.yml", *self.args(f"backup={archive}", *extra))
+
+    def archives(self) -> list[Path]:
+        return [Path(p) for p in tb.backups(str(self.dir), self.stack.name)]
+
+    def snapshot(self) -> dict[str, tuple[bytes, int]]:
+        """Contents and modes of everything a restore writes (the LB logs grow with every request, so not
+        those)."""
+        out = {}
+        roots = [self.nginx, self.tls, self.inventory, self.logs]
+        if EVENTS_LOG.exists():
+            roots.append(EVENTS_LOG)
+        for root in roots:
+            paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+            for path in paths:
+                out[str(path)] = (path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
+        return out

@@ -1,88 +1,24 @@
 """backup.yml and restore.yml on the real stack: a restore gives back byte-identical files (modes kept) and
-the recorded replica counts; truncated, tampered and foreign archives, and a config nginx rejects, are
-refused with nothing changed; retention keeps exactly N. Every backup goes to a temporary directory, and
+the recorded replica counts; a config nginx rejects is refused with nothing changed (the malformed archives
+are rows of test_bad_input.py); retention keeps exactly N. Every backup goes to a temporary directory, and
 the session stack is left as it was found."""
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
 import stat
 import subprocess
-import tarfile
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import tenfold_backup as tb
 from conftest import stack_containers
-from helpers import EVENTS_LOG, ROOT, playbook
+from helpers import EVENTS_LOG, Backups, playbook
 
 pytestmark = pytest.mark.integration
 
 
-class Backups:
-    """Runs backup.yml and restore.yml with a backup directory, a project logs directory and an inventory
-    of the test's own (the inventory is a copy of the local one, so restoring it never writes the repo)."""
-
-    def __init__(self, stack, root: Path) -> None:
-        self.stack = stack
-        self.dir = root / "backups"
-        self.logs = root / "logs"
-        self.logs.mkdir()
-        (self.logs / "monitor-state.json").write_text('{"pools": {}}\n')
-        self.inventory = root / "inventory"
-        shutil.copytree(ROOT / "inventories" / "local", self.inventory)
-        self.nginx = Path(f"/etc/tenfold/{stack.name}/nginx")
-        self.tls = Path(f"/etc/tenfold/{stack.name}/tls")
-
-    def args(self, *extra: str) -> list[str]:
-        base = ["-i", str(self.inventory), "-e", f"backup_dir={self.dir}"]
-        base += ["-e", f"backup_project_logs_dir={self.logs}"]
-        return base + [arg for pair in extra for arg in ("-e", pair)]
-
-    def backup(self, *extra: str):
-        return playbook("backup.yml", *self.args(*extra))
-
-    def restore(self, archive: str | Path, *extra: str):
-        return playbook("restore.yml", *self.args(f"backup={archive}", *extra))
-
-    def archives(self) -> list[Path]:
-        return [Path(p) for p in tb.backups(str(self.dir), self.stack.name)]
-
-    def snapshot(self) -> dict[str, tuple[bytes, int]]:
-        """Contents and modes of everything a restore writes (the LB logs grow with every request, so not
-        those)."""
-        out = {}
-        roots = [self.nginx, self.tls, self.inventory, self.logs]
-        if EVENTS_LOG.exists():
-            roots.append(EVENTS_LOG)
-        for root in roots:
-            paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-            for path in paths:
-                out[str(path)] = (path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
-        return out
-
-
 def replicas(engine, stack, pool: str) -> int:
     return sum(1 for c in stack_containers(engine, stack.name) if c.labels.get("tenfold.pool") == pool)
-
-
-def lb_container(engine, stack):
-    return engine.containers.get(f"{stack.name}-lb")
-
-
-def copy_archive(src: Path, dest: Path, change) -> Path:
-    """A copy of an archive, member by member; change(info, data) returns the (info, data) to write."""
-    with tarfile.open(src, "r:gz") as tin, tarfile.open(dest, "w:gz") as tout:
-        for info in tin:
-            data = tin.extractfile(info).read() if info.isreg() else None
-            info, data = change(info, data)
-            if data is not None:
-                info.size = len(data)
-            tout.addfile(info, io.BytesIO(data) if data is not None else None)
-    return dest
 
 
 @pytest.fixture
@@ -127,60 +63,6 @@ def test_restore_gives_back_byte_identical_files_and_the_recorded_replicas(engin
     assert stat.S_IMODE((backups.tls / "privkey.pem").stat().st_mode) == 0o600
     assert {pool: replicas(engine, stack, pool) for pool in scale_before} == scale_before
     assert stack.client().get("/api/whoami").status == 200
-
-
-def truncated(archive: Path, dest: Path) -> Path:
-    data = archive.read_bytes()
-    dest.write_bytes(data[: len(data) * 2 // 3])
-    return dest
-
-
-def tampered(archive: Path, dest: Path) -> Path:
-    def change(info, data):
-        if info.name.endswith("/nginx/nginx.conf"):
-            data = data.replace(b"worker_connections", b"worker_connections 1; #")
-        return info, data
-
-    return copy_archive(archive, dest, change)
-
-
-def other_stacks(archive: Path, dest: Path) -> Path:
-    source = dest.parent / "other-nginx"
-    source.mkdir()
-    (source / "nginx.conf").write_text("events {}\n")
-    sources = [tb.Source("nginx", str(source))]
-    tb.write_archive(str(dest), "someotherstack", sources, {"backend": 9}, datetime.now(UTC))
-    return dest
-
-
-def random_tar_gz(archive: Path, dest: Path) -> Path:
-    with tarfile.open(dest, "w:gz") as tar:
-        tar.add(ROOT / "README.md", arcname="nginx/nginx.conf")
-    return dest
-
-
-@pytest.mark.parametrize(
-    ("make", "message"),
-    [
-        (truncated, "truncated"),
-        (tampered, "does not match its SHA-256"),
-        (other_stacks, "is a backup of stack 'someotherstack'"),
-        (random_tar_gz, "not a tenfold backup"),
-    ],
-)
-def test_bad_archive_is_rejected_and_nothing_changes(engine, stack, backups, tmp_path, make, message):
-    assert backups.backup().rc == 0
-    [archive] = backups.archives()
-    with open(backups.nginx / "nginx.conf", "a") as handle:
-        handle.write("# changed after the backup\n")
-    before = backups.snapshot()
-    started = lb_container(engine, stack).attrs["State"]["StartedAt"]
-    bad = make(archive, tmp_path / "bad.tar.gz")
-    run = backups.restore(bad)
-    assert run.rc != 0
-    assert message in run.output and "nothing changed" in run.output
-    assert backups.snapshot() == before
-    assert lb_container(engine, stack).attrs["State"]["StartedAt"] == started
 
 
 def test_config_nginx_rejects_is_not_restored(engine, stack, backups):
@@ -238,5 +120,3 @@ def test_bad_backup_settings_fail_before_anything_is_written(stack, backups):
     run = backups.backup("backup_retention=0")
     assert run.rc != 0 and "backup_retention=0 at least 1" in run.output
     assert not backups.dir.exists()
-    run = backups.restore("")
-    assert run.rc != 0 and "say which backup to use" in run.output

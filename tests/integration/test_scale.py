@@ -165,29 +165,6 @@ def test_scale_check_diff_shows_the_change_and_changes_nothing(engine, stack):
     assert event_count() == before
 
 
-BAD_REQUESTS = [
-    (["direction=sideways"], "direction must be 'up' or 'down'"),
-    (["direction=up", "step=0"], "step must be 1 or more"),
-    (["direction=up", "step=-1"], "step must be 1 or more"),
-    (["direction=up", "step=abc"], "step must be a whole number"),
-    (["pool=backend", "replicas=abc"], "replicas must be a whole number"),
-    (["pool=backend", "replicas=-1"], "replicas must be 0 or more"),
-    (["direction=up", "pool=unknown"], "not a pool of this stack"),
-    (["replicas=5"], "replicas needs pool"),
-]
-
-
-@pytest.mark.parametrize(("extra", "message"), BAD_REQUESTS, ids=[" ".join(b[0]) for b in BAD_REQUESTS])
-def test_bad_scale_request_fails_clearly_and_changes_nothing(engine, stack, extra, message):
-    containers = {c.name: c.id for c in stack_containers(engine, stack.name)}
-    config = Path(f"/etc/tenfold/{stack.name}/nginx/upstreams.conf").read_bytes()
-    run = scale(*extra)
-    assert run.rc != 0
-    assert message in run.output, run.output[-3000:]
-    assert {c.name: c.id for c in stack_containers(engine, stack.name)} == containers
-    assert Path(f"/etc/tenfold/{stack.name}/nginx/upstreams.conf").read_bytes() == config
-
-
 def test_request_beyond_the_bounds_is_clamped_and_says_so(engine, stack):
     run = scale("direction=down", "pool=backend")
     assert run.rc == 0, run.output[-3000:]

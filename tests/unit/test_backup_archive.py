@@ -231,8 +231,9 @@ def test_path_traversal_members_are_rejected(tree, name):
         tar.addfile(evil, io.BytesIO(b"evil"))
         for info in tin:
             tar.addfile(info, tin.extractfile(info) if info.isreg() else None)
-    with pytest.raises(tb.BackupError, match=r"unsafe path|outside"):
+    with pytest.raises(tb.BackupError, match=r"unsafe path|outside") as refused:
         tb.verify(str(bad), "s1")
+    assert str(refused.value).startswith(f"{bad}: ")
     assert not (tmp_path / "evil").exists()
 
 

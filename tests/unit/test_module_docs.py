@@ -50,7 +50,13 @@ def test_documented_options_match_the_argument_spec(name):
 
 
 @pytest.mark.parametrize(
-    ("kind", "name"), [("callback", "tenfold_scale_events"), ("filter", "tenfold_upstreams")]
+    ("kind", "name"),
+    [
+        ("callback", "tenfold_scale_events"),
+        ("filter", "tenfold_upstreams"),
+        ("filter", "tenfold_not_ip"),
+        ("filter", "tenfold_tls_problems"),
+    ],
 )
 def test_ansible_doc_renders_the_other_plugins(kind, name):
     result = ansible_doc("-t", kind, "--json", name)
