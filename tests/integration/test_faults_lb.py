@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import stack_containers
+from conftest import snapshot, stack_containers
 from helpers import assert_lb_error_page, playbook
 from load import Load
 
@@ -124,21 +124,19 @@ def test_a_broken_nginx_change_fails_with_nginxs_error_while_the_lb_serves_the_o
     engine, stack, figures
 ):
     live = Path(f"/etc/tenfold/{stack.name}/nginx")
-    before = files_of(live)
-    lb_id = engine.containers.get(f"{stack.name}-lb").id
+    before = snapshot(engine, stack)
     with Load(stack.https_port, ALL_PATHS, rate=60, workers=6, sources=LOAD_SOURCES, max_seconds=300) as load:
         # A value the role's own checks let through and nginx refuses: only nginx -t can catch it.
         run = playbook("site.yml", "-e", "nginx_lb_client_max_body_size=10q")
         time.sleep(1)
     assert run.rc != 0
     assert 'nginx: [emerg] "client_max_body_size" directive invalid value' in run.output, run.output[-3000:]
-    assert files_of(live) == before
+    assert snapshot(engine, stack) == before
     # Staging holds the live files again, not the rejected render: the next run compares against what is live.
     staging = Path(f"/etc/tenfold/{stack.name}/nginx-staging")
-    assert {k.split("/", 1)[1]: v for k, v in files_of(staging).items()} == {
-        k.split("/", 1)[1]: v for k, v in before.items()
+    assert files_of(staging) == {
+        k.replace("nginx/", "nginx-staging/", 1): v for k, v in files_of(live).items()
     }
-    assert engine.containers.get(f"{stack.name}-lb").id == lb_id
     assert load.tally.failed == 0, dict(load.tally.failures)
     assert load.tally.by_path["/api/whoami"] > 0 and load.tally.by_path["/"] > 0
     figures.record(
