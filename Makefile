@@ -57,10 +57,10 @@ lint: venv ## ruff and ansible-lint (production profile)
 	$(BIN)/ansible-lint
 
 test-unit: images ## Unit tests (no running stack; the config render tests run nginx -t in the nginx image)
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q --durations=10 tests/unit
 
 test-integration: deps venv sslyze ## Integration tests against a stack of their own on the real Docker engine
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q --durations=25 tests/integration
 
 test-molecule: venv ## Each role's molecule scenario (converge, idempotence, testinfra verify)
 	@set -e; for s in $(MOLECULE_SCENARIOS); do \
