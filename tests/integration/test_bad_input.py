@@ -379,7 +379,9 @@ def restore_files(backups: Backups) -> dict:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
-def test_bad_input_fails_clearly_and_changes_nothing(engine, stack, bad_input_kit, refusals, tmp_path, row):
+def test_bad_input_fails_clearly_and_changes_nothing(
+    engine, stack, bad_input_kit, refusals, figures, tmp_path, row
+):
     backups, good = bad_input_kit
     kit = Kit(tmp_path, backups, good)
     try:
@@ -396,3 +398,10 @@ def test_bad_input_fails_clearly_and_changes_nothing(engine, stack, bad_input_ki
     assert restore_files(backups) == files
     assert lock_kept, "the refused run took or removed another run's scale lock"
     assert stack.client().get("/health").status == 200
+    figures.record(
+        "Bad input: the table",
+        f"`{row.id}`: {row.playbook} {row.input}",
+        f"refused in {refusals[row.id]:.1f}",
+        "s",
+        note=row.prefix + row.message,
+    )

@@ -205,3 +205,26 @@ def test_the_whole_stack_stopped_at_once_comes_back_with_site_yml_and_nothing_is
         down = playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=3")
         assert down.rc == 0, down.output[-4000:]
     figures.record("Faults", "whole stack stopped: site.yml brought it back in", round(took, 1), "s")
+
+
+def test_logs_rotated_and_reopened_twice_keep_the_lb_validating_restarting_and_logging(engine, stack):
+    logs = Path(f"/var/log/tenfold/{stack.name}")
+    lb = engine.containers.get(f"{stack.name}-lb")
+    conf = "/etc/tenfold-nginx/nginx.conf"
+    for generation in (1, 2):
+        # As logrotate does: rename, then SIGUSR1 (nginx reopens its logs and hands them to its worker user).
+        for name in ("access.json.log", "error.log"):
+            (logs / name).rename(logs / f"{name}.{generation}")
+        lb.kill(signal="SIGUSR1")
+        assert wait_for(lambda: (logs / "error.log").exists(), timeout=10) is not None
+        assert answers(stack, "/health", source="127.0.0.9") == 200
+        assert wait_for(lambda: (logs / "access.json.log").exists(), timeout=10) is not None
+        check = lb.exec_run(["nginx", "-t", "-q", "-c", conf])
+        assert check.exit_code == 0, check.output.decode()
+    lb.restart(timeout=10)
+    assert wait_for(lambda: answers(stack, "/api/whoami", source="127.0.0.9") == 200, timeout=30) is not None
+    lb.reload()
+    assert lb.status == "running" and lb.attrs["RestartCount"] == 0
+    size = (logs / "access.json.log").stat().st_size
+    assert answers(stack, "/health", source="127.0.0.9") == 200
+    assert wait_for(lambda: (logs / "access.json.log").stat().st_size > size, timeout=10) is not None

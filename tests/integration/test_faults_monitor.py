@@ -275,11 +275,17 @@ def test_the_monitor_killed_in_the_middle_of_a_scale_up_leaves_no_orphan_and_kee
         put_back(stack)
 
 
-def test_without_its_access_log_the_monitor_never_scales_down_and_says_so(engine, stack, tmp_path, figures):
+def test_without_its_access_log_and_stub_status_the_monitor_never_scales_down_and_says_so(
+    engine, stack, tmp_path, figures
+):
     assert playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=4").rc == 0
     log = access_log(stack)
     moved = log.with_name(log.name + ".moved")
-    monitor = MonitorProcess(stack, tmp_path, stabilization_window_s=3.0, cooldown_s=1.0)
+    # stub_status unreachable as well (nothing listens on port 1): both sources of the request rate are gone.
+    unreachable = "http://127.0.0.1:1/nginx_status"
+    monitor = MonitorProcess(
+        stack, tmp_path, settings={"status_url": unreachable}, stabilization_window_s=3.0, cooldown_s=1.0
+    )
     try:
         # Frontend traffic only: the backend at 4 is idle, and with its metrics the monitor would scale it
         # down. The log is moved away (nginx goes on writing to the moved file, as after a delete) and the
@@ -292,15 +298,16 @@ def test_without_its_access_log_the_monitor_never_scales_down_and_says_so(engine
             assert held and all(d["action"] == "hold" for d in held), held
             assert backend_replicas(engine, stack) == 4
             assert "access log missing: traffic unknown" in monitor.log(), monitor.log()[-2000:]
+            assert f"stub_status unreachable at {unreachable}" in monitor.log(), monitor.log()[-2000:]
             moved.rename(log)  # the source is back
             back_at = time.time()
             assert wait_for(lambda: backend_replicas(engine, stack) == 3, timeout=60), monitor.log()[-3000:]
         downs = [at for at, d in monitor.decisions() if d["pool"] == "backend" and d["action"] == "down"]
         figures.record(
             "Faults",
-            "access log missing: scale-downs of an idle pool above its minimum",
+            "access log missing and stub_status unreachable: scale-downs of an idle pool above its minimum",
             sum(1 for d in held if d["action"] == "down"),
-            note=f"{len(held)} decisions in 15 s, each warned 'access log missing: traffic unknown'",
+            note=f"{len(held)} decisions in 15 s; warned 'access log missing' and 'stub_status unreachable'",
         )
         figures.record(
             "Faults",

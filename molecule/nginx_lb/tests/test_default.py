@@ -89,7 +89,7 @@ def test_container_runs_hardened_on_the_host_network(host):
     assert config["RestartPolicy"]["Name"] == "unless-stopped"
     assert config["CapDrop"] == ["ALL"]
     # Ports above 1024 here, so NET_BIND_SERVICE is not needed.
-    assert sorted(config["CapAdd"]) == ["CHOWN", "SETGID", "SETUID"]
+    assert sorted(config["CapAdd"]) == ["CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"]
     assert "no-new-privileges:true" in config["SecurityOpt"]
     assert info["Config"]["Labels"]["tenfold.stack"] == "mollb"
     assert info["Config"]["Healthcheck"]["Test"][0] == "CMD"
