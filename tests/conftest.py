@@ -12,6 +12,9 @@ for sub in ("plugins/module_utils", "plugins/filter", "monitor"):
     path = str(ROOT / sub)
     if path not in sys.path:
         sys.path.insert(0, path)
+# The scripts' shared helpers (benchlib), last: nothing there may shadow a test module.
+if str(ROOT / "scripts") not in sys.path:
+    sys.path.append(str(ROOT / "scripts"))
 
 
 def load_plugin(kind: str, name: str) -> ModuleType:

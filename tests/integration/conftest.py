@@ -43,7 +43,14 @@ def stack_containers(engine: docker.DockerClient, name: str) -> list:
     return engine.containers.list(all=True, filters={"label": f"tenfold.stack={name}"}, ignore_removed=True)
 
 
-def _files(root: Path) -> dict[str, tuple[str, int]]:
+def pool_containers(engine: docker.DockerClient, stack: Stack, pool: str) -> list:
+    """The pool's containers (any state), by replica index."""
+    found = [c for c in stack_containers(engine, stack.name) if c.labels.get("tenfold.pool") == pool]
+    return sorted(found, key=lambda c: int(c.labels["tenfold.replica"]))
+
+
+def tree_files(root: Path) -> dict[str, tuple[str, int]]:
+    """SHA-256 and mode of every file under root, by its path relative to root."""
     return {
         str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), stat.S_IMODE(p.stat().st_mode))
         for p in sorted(root.rglob("*"))
@@ -58,9 +65,13 @@ def snapshot(engine: docker.DockerClient, stack: Stack) -> dict:
     return {
         "containers": {c.name: (c.id, c.status, c.attrs["State"]["StartedAt"]) for c in containers},
         "replicas": dict(Counter(c.labels.get("tenfold.pool", "lb") for c in containers)),
-        "nginx": _files(Path(f"/etc/tenfold/{stack.name}/nginx")),
-        "tls": _files(Path(f"/etc/tenfold/{stack.name}/tls")),
+        **config_files(stack),
     }
+
+
+def config_files(stack: Stack) -> dict[str, dict]:
+    """The stack's live nginx configuration and TLS files."""
+    return {kind: tree_files(Path(f"/etc/tenfold/{stack.name}/{kind}")) for kind in ("nginx", "tls")}
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import ssl
 import stat
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,17 @@ SSLYZE = ROOT / ".venv-sslyze" / "bin" / "sslyze"
 # Scale events of the test stack go to a file of their own, not to the project's logs/.
 EVENTS_LOG = Path(tempfile.gettempdir()) / f"tenfoldit-scale-events-{os.getpid()}.jsonl"
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def wait_for(predicate, timeout: float, step: float = 0.5):
+    """predicate()'s first truthy value within timeout seconds (polled every step), else None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return None
 
 
 @dataclass

@@ -15,7 +15,7 @@ import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,40 +24,14 @@ import tenfold_lock
 import yaml
 from conftest import snapshot
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from helpers import EVENTS_LOG, ROOT, STACK_VARS, Backups, playbook
+from pki import pem_pair
 
 pytestmark = pytest.mark.integration
 
 
 # --- certificate files ----------------------------------------------------------------------------------
-def pem_pair(directory: Path, name: str, valid_from: int = -1, valid_days: int = 30, password=None):
-    """A self-signed certificate for localhost and its key, written as <name>-cert.pem / <name>-key.pem;
-    valid from `valid_from` days from now, for `valid_days` days."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    start = datetime.now(UTC) + timedelta(days=valid_from)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(days=valid_days))
-        .sign(key, hashes.SHA256())
-    )
-    cert, private = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    )
-    return cert, private
-
-
 # --- backup archives (made from a real backup of the session stack) -------------------------------------
 def copy_archive(src: Path, dest: Path, change) -> Path:
     """A copy of an archive, member by member; change(info, data) returns the (info, data) to write."""
@@ -305,7 +279,7 @@ ROWS = [
                 lambda d: (good_pair(d)[0], pem_pair(d, "other")[1]),
                 "good-cert.pem does not match the private key"),
     certificate("tls-certificate-expired", "a certificate that expired yesterday",
-                lambda d: pem_pair(d, "old", valid_from=-31, valid_days=30), "old-cert.pem expired on"),
+                lambda d: pem_pair(d, "old", days=(-31, -1)), "old-cert.pem expired on"),
     certificate("tls-certificate-without-key", "tls_certificate_src without tls_private_key_src",
                 lambda d: (good_pair(d)[0], None), "set both tls_certificate_src and tls_private_key_src"),
     certificate("tls-key-encrypted", "a key encrypted with a passphrase",

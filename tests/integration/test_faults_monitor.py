@@ -15,10 +15,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import stack_containers
-from helpers import EVENTS_LOG, ROOT, playbook
+from conftest import pool_containers, stack_containers
+from helpers import EVENTS_LOG, ROOT, playbook, wait_for
 from load import Load
-from test_monitor import MonitorProcess, backend_replicas, wait_for
+from test_monitor import MonitorProcess, backend_replicas
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +52,7 @@ def backend_port(stack, index: int) -> int:
 
 
 def running_backends(engine, stack) -> list[str]:
-    found = stack_containers(engine, stack.name)
-    backends = [c for c in found if c.labels.get("tenfold.pool") == "backend"]
-    return sorted(c.name for c in backends if c.status == "running")
+    return [c.name for c in pool_containers(engine, stack, "backend") if c.status == "running"]
 
 
 def access_log(stack) -> Path:

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from benchlib import monitor_settings
 from conftest import stack_containers
-from helpers import BIN, EVENTS_LOG, ROOT, STACK_VARS, ansible_env, playbook
+from helpers import BIN, EVENTS_LOG, ROOT, STACK_VARS, ansible_env, playbook, wait_for
 from load import Load
 
 pytestmark = pytest.mark.integration
@@ -33,21 +34,17 @@ class MonitorProcess:
         pool = {"min_replicas": 3, "max_replicas": 10, "target_rps_per_replica": 15.0, **policy}
         self.settings.write_text(
             json.dumps(
-                {
-                    "stack": stack.name,
-                    "project_dir": str(ROOT),
-                    "interval_s": 1.0,
-                    "status_url": f"http://127.0.0.1:{stack.status_port}/nginx_status",
-                    "events_log": str(EVENTS_LOG),
-                    "metrics_log": str(workdir / "metrics.json"),
-                    "decisions_log": str(workdir / "decisions.log"),
-                    "scale_log": str(workdir / "scale-runs.log"),
-                    "state_file": str(workdir / "state.json"),
-                    "window_s": 5.0,
-                    "scale_command": [str(BIN / "ansible-playbook"), "scale.yml", "-e", f"@{STACK_VARS}"],
-                    "pools": {"backend": pool},
+                monitor_settings(
+                    stack.name,
+                    stack.status_port,
+                    workdir,
+                    EVENTS_LOG,
+                    [str(BIN / "ansible-playbook"), "scale.yml", "-e", f"@{STACK_VARS}"],
+                    interval_s=1.0,
+                    window_s=5.0,
+                    pools={"backend": pool},
                     **(settings or {}),
-                }
+                )
             )
         )
         self.proc: subprocess.Popen | None = None
@@ -89,16 +86,6 @@ class MonitorProcess:
     def log(self) -> str:
         path = self.workdir / "decisions.log"
         return path.read_text() if path.exists() else ""
-
-
-def wait_for(predicate, timeout: float, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return None
 
 
 def first_decision(monitor: MonitorProcess, action: str) -> float | None:

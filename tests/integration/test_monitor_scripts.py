@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from benchlib import monitor_settings
 from helpers import BIN, EVENTS_LOG, ROOT, STACK_VARS, ansible_env
 
 pytestmark = pytest.mark.integration
@@ -30,18 +31,15 @@ def service_env(stack, tmp_path):
     settings = tmp_path / "monitor.json"
     settings.write_text(
         json.dumps(
-            {
-                "stack": stack.name,
-                "interval_s": 1.0,
-                "dry_run": True,
-                "status_url": f"http://127.0.0.1:{stack.status_port}/nginx_status",
-                "events_log": str(EVENTS_LOG),
-                "metrics_log": str(tmp_path / "metrics.json"),
-                "decisions_log": str(tmp_path / "decisions.log"),
-                "scale_log": str(tmp_path / "scale-runs.log"),
-                "state_file": str(tmp_path / "state.json"),
-                "scale_command": [str(BIN / "ansible-playbook"), "scale.yml", "-e", f"@{STACK_VARS}"],
-            }
+            monitor_settings(
+                stack.name,
+                stack.status_port,
+                tmp_path,
+                EVENTS_LOG,
+                [str(BIN / "ansible-playbook"), "scale.yml", "-e", f"@{STACK_VARS}"],
+                interval_s=1.0,
+                dry_run=True,
+            )
         )
     )
     env = {

@@ -7,16 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import stack_containers
+from conftest import pool_containers
 
 pytestmark = pytest.mark.integration
 
 LIMITS = {"frontend": 512 * 1024**2, "backend": 1024**3}
-
-
-def pool_containers(engine, stack, pool):
-    found = [c for c in stack_containers(engine, stack.name) if c.labels.get("tenfold.pool") == pool]
-    return sorted(found, key=lambda c: int(c.labels["tenfold.replica"]))
 
 
 @pytest.mark.parametrize("pool", ["frontend", "backend"])

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
+import pki
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from tenfold_checks import tenfold_not_ip, tenfold_tls_problems
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -32,26 +29,9 @@ def test_addresses_and_networks_pass_and_anything_else_is_returned():
     assert tenfold_not_ip([]) == [] and tenfold_not_ip(None) == []
 
 
-def pem_pair(tmp_path, name="a", days=(-1, 30), password=None):
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW + timedelta(days=days[0]))
-        .not_valid_after(NOW + timedelta(days=days[1]))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    )
-    return str(cert_path), str(key_path)
+def pem_pair(tmp_path, name="a", days=(-1, 30), password=None) -> tuple[str, str]:
+    cert, key = pki.pem_pair(tmp_path, name, days, password, now=NOW)
+    return str(cert), str(key)
 
 
 def test_a_valid_pair_has_no_problem(tmp_path):

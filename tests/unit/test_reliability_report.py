@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 def _load():
-    sys.path.insert(0, str(SCRIPTS))  # the script imports benchlib from its own folder
     spec = importlib.util.spec_from_file_location("reliability_report", SCRIPTS / "reliability-report.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
