@@ -98,16 +98,7 @@ class Manifest:
     def summary(self) -> dict:
         """The manifest without its file list (what a module returns)."""
         files = [e for e in self.entries if e.type == "file"]
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "stack": self.stack,
-            "created": self.created,
-            "scale": self.scale,
-            "sources": self.sources,
-            "files": len(files),
-            "bytes": sum(e.size for e in files),
-        }
+        return {**self.as_dict(), "files": len(files), "bytes": sum(e.size for e in files)}
 
 
 # --- names --------------------------------------------------------------------------------------------
