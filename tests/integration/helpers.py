@@ -121,9 +121,9 @@ class Client:
             self.host, self.port, timeout=timeout, source_address=(self.source, 0)
         )
 
-    def get(self, path: str, timeout: float = 15.0) -> Response:
+    def get(self, path: str, timeout: float = 15.0, headers: dict[str, str] | None = None) -> Response:
         conn = self.connection(timeout)
-        headers = {}
+        headers = dict(headers or {})
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         try:
