@@ -1,23 +1,43 @@
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""Filters that turn facts gathered on the Docker hosts into what the load balancer needs."""
+"""Filters that turn facts gathered on the Docker hosts, and the role's settings, into what the LB needs."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ansible.errors import AnsibleFilterError
 
-def tenfold_upstreams(hosts: Sequence[str], hostvars: Mapping[str, Any]) -> dict[str, list[str]]:
-    upstreams: dict[str, list[str]] = {}
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|M|y)?")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000}
+
+
+def tenfold_members(
+    hosts: Sequence[str], hostvars: Mapping[str, Any], fact: str = "app_pools_members"
+) -> dict[str, list[dict[str, Any]]]:
+    """Per pool, the LB members {id, address, port} of every host's `fact`: hosts in order, replicas by index."""
+    members: dict[str, list[dict[str, Any]]] = {}
     for host in hosts or []:
-        members = (hostvars.get(host) or {}).get("app_pools_members") or {}
-        for pool, replicas in members.items():
+        pools = (hostvars.get(host) or {}).get(fact) or {}
+        for pool, replicas in pools.items():
             ordered = sorted(replicas, key=lambda r: int(r.get("replica", 0)))
-            upstreams.setdefault(pool, []).extend(f"{r['address']}:{r['port']}" for r in ordered)
-    return upstreams
+            members.setdefault(pool, []).extend(
+                {"id": r["name"], "address": r["address"], "port": int(r["port"])} for r in ordered
+            )
+    return members
+
+
+def tenfold_seconds(value: str | int) -> float:
+    """An nginx time such as 10s, 500ms or 1m30s, in seconds (a bare number is seconds, as nginx reads it)."""
+    text = str(value).strip()
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(n + (u or "") for n, u in parts) != text:
+        raise AnsibleFilterError(f"{value!r} is not an nginx time such as 10s, 500ms or 1m30s")
+    return sum(int(n) * _UNIT_SECONDS[u or None] for n, u in parts)
 
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"tenfold_upstreams": tenfold_upstreams}
+        return {"tenfold_members": tenfold_members, "tenfold_seconds": tenfold_seconds}
