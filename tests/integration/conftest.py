@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import os
 import stat
 from collections import Counter
@@ -30,6 +32,39 @@ class Stack:
 
     def plain_client(self, source: str = "127.0.0.1") -> Client:
         return Client(self.http_port, source=source, tls=False)
+
+    def lb_api(
+        self, method: str, path: str, body: object = None, source: str = "127.0.0.1"
+    ) -> tuple[int, dict]:
+        """A call to the LB's status and control server (127.0.0.1 only): its status and JSON body."""
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.status_port, timeout=10, source_address=(source, 0)
+        )
+        try:
+            payload = None if body is None else (body if isinstance(body, (str, bytes)) else json.dumps(body))
+            conn.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            text = response.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+        try:
+            return response.status, json.loads(text)
+        except ValueError:
+            return response.status, {"text": text}
+
+    def lb_pool(self, pool: str) -> dict:
+        """A pool as the LB has it: generation, members (id, address, port, state, inflight, failing)."""
+        status, body = self.lb_api("GET", f"/members/{pool}")
+        assert status == 200, body
+        return body
+
+    def lb_workers(self, engine: docker.DockerClient) -> list[int]:
+        """PIDs of the LB's nginx worker processes: a reload replaces them, a member change does not."""
+        top = engine.containers.get(f"{self.name}-lb").top()
+        cmd = top["Titles"].index("CMD")
+        return sorted(
+            int(p[top["Titles"].index("PID")]) for p in top["Processes"] if "worker process" in p[cmd]
+        )
 
     def setting(self, role: str, name: str):
         """A role variable as this stack has it: from the stack's vars file, else the role's default."""

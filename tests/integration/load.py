@@ -3,10 +3,9 @@
 Each worker thread has its own source address, cookie jar and keep-alive connection, and sends its share of
 the rate to the paths it is given. It stops by itself after `max_seconds`, whatever happens.
 
-A request counts as failed when the answer is not 2xx, or when the connection breaks. One case is retried
-instead, as browsers and HTTP libraries do for idempotent requests (RFC 9110, 9.2.2): a reused keep-alive
-connection that the server closed before answering (it was idle when nginx reloaded). Those retries are
-counted and reported apart.
+A request counts as failed when the answer is not 2xx, or when the connection breaks: nothing is retried,
+as many clients (http.client, pooled proxies, any POST) do not retry either. A keep-alive connection the LB
+closed before answering is a failure like any other.
 """
 
 from __future__ import annotations
@@ -18,15 +17,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-
 
 @dataclass
 class Tally:
     sent: int = 0
     ok: int = 0
     failures: Counter = field(default_factory=Counter)
-    keepalive_retries: int = 0
     by_path: Counter = field(default_factory=Counter)
 
     @property
@@ -43,47 +39,30 @@ class Worker(threading.Thread):
         self.interval = interval
         self.conn: http.client.HTTPSConnection | None = None
         self.cookies: dict[str, str] = {}
-        self.reused = False
 
     def connect(self) -> http.client.HTTPSConnection:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        self.reused = False
         return http.client.HTTPSConnection(
             "127.0.0.1", self.load.port, timeout=15, source_address=(self.source, 0), context=ctx
         )
 
     def request(self, path: str) -> tuple[int, bytes]:
-        for attempt in (1, 2):
-            if self.conn is None:
-                self.conn = self.connect()
-            headers = (
-                {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
-            )
-            try:
-                self.conn.request("GET", path, headers=headers)
-                response = self.conn.getresponse()
-                body = response.read()
-            except RETRYABLE:
-                was_reused = self.reused
-                self.conn.close()
-                self.conn = None
-                if was_reused and attempt == 1:
-                    with self.load.lock:
-                        self.load.tally.keepalive_retries += 1
-                    continue
-                raise
-            self.reused = True
-            for key, value in response.getheaders():
-                if key.lower() == "set-cookie":
-                    name, _, rest = value.partition("=")
-                    self.cookies[name.strip()] = rest.split(";", 1)[0]
-            if response.getheader("connection", "").lower() == "close":
-                self.conn.close()
-                self.conn = None
-            return response.status, body
-        raise AssertionError("unreachable")
+        if self.conn is None:
+            self.conn = self.connect()
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+        self.conn.request("GET", path, headers=headers)
+        response = self.conn.getresponse()
+        body = response.read()
+        for key, value in response.getheaders():
+            if key.lower() == "set-cookie":
+                name, _, rest = value.partition("=")
+                self.cookies[name.strip()] = rest.split(";", 1)[0]
+        if response.getheader("connection", "").lower() == "close":
+            self.conn.close()
+            self.conn = None
+        return response.status, body
 
     def run(self) -> None:
         index = 0

@@ -126,7 +126,7 @@ end
 
 -- A write's body, checked field by field: {generation = N, members = [...]}. Returns the members or an error.
 function M.check(body)
-    if type(body) ~= "table" then
+    if type(body) ~= "table" or body[1] ~= nil then
         return nil, 'the body must be a JSON object {"generation": N, "members": [...]}'
     end
     for key in pairs(body) do

@@ -1,0 +1,257 @@
+"""The LB's members API and Lua balancer, through the stack's real nginx and its real replicas.
+
+Each test that changes a pool's members puts them back (as scale.yml would have them) before it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import playbook, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def state_file(stack) -> Path:
+    return Path(f"/var/lib/tenfold/{stack.name}/lb/members.json")
+
+
+def put(stack, pool: str, members: list[dict], generation: int | None = None) -> tuple[int, dict]:
+    if generation is None:
+        generation = stack.lb_pool(pool)["generation"]
+    return stack.lb_api("PUT", f"/members/{pool}", {"generation": generation, "members": members})
+
+
+def plain(members: list[dict], **states: str) -> list[dict]:
+    """Members as a write takes them; states={id: state} overrides some."""
+    return [
+        {"id": m["id"], "address": m["address"], "port": m["port"], "state": states.get(m["id"], m["state"])}
+        for m in members
+    ]
+
+
+@contextlib.contextmanager
+def members_restored(stack, pool: str):
+    """Whatever a test does to the pool, it ends with the members it had."""
+    original = plain(stack.lb_pool(pool)["members"])
+    try:
+        yield original
+    finally:
+        status, body = put(stack, pool, original)
+        assert status == 200, body
+
+
+def instance(response) -> str:
+    return response.json()["instance"]
+
+
+def in_background(fn, *args):
+    """Run fn(*args) in a thread; the returned list holds its result once the thread is joined."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(fn(*args)), daemon=True)
+    thread.start()
+    return thread, out
+
+
+# --- bad input --------------------------------------------------------------------------------------------
+def member(**changes) -> dict:
+    return {"id": "tenfoldit-backend-9", "address": "127.0.0.1", "port": 28209, "state": "active", **changes}
+
+
+def body(*members, generation="G", **extra) -> dict:
+    """A write's body; generation "G" is the pool's current one, "G-1" the one before."""
+    return {"generation": generation, "members": list(members), **extra}
+
+
+BACKEND = "/members/backend"
+BAD_WRITES = [
+    ("not-json", "PUT", BACKEND, "nope", 400, "the body is not JSON"),
+    ("not-an-object", "PUT", BACKEND, "[1, 2]", 400, "the body must be a JSON object"),
+    ("no-generation", "PUT", BACKEND, {"members": []}, 400, "generation: null must be the whole"),
+    ("generation-not-whole", "PUT", BACKEND, body(generation=1.5), 400, "generation: 1.5"),
+    ("unknown-field", "PUT", BACKEND, body(weight=2), 400, 'unknown field "weight"'),
+    ("members-not-a-list", "PUT", BACKEND, {"generation": "G", "members": {"a": 1}}, 400, "must be a list"),
+    ("member-not-an-object", "PUT", BACKEND, body("x"), 400, "members[1]: must be an object"),
+    ("bad-address", "PUT", BACKEND, body(member(address="1.2.3")), 400,
+     'members[1].address: "1.2.3" must be an IPv4 address'),
+    ("address-octet", "PUT", BACKEND, body(member(address="127.0.0.300")), 400, "must be an IPv4 address"),
+    ("host-name", "PUT", BACKEND, body(member(address="evil.example")), 400, "must be an IPv4 address"),
+    ("bad-port", "PUT", BACKEND, body(member(port=70000)), 400,
+     "members[1].port: 70000 must be a whole number from 1 to 65535"),
+    ("port-as-text", "PUT", BACKEND, body(member(port="28209")), 400, "members[1].port"),
+    ("unknown-state", "PUT", BACKEND, body(member(state="gone")), 400,
+     'members[1].state: "gone" must be "active" or "draining"'),
+    ("bad-id", "PUT", BACKEND, body(member(id="a b;")), 400, "members[1].id"),
+    ("duplicate-id", "PUT", BACKEND, body(member(), member(port=28208)), 400,
+     'members[2].id: "tenfoldit-backend-9" is listed twice'),
+    ("duplicate-endpoint", "PUT", BACKEND, body(member(), member(id="other")), 400,
+     "127.0.0.1:28209 is listed twice"),
+    ("unknown-member-field", "PUT", BACKEND, body(member(weight=5)), 400,
+     'members[1]: unknown field "weight"'),
+    ("stale-generation", "PUT", BACKEND, body(member(), generation="G-1"), 409,
+     "is stale: the pool is at generation"),
+    ("unknown-pool", "PUT", "/members/admin", body(generation=0), 404, "no pool admin"),
+    ("post", "POST", BACKEND, body(), 405, "POST is not allowed"),
+    ("put-without-pool", "PUT", "/members", body(), 405, "PUT names the pool"),
+    ("too-large", "PUT", BACKEND, "x" * 70000, 413, "413"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [case[1:] for case in BAD_WRITES],
+    ids=[case[0] for case in BAD_WRITES],
+)
+def test_a_malformed_member_write_is_refused_and_changes_nothing(stack, method, path, body, status, message):
+    before = {pool: stack.lb_pool(pool) for pool in ("frontend", "backend")}
+    saved = state_file(stack).read_bytes()
+    generation = before["backend"]["generation"]
+    if isinstance(body, dict) and isinstance(body.get("generation"), str):
+        body = {**body, "generation": generation - 1 if body["generation"] == "G-1" else generation}
+    code, answer = stack.lb_api(method, path, body)
+    assert code == status, answer
+    assert message in answer.get("error", answer.get("text", "")), answer
+    assert {pool: stack.lb_pool(pool) for pool in ("frontend", "backend")} == before
+    assert state_file(stack).read_bytes() == saved
+
+
+def test_the_control_api_refuses_any_address_but_127_0_0_1(stack):
+    before = stack.lb_pool("backend")
+    for method, body in (("GET", None), ("PUT", {"generation": before["generation"], "members": []})):
+        code, answer = stack.lb_api(method, "/members/backend", body, source="127.0.0.5")
+        assert code == 403, answer
+    assert stack.lb_pool("backend") == before
+
+
+# --- balancing --------------------------------------------------------------------------------------------
+def test_least_connections_gives_each_long_request_an_idle_replica(stack):
+    backends = len(stack.lb_pool("backend")["members"])
+    clients = [stack.client(source=f"127.0.7.{i}") for i in range(1, 2 * backends + 1)]
+    threads = []
+    for client in clients:
+        threads.append(in_background(client.get, "/api/work?ms=2500"))
+        time.sleep(0.15)  # each request is in flight before the next one is placed
+    for thread, _ in threads:
+        thread.join(timeout=30)
+    served = [instance(out[0]) for _, out in threads]
+    # Two rounds of one long request per replica: the LB's in-flight counts are shared by all workers.
+    assert len(set(served[:backends])) == backends, served
+    assert len(set(served[backends:])) == backends, served
+
+
+def test_frontend_clients_are_spread_pinned_and_moved_only_off_a_draining_replica(stack):
+    clients = [stack.client(source=f"127.0.8.{i}") for i in range(1, 41)]
+    homes = [instance(c.get("/whoami")) for c in clients]
+    assert len(set(homes)) == len(stack.lb_pool("frontend")["members"]), "spread by the client's address"
+    assert all(c.cookies.get("tenfold_route") for c in clients)
+    assert [instance(c.get("/whoami")) for c in clients] == homes, "the route cookie pins each client"
+    with members_restored(stack, "frontend") as original:
+        leaving = original[-1]["id"]
+        status, body = put(stack, "frontend", plain(original, **{leaving: "draining"}))
+        assert status == 200, body
+        moved = [instance(c.get("/whoami")) for c in clients]
+        for home, now in zip(homes, moved, strict=True):
+            assert now == home if home != leaving else now != leaving
+        assert leaving not in moved
+        # The moved clients' cookies now name their new replicas: they stay there when the other comes back.
+    assert [instance(c.get("/whoami")) for c in clients] == moved
+
+
+def test_a_draining_member_finishes_its_request_and_gets_no_new_one(stack):
+    with members_restored(stack, "backend") as original:
+        leaving = original[-1]
+        assert put(stack, "backend", [leaving])[0] == 200
+        thread, out = in_background(stack.client(source="127.0.7.50").get, "/api/work?ms=3000")
+        assert wait_for(lambda: stack.lb_pool("backend")["members"][0]["inflight"] == 1, timeout=5, step=0.05)
+        assert put(stack, "backend", plain(original, **{leaving["id"]: "draining"}))[0] == 200
+        shown = {m["id"]: m for m in stack.lb_pool("backend")["members"]}[leaving["id"]]
+        assert (shown["state"], shown["inflight"]) == ("draining", 1)
+        quick = [instance(stack.client(source=f"127.0.7.{60 + i}").get("/api/whoami")) for i in range(20)]
+        assert leaving["id"] not in quick
+        thread.join(timeout=30)
+        assert out[0].status == 200 and instance(out[0]) == leaving["id"]
+        shown = {m["id"]: m for m in stack.lb_pool("backend")["members"]}[leaving["id"]]
+        assert shown["inflight"] == 0
+
+
+def test_a_failing_member_is_marked_for_all_workers_and_its_requests_go_elsewhere(stack):
+    max_fails = stack.setting("nginx_lb", "nginx_lb_upstream_max_fails")
+    with members_restored(stack, "backend") as original:
+        dead = {"id": "tenfoldit-backend-dead", "address": "127.0.0.1", "port": 28250, "state": "active"}
+        assert put(stack, "backend", [*original, dead])[0] == 200
+        answers = [stack.client(source=f"127.0.7.{100 + i}").get("/api/whoami") for i in range(40)]
+        assert [a.status for a in answers] == [200] * 40, "each try on the dead member is retried elsewhere"
+        shown = {m["id"]: m for m in stack.lb_pool("backend")["members"]}["tenfoldit-backend-dead"]
+        assert shown["failing"] is True
+        _, status = stack.lb_api("GET", "/status")
+        # max_fails tries in all, not per worker: then it rests, for every worker.
+        assert status["pools"]["backend"]["served"]["tenfoldit-backend-dead"]["failures"] == max_fails
+
+
+def answers(stack) -> bool:
+    try:
+        return stack.lb_api("GET", "/members")[0] == 200
+    except OSError:
+        return False
+
+
+# --- persistence ------------------------------------------------------------------------------------------
+def test_members_survive_a_reload_and_a_restart_of_the_lb(engine, stack):
+    before = {pool: stack.lb_pool(pool) for pool in ("frontend", "backend")}
+    lb = engine.containers.get(f"{stack.name}-lb")
+    assert lb.exec_run(["nginx", "-s", "reload", "-c", "/etc/tenfold-nginx/nginx.conf"]).exit_code == 0
+    time.sleep(1)
+    assert {p: stack.lb_pool(p)["members"] for p in before} == {p: before[p]["members"] for p in before}
+    lb.restart(timeout=30)
+    assert wait_for(lambda: answers(stack), timeout=30)
+    after = {pool: stack.lb_pool(pool) for pool in ("frontend", "backend")}
+    assert {p: (a["generation"], a["members"]) for p, a in after.items()} == {
+        p: (b["generation"], [{**m, "inflight": 0, "failing": False} for m in b["members"]])
+        for p, b in before.items()
+    }
+    assert stack.client(source="127.0.7.200").get("/api/whoami").status == 200
+    # site.yml after that changes neither the configuration nor the members: no reload, no new generation.
+    workers = stack.lb_workers(engine)
+    run = playbook("site.yml")
+    assert run.rc == 0, run.output[-3000:]
+    assert stack.lb_workers(engine) == workers
+    assert {p: stack.lb_pool(p)["generation"] for p in before} == {p: after[p]["generation"] for p in before}
+
+
+# --- counters ---------------------------------------------------------------------------------------------
+def served(status: dict, pool: str) -> int:
+    return sum(sum(m["requests"].values()) for m in status["pools"][pool]["served"].values())
+
+
+def test_the_lb_counts_served_and_rejected_requests_apart(stack):
+    _, before = stack.lb_api("GET", "/status")
+    client = stack.client(source="127.0.7.210")
+    ok = [client.get("/api/whoami").status for _ in range(10)]
+    flood = [stack.client(source="127.0.7.211").get("/api/whoami").status for _ in range(60)]
+    refused = flood.count(429)
+    assert ok == [200] * 10 and refused > 0
+    too_large = client.connection()
+    too_large.request("POST", "/api/echo", body=b"x", headers={"Content-Length": str(64 * 1024 * 1024)})
+    assert too_large.getresponse().status == 413
+    too_large.close()
+    _, after = stack.lb_api("GET", "/status")
+    assert served(after, "backend") - served(before, "backend") == 10 + flood.count(200)
+    rejected = after["pools"]["backend"]["rejected"]
+    was = before["pools"]["backend"]["rejected"]
+    assert rejected.get("429", 0) - was.get("429", 0) == refused
+    assert rejected.get("413", 0) - was.get("413", 0) == 1
+
+    code, text = stack.lb_api("GET", "/metrics")
+    metrics = text["text"]
+    assert code == 200
+    assert "# TYPE tenfold_lb_requests_total counter" in metrics
+    assert "# TYPE tenfold_lb_upstream_response_time_seconds histogram" in metrics
+    assert f'tenfold_lb_rejected_requests_total{{pool="backend",code="429"}} {rejected["429"]}' in metrics
+    for member, figures in after["pools"]["backend"]["served"].items():
+        line = f'tenfold_lb_upstream_response_time_seconds_count{{pool="backend",member="{member}"}} '
+        assert f"{line}{figures['response_time']['count']}" in metrics
