@@ -11,7 +11,7 @@ Commands:
   scale-up   [POOL] [STEP]   add STEP replicas (default 1) to POOL (default: every pool)
   scale-down [POOL] [STEP]   remove STEP replicas (default 1) from POOL (default: every pool)
   scale      POOL REPLICAS   set POOL to exactly REPLICAS
-  status     [--json] [--stack NAME] [--nginx-dir DIR] [--events FILE]
+  status     [--json] [--stack NAME] [--members-url URL] [--events FILE]
                              pools, replicas, LB membership and the last scale events
   help                       this text
 

@@ -134,6 +134,7 @@ def monitor_settings(
         "stack": stack,
         "project_dir": str(ROOT),
         "status_url": f"http://127.0.0.1:{status_port}/nginx_status",
+        "members_url": f"http://127.0.0.1:{status_port}/members",
         "events_log": str(events_log),
         "metrics_log": str(workdir / "metrics.json"),
         "decisions_log": str(workdir / "decisions.log"),

@@ -3,11 +3,12 @@
 # SPDX-License-Identifier: MIT
 """Status of a tenfold stack at a glance: pools, replicas, load balancer membership and recent scale events.
 
-Reads the local Docker engine (or DOCKER_HOST), the live nginx upstreams of the stack and the scale-events
-log; changes nothing. Parsing, CPU arithmetic and rendering are pure functions (tests/unit/test_status.py);
-Docker and file reads stay in the functions at the bottom.
+Reads the local Docker engine (or DOCKER_HOST), the LB's members API (GET /members on its status server:
+which replicas are active members, which are draining, the LB's requests in flight on each) and the
+scale-events log; changes nothing. Parsing, CPU arithmetic and rendering are pure functions
+(tests/unit/test_status.py); Docker, HTTP and file reads stay in the functions at the bottom.
 
-    scripts/tenfold_status.py [--stack NAME] [--json] [--nginx-dir DIR] [--events FILE]
+    scripts/tenfold_status.py [--stack NAME] [--json] [--members-url URL] [--events FILE]
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ if str(ROOT / "monitor") not in sys.path:
     sys.path.insert(0, str(ROOT / "monitor"))  # parsers and stats arithmetic shared with the monitor
 
 from tenfold_monitor.containers import cpu_percent, memory_usage, published  # noqa: E402
-from tenfold_monitor.upstreams import UpstreamServer as UpstreamServer  # noqa: E402 (kept as a name here)
-from tenfold_monitor.upstreams import member_key, parse_upstreams, pool_members  # noqa: E402
+from tenfold_monitor.lbmembers import LbMember, member_key, read_members  # noqa: E402
+from tenfold_monitor.lbmembers import parse_members as parse_members  # noqa: E402 (kept as a name here)
 
 DEFAULT_STACK = "tenfold"
+DEFAULT_STATUS_PORT = 8081  # nginx_lb_status_port's default
+NOT_IN_LB = "absent"  # Replica.lb_state of a replica the LB does not list
 KNOWN_POOLS = ("frontend", "backend")
 LABEL_STACK = "tenfold.stack"
 LABEL_POOL = "tenfold.pool"
@@ -78,7 +81,11 @@ class Replica:
     cpu_percent: float | None = None
     memory_used: int | None = None
     memory_limit: int | None = None
+    # The LB's view (None: membership unknown). in_lb: an active member, one the LB sends new requests to.
     in_lb: bool | None = None
+    lb_state: str | None = None  # "active", "draining" (no new requests, finishing its own) or NOT_IN_LB
+    lb_inflight: int | None = None  # requests the LB has in flight on it (None when it is no member)
+    lb_failing: bool | None = None  # passively marked failed: the LB rests it for fail_timeout
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ class PoolStatus:
     wanted_from: str  # "event" (the last successful scale run) or "containers" (no such run yet)
     running: int
     healthy: int
-    in_lb: int | None
+    in_lb: int | None  # the pool's active LB members
 
 
 @dataclass(frozen=True)
@@ -102,13 +109,13 @@ class LoadBalancer:
 class StackStatus:
     stack: str
     generated_at: str
-    nginx_config: str
-    nginx_config_found: bool
+    members_url: str
+    members_known: bool  # the members API answered
     lb: LoadBalancer | None
     pools: list[PoolStatus]
     replicas: list[Replica]
     events: list[ScaleEvent]
-    upstreams_without_container: dict[str, list[str]] = field(default_factory=dict)
+    members_without_container: dict[str, list[str]] = field(default_factory=dict)
 
 
 # --- scale events (pure) --------------------------------------------------------------------------
@@ -171,14 +178,33 @@ def wanted_from_events(events: list[ScaleEvent]) -> dict[str, int]:
 
 
 # --- combining (pure) -----------------------------------------------------------------------------
-def with_membership(replicas: list[Replica], members: dict[str, set[str]] | None) -> list[Replica]:
+Members = dict[str, list[LbMember]]  # pool -> the LB's members of it, as lbmembers.read_members gives them
+
+
+def member_of(replica: Replica, members: Members) -> LbMember | None:
+    """The LB member that is this replica: the one at its published address (a wildcard bind on 127.0.0.1)."""
+    key = member_key(replica.address)
+    return next((m for m in members.get(replica.pool, []) if m.endpoint == key), None) if key else None
+
+
+def with_membership(replicas: list[Replica], members: Members | None) -> list[Replica]:
     if members is None:
         return replicas
     out = []
     for replica in replicas:
-        key = member_key(replica.address)
-        in_lb = key is not None and key in members.get(replica.pool, set())
-        out.append(replace(replica, in_lb=in_lb))
+        member = member_of(replica, members)
+        if member is None:
+            out.append(replace(replica, in_lb=False, lb_state=NOT_IN_LB))
+            continue
+        out.append(
+            replace(
+                replica,
+                in_lb=member.serving,
+                lb_state=member.state,
+                lb_inflight=member.inflight,
+                lb_failing=member.failing,
+            )
+        )
     return out
 
 
@@ -188,7 +214,7 @@ def ordered_pools(names: Iterable[str]) -> list[str]:
 
 
 def pool_statuses(
-    replicas: list[Replica], wanted: dict[str, int], members: dict[str, set[str]] | None
+    replicas: list[Replica], wanted: dict[str, int], members: Members | None
 ) -> list[PoolStatus]:
     out = []
     for pool in ordered_pools([r.pool for r in replicas] + list(wanted)):
@@ -200,18 +226,19 @@ def pool_statuses(
                 wanted_from="event" if pool in wanted else "containers",
                 running=sum(r.state == "running" for r in mine),
                 healthy=sum(r.state == "running" and r.health == "healthy" for r in mine),
-                in_lb=None if members is None else len(members.get(pool, set())),
+                in_lb=None if members is None else sum(m.serving for m in members.get(pool, [])),
             )
         )
     return out
 
 
-def strays(replicas: list[Replica], members: dict[str, set[str]] | None) -> dict[str, list[str]]:
-    """LB members of each pool that no container of the stack publishes (a stale config, say)."""
+def strays(replicas: list[Replica], members: Members | None) -> dict[str, list[str]]:
+    """ADDRESS:PORT of each pool's LB members, active or draining, that no container of the stack publishes
+    (a replica removed behind the LB's back, say)."""
     if members is None:
         return {}
     known = {member_key(r.address) for r in replicas}
-    found = {pool: sorted(addrs - known) for pool, addrs in members.items()}
+    found = {pool: sorted({m.endpoint for m in listed} - known) for pool, listed in members.items()}
     return {pool: addrs for pool, addrs in found.items() if addrs}
 
 
@@ -234,10 +261,6 @@ def short_time(iso: str) -> str:
         return "?"
     text = iso.replace("T", " ")
     return re.sub(r"\.\d+", "", text)
-
-
-def yes_no(value: bool | None) -> str:
-    return "?" if value is None else ("yes" if value else "no")
 
 
 def columns(headers: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> list[str]:
@@ -264,15 +287,24 @@ def pools_table(pools: list[PoolStatus]) -> list[str]:
     return columns(["POOL", "WANTED", "RUNNING", "HEALTHY", "IN LB"], rows, frozenset({1, 2, 3, 4}))
 
 
+def lb_cells(replica: Replica) -> list[str]:
+    """IN LB (active, draining, no; ? unknown) and LB INFLIGHT (- when no member) of a replica."""
+    if replica.lb_state is None:
+        return ["?", "?"]
+    if replica.lb_state == NOT_IN_LB:
+        return ["no", "-"]
+    return [replica.lb_state, "?" if replica.lb_inflight is None else str(replica.lb_inflight)]
+
+
 def replicas_table(replicas: list[Replica]) -> list[str]:
     rows = []
     for r in replicas:
         used, limit = human_bytes(r.memory_used), human_bytes(r.memory_limit)
         memory = "-" if r.memory_used is None else f"{used} / {limit}"
         cpu = "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}"
-        rows.append([r.name, r.state, r.health, cpu, memory, r.address or "-", yes_no(r.in_lb)])
-    headers = ["REPLICA", "STATE", "HEALTH", "CPU %", "MEMORY", "ADDRESS", "IN LB"]
-    return columns(headers, rows, frozenset({3}))
+        rows.append([r.name, r.state, r.health, cpu, memory, r.address or "-", *lb_cells(r)])
+    headers = ["REPLICA", "STATE", "HEALTH", "CPU %", "MEMORY", "ADDRESS", "IN LB", "LB INFLIGHT"]
+    return columns(headers, rows, frozenset({3, 7}))
 
 
 def shown_changes(event: ScaleEvent) -> list[PoolChange]:
@@ -299,13 +331,16 @@ def render_table(status: StackStatus) -> str:
         lb = status.lb
         lb_text = f"{lb.name}  {lb.state}  {lb.health}" if lb else f"{status.stack}-lb  not found"
         lines += [f"Load balancer: {lb_text}", ""]
-        if not status.nginx_config_found:
-            lines += [f"LB config {status.nginx_config} not found: membership unknown (?).", ""]
+        if not status.members_known:
+            lines += [f"LB members unknown: no readable answer from {status.members_url} (?).", ""]
         lines += pools_table(status.pools) if status.pools else ["No app containers."]
         if any(p.wanted_from == "containers" for p in status.pools):
             lines.append("* no successful scale run recorded: wanted = containers found")
-        for pool, addrs in status.upstreams_without_container.items():
-            lines.append(f"! {pool}: LB sends traffic to {', '.join(addrs)}, which no container publishes")
+        for pool, addrs in status.members_without_container.items():
+            lines.append(f"! {pool}: the LB lists {', '.join(addrs)}, which no container publishes")
+        for r in status.replicas:
+            if r.lb_failing:
+                lines.append(f"! {r.name}: failing, the LB rests it (no new requests until fail_timeout)")
         if status.replicas:
             lines += ["", *replicas_table(status.replicas)]
     lines += ["", f"Last {RECENT_EVENTS} scale events:"]
@@ -318,16 +353,31 @@ def render_json(status: StackStatus) -> str:
 
 
 # --- I/O: files -----------------------------------------------------------------------------------
+def inventory_vars(root: Path = ROOT) -> dict[str, Any]:
+    """The local inventory's group_vars/all.yml; {} when it cannot be read."""
+    try:
+        values = yaml.safe_load((root / "inventories/local/group_vars/all.yml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
 def default_stack(root: Path = ROOT) -> str:
     """$TENFOLD_STACK, else tenfold_stack of the local inventory, else tenfold."""
     if os.environ.get("TENFOLD_STACK"):
         return os.environ["TENFOLD_STACK"]
-    try:
-        values = yaml.safe_load((root / "inventories/local/group_vars/all.yml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return DEFAULT_STACK
-    name = values.get("tenfold_stack") if isinstance(values, dict) else None
+    name = inventory_vars(root).get("tenfold_stack")
     return str(name) if name else DEFAULT_STACK
+
+
+def default_members_url(root: Path = ROOT) -> str:
+    """The members API on the status port of the local inventory (nginx_lb_status_port, else 8081).
+
+    The port is the inventory's, not the stack's: the LB of a stack that listens elsewhere (a test
+    stack, say) is named with --members-url.
+    """
+    port = _as_int(inventory_vars(root).get("nginx_lb_status_port"))
+    return f"http://127.0.0.1:{port or DEFAULT_STATUS_PORT}/members"
 
 
 def read_text(path: Path) -> str | None:
@@ -335,14 +385,6 @@ def read_text(path: Path) -> str | None:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-
-
-def read_members(nginx_dir: Path, pools: Iterable[str]) -> dict[str, set[str]] | None:
-    text = read_text(nginx_dir / "upstreams.conf")
-    if text is None:
-        return None
-    blocks = parse_upstreams(text)
-    return {pool: pool_members(blocks, pool) for pool in pools}
 
 
 # --- I/O: Docker --------------------------------------------------------------------------------
@@ -413,7 +455,7 @@ def load_lb(client: docker.DockerClient, stack: str) -> LoadBalancer | None:
     return LoadBalancer(container.name, container.attrs["State"]["Status"], health_of(container.attrs))
 
 
-def collect(client: docker.DockerClient, stack: str, nginx_dir: Path, events_path: Path) -> StackStatus:
+def collect(client: docker.DockerClient, stack: str, members_url: str, events_path: Path) -> StackStatus:
     try:
         replicas = load_replicas(client, stack)
         lb = load_lb(client, stack)
@@ -421,17 +463,17 @@ def collect(client: docker.DockerClient, stack: str, nginx_dir: Path, events_pat
         raise EngineUnreachable(str(exc)) from exc
     events = read_events((read_text(events_path) or "").splitlines(), stack)
     wanted = wanted_from_events(events)
-    members = read_members(nginx_dir, ordered_pools([r.pool for r in replicas] + list(wanted)))
+    members = read_members(members_url)
     return StackStatus(
         stack=stack,
         generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        nginx_config=str(nginx_dir / "upstreams.conf"),
-        nginx_config_found=members is not None,
+        members_url=members_url,
+        members_known=members is not None,
         lb=lb,
         pools=pool_statuses(replicas, wanted, members),
         replicas=with_membership(replicas, members),
         events=events[-RECENT_EVENTS:],
-        upstreams_without_container=strays(replicas, members),
+        members_without_container=strays(replicas, members),
     )
 
 
@@ -442,7 +484,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--stack", help="stack name (default: $TENFOLD_STACK, else the local inventory's)")
     parser.add_argument("--json", action="store_true", help="print the same data as JSON")
-    parser.add_argument("--nginx-dir", type=Path, help="live LB config (default /etc/tenfold/STACK/nginx)")
+    parser.add_argument(
+        "--members-url",
+        help="the LB's members API (default http://127.0.0.1:PORT/members, PORT the local inventory's "
+        f"nginx_lb_status_port, else {DEFAULT_STATUS_PORT})",
+    )
     events = ROOT / "logs" / "scale-events.jsonl"
     parser.add_argument("--events", type=Path, default=events, help=f"scale events (default {events})")
     return parser.parse_args(argv)
@@ -451,9 +497,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stack = args.stack or default_stack()
-    nginx_dir = args.nginx_dir or Path("/etc/tenfold") / stack / "nginx"
+    members_url = args.members_url or default_members_url()
     try:
-        status = collect(connect(), stack, nginx_dir, args.events)
+        status = collect(connect(), stack, members_url, args.events)
     except EngineUnreachable as exc:
         reason = f"cannot reach the Docker engine ({exc})"
         print(f"tenfold_status: {reason}. Is it running, and may this user use it?", file=sys.stderr)

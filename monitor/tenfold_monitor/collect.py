@@ -7,8 +7,9 @@ a scaler must not read "the log is gone" as "nobody is visiting". An idle pool, 
 known to be current, has a real 0 rps.
 
 The access log is current when a line arrived in the last `stale_after_s` seconds, or when stub_status
-shows nginx served (almost) nothing in the meantime beyond the monitor's own stub_status requests, which
-nginx does not log. When neither can be shown, traffic is None.
+shows nginx served (almost) nothing in the meantime beyond the monitor's own requests to the LB's status
+server (stub_status and the members API), which nginx counts and does not log. When neither can be shown,
+traffic is None.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tenfold_monitor.containers import (
     collect_containers,
 )
 from tenfold_monitor.host import HostSampler
-from tenfold_monitor.upstreams import UpstreamServer, member_key, pool_members, read_upstreams
+from tenfold_monitor.lbmembers import LbMember, active_endpoints, endpoints, member_key, read_members
 from tenfold_monitor.window import DEFAULT_WINDOW_S, PoolTraffic, TrafficWindow
 
 DEFAULT_POOLS = ("frontend", "backend")
@@ -46,9 +47,9 @@ MIN_COVERED_S = 1.0  # no rate over less time than this
 class PoolSnapshot:
     pool: str
     replicas: int | None  # running containers
-    serving: int | None  # running, healthy, and a member of upstream tenfold_<pool>
-    starting: int | None  # running, not (yet) serving
-    lb_members: int | None  # non-backup, non-down servers of upstream tenfold_<pool>
+    serving: int | None  # running, healthy, and an active LB member of the pool
+    starting: int | None  # running, not (yet) serving (a draining replica too, until it is gone)
+    lb_members: int | None  # the pool's active LB members (draining ones get no new requests)
     inflight: int | None  # sum of the running replicas' /health inflight that answered
     cpu_percent: float | None  # mean over serving replicas, % of each one's CPU limit
     memory_percent: float | None  # mean over serving replicas, % of each one's memory limit
@@ -59,7 +60,7 @@ class PoolSnapshot:
     p95_s: float | None
     p99_s: float | None
     traffic_at: float | None  # time of the newest access-log entry of the pool in the window
-    unlisted: int | None = None  # running, but no member of upstream tenfold_<pool>
+    unlisted: int | None = None  # running, and no LB member at all (neither active nor draining)
 
 
 @dataclass(frozen=True)
@@ -133,22 +134,29 @@ def log_state(
 def pool_snapshot(
     pool: str,
     containers: Sequence[ContainerMetrics] | None,
-    members: set[str] | None,
+    members: Sequence[LbMember] | None,
     traffic: PoolTraffic | None,
 ) -> PoolSnapshot:
-    """One pool's figures. `containers` None: Docker unknown; `members` None: LB membership unknown;
-    `traffic` None: the access log cannot be trusted."""
+    """One pool's figures. `containers` None: Docker unknown; `members` (the pool's LB members) None: LB
+    membership unknown; `traffic` None: the access log cannot be trusted.
+
+    A replica serves when the LB sends it new requests: an active member. A draining member is a replica
+    being taken out by a scale run, so it is not `unlisted`: only a replica the LB does not know at all is
+    (one a killed scale run started, say), which `Monitor.readmit` puts back.
+    """
     running = None if containers is None else [c for c in containers if c.pool == pool and c.running]
+    active = None if members is None else active_endpoints(members)
+    known = None if members is None else endpoints(members)
     serving = None
-    if running is not None and members is not None:
-        serving = [c for c in running if c.health == "healthy" and member_key(c.address) in members]
+    if running is not None and active is not None:
+        serving = [c for c in running if c.health == "healthy" and member_key(c.address) in active]
     answers = [] if running is None else [c.inflight for c in running if c.inflight is not None]
     return PoolSnapshot(
         pool=pool,
         replicas=None if running is None else len(running),
         serving=None if serving is None else len(serving),
         starting=None if serving is None or running is None else len(running) - len(serving),
-        lb_members=None if members is None else len(members),
+        lb_members=None if active is None else len(active),
         inflight=None if running is None or (running and not answers) else sum(answers),
         cpu_percent=None if serving is None else _mean(c.cpu_percent for c in serving),
         memory_percent=None if serving is None else _mean(c.memory_percent for c in serving),
@@ -160,8 +168,8 @@ def pool_snapshot(
         p99_s=None if traffic is None else traffic.p99_s,
         traffic_at=None if traffic is None else traffic.samples_at,
         unlisted=None
-        if running is None or members is None
-        else sum(1 for c in running if member_key(c.address) not in members),
+        if running is None or known is None
+        else sum(1 for c in running if member_key(c.address) not in known),
     )
 
 
@@ -197,6 +205,8 @@ class Collector:
     The access log is read from its end when the collector starts (`log_from_start=False`): the window then
     fills over `window_s` seconds, and rates are taken over the time covered so far. With
     `log_from_start`, the whole file is read (`max_read_bytes` per call) and the window counts as full.
+    stub_status (`status_url`) and the members (`members_url`) are both the LB's local status server:
+    `status_timeout` bounds each of the two requests.
     """
 
     def __init__(
@@ -204,7 +214,7 @@ class Collector:
         stack: str,
         log_path: Path | str,
         status_url: str,
-        upstreams_conf_path: Path | str,
+        members_url: str,
         *,
         pools: Sequence[str] = DEFAULT_POOLS,
         window_s: float = DEFAULT_WINDOW_S,
@@ -218,7 +228,7 @@ class Collector:
     ) -> None:
         self.stack = stack
         self.status_url = status_url
-        self.upstreams_conf_path = Path(upstreams_conf_path)
+        self.members_url = members_url
         self.pools = tuple(pools)
         self.log_from_start = log_from_start
         self.stale_after_s = stale_after_s
@@ -232,6 +242,7 @@ class Collector:
         self._host = HostSampler()
         self._engine_memory = EngineMemory()  # per container: previous stats reading, limits
         self._stub: _StubSample | None = None
+        self._members_reads = 0  # members requests since the last stub_status poll: nginx counts them too
         self._last_line_at: float | None = None
         self._malformed_seen = 0
 
@@ -241,7 +252,7 @@ class Collector:
         host_cpu, host_memory = self._host_figures(warnings)
         stub, rate, unlogged = self._stub_figures(now, warnings)
         state = self._read_log(now, unlogged, warnings)
-        blocks = self._upstreams(warnings)
+        members = self._members(warnings)
         containers = self._containers(warnings)
         names = ordered_pools(self.pools, [c.pool for c in containers or []])
         traffic = self.window.snapshot(now, names) if state == "ok" else None
@@ -249,7 +260,7 @@ class Collector:
             pool: pool_snapshot(
                 pool,
                 containers,
-                None if blocks is None else pool_members(blocks, pool),
+                None if members is None else members.get(pool, []),
                 None if traffic is None else traffic[pool],
             )
             for pool in names
@@ -285,7 +296,8 @@ class Collector:
     def _stub_figures(
         self, now: float, warnings: list[str]
     ) -> tuple[stubstatus.StubStatus | None, float | None, float | None]:
-        """(status, request rate, request rate beyond this collector's own polls)."""
+        """(status, request rate, request rate beyond this collector's own requests)."""
+        own, self._members_reads = 1 + self._members_reads, 0  # this poll, the members reads since the last
         try:
             status = stubstatus.parse(stubstatus.fetch(self.status_url, self.status_timeout))
         except (OSError, ValueError) as exc:
@@ -299,7 +311,7 @@ class Collector:
         rate = stubstatus.request_rate(previous.status, status, elapsed)
         if rate is None:
             return status, None, None
-        return status, rate, max(0.0, rate - 1.0 / elapsed)  # one of the requests counted is this poll
+        return status, rate, max(0.0, rate - own / elapsed)
 
     def _read_log(self, now: float, unlogged_rps: float | None, warnings: list[str]) -> str:
         """Feed the window with what the log gained; the log's state (traffic is trusted when "ok")."""
@@ -330,11 +342,13 @@ class Collector:
             warnings.append(f"{warning} ({self.reader.path})" if state == "missing" else warning)
         return state
 
-    def _upstreams(self, warnings: list[str]) -> dict[str, list[UpstreamServer]] | None:
-        blocks = read_upstreams(self.upstreams_conf_path)
-        if blocks is None:
-            warnings.append(f"LB upstreams {self.upstreams_conf_path} unreadable: serving unknown")
-        return blocks
+    def _members(self, warnings: list[str]) -> dict[str, list[LbMember]] | None:
+        """Each pool's LB members; a pool the LB does not know has none (it sends the pool nothing)."""
+        self._members_reads += 1  # counted by nginx whether or not the answer is usable
+        members = read_members(self.members_url, self.status_timeout)
+        if members is None:
+            warnings.append(f"LB members {self.members_url} unreadable: serving unknown")
+        return members
 
     def _containers(self, warnings: list[str]) -> list[ContainerMetrics] | None:
         try:

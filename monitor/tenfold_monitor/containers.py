@@ -25,7 +25,7 @@ from typing import Any
 import docker.errors
 import requests.exceptions
 
-from tenfold_monitor.upstreams import member_key
+from tenfold_monitor.lbmembers import member_key
 
 CONTAINER_PORT = "8080/tcp"
 LABEL_STACK = "tenfold.stack"

@@ -44,7 +44,7 @@ class Settings:
     dry_run: bool = False
     access_log: str = ""  # default: /var/log/tenfold/<stack>/access.json.log
     status_url: str = "http://127.0.0.1:8081/nginx_status"
-    upstreams_conf: str = ""  # default: /etc/tenfold/<stack>/nginx/upstreams.conf
+    members_url: str = "http://127.0.0.1:8081/members"  # the LB's members API: which replicas serve
     events_log: str = "logs/scale-events.jsonl"
     metrics_log: str = "logs/performance-metrics.json"
     decisions_log: str = "logs/auto-scale.log"
@@ -107,7 +107,7 @@ class Monitor:
             stack,
             Path(settings.access_log or f"/var/log/tenfold/{stack}/access.json.log"),
             settings.status_url,
-            Path(settings.upstreams_conf or f"/etc/tenfold/{stack}/nginx/upstreams.conf"),
+            settings.members_url,
             pools=tuple(settings.pools),
             window_s=settings.window_s,
         )

@@ -11,13 +11,15 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|M|y)?")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000}
+_UNIT_SECONDS = {
+    "ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000,
+}  # fmt: skip
 
 
 def tenfold_members(
     hosts: Sequence[str], hostvars: Mapping[str, Any], fact: str = "app_pools_members"
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per pool, the LB members {id, address, port} of every host's `fact`: hosts in order, replicas by index."""
+    """Per pool, the LB members {id, address, port} of the hosts' `fact`, in host and replica order."""
     members: dict[str, list[dict[str, Any]]] = {}
     for host in hosts or []:
         pools = (hostvars.get(host) or {}).get(fact) or {}

@@ -17,7 +17,7 @@ description:
     IPv4 addresses, since the balancer connects to addresses. A pool whose members already match is left
     alone. Each write names the generation it read, and the LB refuses it if another write came in between;
     the LB then keeps the members it has, and the module fails with the LB's reason.
-  - nginx is never reloaded: its worker processes, their keep-alive connections and balancing state stay.
+  - nginx is never reloaded, so its worker processes, their keep-alive connections and balancing state stay.
     The LB persists the members to its state file, so a restarted nginx starts from them.
 version_added: "0.2.0"
 author: tenfold contributors

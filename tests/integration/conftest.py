@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -107,6 +108,31 @@ def snapshot(engine: docker.DockerClient, stack: Stack) -> dict:
 def config_files(stack: Stack) -> dict[str, dict]:
     """The stack's live nginx configuration and TLS files."""
     return {kind: tree_files(Path(f"/etc/tenfold/{stack.name}/{kind}")) for kind in ("nginx", "tls")}
+
+
+def put(stack, pool: str, members: list[dict], generation: int | None = None) -> tuple[int, dict]:
+    if generation is None:
+        generation = stack.lb_pool(pool)["generation"]
+    return stack.lb_api("PUT", f"/members/{pool}", {"generation": generation, "members": members})
+
+
+def plain(members: list[dict], **states: str) -> list[dict]:
+    """Members as a write takes them; states={id: state} overrides some."""
+    return [
+        {"id": m["id"], "address": m["address"], "port": m["port"], "state": states.get(m["id"], m["state"])}
+        for m in members
+    ]
+
+
+@contextlib.contextmanager
+def members_restored(stack, pool: str):
+    """Whatever a test does to the pool, it ends with the members it had."""
+    original = plain(stack.lb_pool(pool)["members"])
+    try:
+        yield original
+    finally:
+        status, body = put(stack, pool, original)
+        assert status == 200, body
 
 
 @pytest.fixture(scope="session")

@@ -231,9 +231,7 @@ def test_the_monitor_killed_in_the_middle_of_a_scale_up_leaves_no_orphan_and_kee
             assert state["scale_run_in_progress"] is True  # all the monitor knew of the run
 
             second.start()  # the pool's minimum back at 3
-            assert wait_for(lambda: in_lb(stack, backend_port(stack, 4)), timeout=60), (
-                second.log()[-3000:]
-            )
+            assert wait_for(lambda: in_lb(stack, backend_port(stack, 4)), timeout=60), second.log()[-3000:]
             readmitted_s = time.time() - killed_at
             assert wait_for(lambda: events_since(before), timeout=30)
             repair = events_since(before)[0]

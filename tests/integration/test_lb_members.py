@@ -5,13 +5,12 @@ Each test that changes a pool's members puts them back (as scale.yml would have 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import members_restored, plain, put
 from helpers import playbook, wait_for
 
 pytestmark = pytest.mark.integration
@@ -19,31 +18,6 @@ pytestmark = pytest.mark.integration
 
 def state_file(stack) -> Path:
     return Path(f"/var/lib/tenfold/{stack.name}/lb/members.json")
-
-
-def put(stack, pool: str, members: list[dict], generation: int | None = None) -> tuple[int, dict]:
-    if generation is None:
-        generation = stack.lb_pool(pool)["generation"]
-    return stack.lb_api("PUT", f"/members/{pool}", {"generation": generation, "members": members})
-
-
-def plain(members: list[dict], **states: str) -> list[dict]:
-    """Members as a write takes them; states={id: state} overrides some."""
-    return [
-        {"id": m["id"], "address": m["address"], "port": m["port"], "state": states.get(m["id"], m["state"])}
-        for m in members
-    ]
-
-
-@contextlib.contextmanager
-def members_restored(stack, pool: str):
-    """Whatever a test does to the pool, it ends with the members it had."""
-    original = plain(stack.lb_pool(pool)["members"])
-    try:
-        yield original
-    finally:
-        status, body = put(stack, pool, original)
-        assert status == 200, body
 
 
 def instance(response) -> str:

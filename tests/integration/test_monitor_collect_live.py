@@ -1,13 +1,15 @@
 """tenfold_monitor.collect against a real container: one backend replica of this test's own stack.
 
 The replica (stack `collecttest`, published on 127.0.0.1:29301) is measured through the real Docker engine
-and its real /health; the LB's side (upstreams.conf, access log) is files in tmp_path, and stub_status
-points at a closed port, so the snapshot must say the LB figures are unknown rather than zero.
+and its real /health; the LB's members are the session stack's LB's (its members API), the access log is a
+file in tmp_path, and stub_status points at a closed port, so the snapshot must say the LB figures are
+unknown rather than zero.
 The container is removed afterwards, also when the test fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from conftest import members_restored, put
 from tenfold_monitor.collect import Collector
 
 pytestmark = pytest.mark.integration
@@ -77,11 +80,8 @@ def replica(engine: docker.DockerClient) -> Iterator[None]:
         assert not engine.containers.list(all=True, filters={"label": f"tenfold.stack={STACK}"})
 
 
-def upstreams(member: bool) -> str:
-    server = (
-        f"server 127.0.0.1:{PORT} max_fails=3 fail_timeout=10s;" if member else "server 127.0.0.1:9 down;"
-    )
-    return f"upstream tenfold_backend {{\n    least_conn;\n    {server}\n}}\n"
+def member(state: str) -> dict:
+    return {"id": f"{STACK}-backend-1", "address": "127.0.0.1", "port": PORT, "state": state}
 
 
 def closed_port_url() -> str:
@@ -106,16 +106,17 @@ def log_entries(now: float) -> list[dict]:
     return entries
 
 
-def test_collect_measures_a_real_replica_and_computes_serving_from_the_upstreams(
-    replica: None, tmp_path: Path
+def test_collect_measures_a_real_replica_and_computes_serving_from_the_lb_members(
+    replica: None, stack, tmp_path: Path
 ) -> None:
-    conf = tmp_path / "upstreams.conf"
-    conf.write_text(upstreams(member=True))
+    """The LB is the session stack's, whose backend pool briefly has this test's replica as its member."""
     log = tmp_path / "access.json.log"
     now = time.time()
     log.write_text("".join(json.dumps(entry) + "\n" for entry in log_entries(now)))
-    collector = Collector(STACK, log, closed_port_url(), conf, log_from_start=True)
-    try:
+    members_url = f"http://127.0.0.1:{stack.status_port}/members"
+    collector = Collector(STACK, log, closed_port_url(), members_url, log_from_start=True)
+    with members_restored(stack, "backend"), contextlib.closing(collector):
+        assert put(stack, "backend", [member("active")])[0] == 200
         snap = collector.collect(now)
         backend = snap.pools["backend"]
         assert (backend.replicas, backend.serving, backend.starting, backend.lb_members) == (1, 1, 0, 1)
@@ -138,10 +139,14 @@ def test_collect_measures_a_real_replica_and_computes_serving_from_the_upstreams
         assert backend.cpu_percent is not None and 0 <= backend.cpu_percent <= 100
         assert backend.memory_percent is not None and 0 < backend.memory_percent < 100
 
-        conf.write_text(upstreams(member=False))  # out of the LB: running and healthy, not serving
+        # Draining: still the LB's member, not serving, not stranded either.
+        assert put(stack, "backend", [member("draining")])[0] == 200
+        backend = collector.collect(time.time()).pools["backend"]
+        assert (backend.serving, backend.lb_members, backend.unlisted) == (0, 0, 0)
+
+        assert put(stack, "backend", [])[0] == 200  # out of the LB: running and healthy, not serving
         later = collector.collect(time.time())
         backend = later.pools["backend"]
         assert (backend.replicas, backend.serving, backend.starting, backend.lb_members) == (1, 0, 1, 0)
+        assert backend.unlisted == 1
         assert backend.cpu_percent is None  # mean over serving replicas: there are none
-    finally:
-        collector.close()

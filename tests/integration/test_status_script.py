@@ -1,8 +1,8 @@
 """scripts/auto-scale.sh status (and its scale commands' plumbing) against a small stack of this test's own.
 
-Two backend containers labelled as stack `statustest`; an upstreams file in which only the first is a
-member; an events log with one event of the stack, one of another stack and a malformed line. The
-containers are removed afterwards, also when a test fails.
+Two backend containers labelled as stack `statustest`; the session stack's LB, whose backend pool briefly has
+only the first of them as its member; an events log with one event of the stack, one of another stack and a
+malformed line. The containers are removed afterwards, also when a test fails.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from conftest import members_restored, put
 
 pytestmark = pytest.mark.integration
 
@@ -25,20 +26,6 @@ STACK = "statustest"
 IMAGE = "tenfold/backend:local"
 PORTS = {1: 29201, 2: 29202}
 HEALTHY_WITHIN_S = 60
-
-UPSTREAMS = f"""
-upstream tenfold_backend {{
-    least_conn;
-    server 127.0.0.1:{PORTS[1]} max_fails=3 fail_timeout=10s;
-    server 127.0.0.1:{PORTS[2]} backup;
-    keepalive 32;
-}}
-
-upstream tenfold_backend_0123456789 {{
-    server 127.0.0.1:{PORTS[2]} max_fails=3 fail_timeout=10s;
-    server 127.0.0.1:{PORTS[1]} backup;
-}}
-"""
 
 EVENTS = [
     {
@@ -121,14 +108,15 @@ def replicas(engine: docker.DockerClient) -> Iterator[None]:
 
 
 @pytest.fixture
-def files(tmp_path: Path) -> list[str]:
-    nginx_dir = tmp_path / "nginx"
-    nginx_dir.mkdir()
-    (nginx_dir / "upstreams.conf").write_text(UPSTREAMS)
+def files(tmp_path: Path, stack) -> Iterator[list[str]]:
     events = tmp_path / "scale-events.jsonl"
     lines = [json.dumps(EVENTS[0]), "{this line is cut", json.dumps(EVENTS[1])]
     events.write_text("\n".join(lines) + "\n")
-    return ["--stack", STACK, "--nginx-dir", str(nginx_dir), "--events", str(events)]
+    member = {"id": f"{STACK}-backend-1", "address": "127.0.0.1", "port": PORTS[1], "state": "active"}
+    with members_restored(stack, "backend"):
+        assert put(stack, "backend", [member])[0] == 200
+        members_url = f"http://127.0.0.1:{stack.status_port}/members"
+        yield ["--stack", STACK, "--members-url", members_url, "--events", str(events)]
 
 
 def wrapper(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -158,8 +146,8 @@ def test_status_table_shows_both_replicas_and_which_one_the_lb_serves(replicas, 
     assert set(found) == {f"{STACK}-backend-1", f"{STACK}-backend-2"}
     member, backup = found[f"{STACK}-backend-1"], found[f"{STACK}-backend-2"]
     assert member[1:3] == ["running", "healthy"] and backup[1:3] == ["running", "healthy"]
-    assert member[-2:] == [f"127.0.0.1:{PORTS[1]}", "yes"]
-    assert backup[-2:] == [f"127.0.0.1:{PORTS[2]}", "no"]
+    assert member[-3:] == [f"127.0.0.1:{PORTS[1]}", "active", "0"]  # address, LB state, LB in flight
+    assert backup[-3:] == [f"127.0.0.1:{PORTS[2]}", "no", "-"]
     assert "MiB / 256 MiB" in table
     assert ["backend", "2", "2", "2", "1"] in [line.split() for line in table.splitlines()]  # 1 in the LB
     assert f"Load balancer: {STACK}-lb  not found" in table
@@ -170,7 +158,7 @@ def test_status_json_parses_and_holds_the_same_facts(replicas, files):
     run = wrapper("status", "--json", *files)
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
-    assert data["stack"] == STACK and data["lb"] is None and data["nginx_config_found"] is True
+    assert data["stack"] == STACK and data["lb"] is None and data["members_known"] is True
     assert data["pools"] == [
         {"pool": "backend", "wanted": 2, "wanted_from": "event", "running": 2, "healthy": 2, "in_lb": 1}
     ]

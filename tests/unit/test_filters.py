@@ -1,22 +1,112 @@
-"""The tenfold_upstreams filter merges the Docker hosts' members into nginx upstream lists."""
+"""The LB's filters: tenfold_members merges the Docker hosts' replicas into the LB's members per pool, and
+tenfold_seconds turns an nginx time into the seconds the Lua balancer reads."""
 
-from tenfold import tenfold_upstreams
+import pytest
+from ansible.errors import AnsibleFilterError
+from tenfold import FilterModule, tenfold_members, tenfold_seconds
 
 
-def members(address, pool, ports):
-    return [{"name": f"x-{i}", "replica": i, "address": address, "port": p} for i, p in ports]
+def replicas(prefix, address, ports):
+    return [{"name": f"{prefix}-{i}", "replica": i, "address": address, "port": p} for i, p in ports]
 
 
-def test_members_of_several_hosts_are_merged_in_inventory_then_replica_order():
+def test_members_of_several_hosts_are_merged_in_host_then_replica_order():
     hostvars = {
-        "a": {"app_pools_members": {"backend": members("10.0.0.1", "backend", [(2, 18202), (1, 18201)])}},
-        "b": {"app_pools_members": {"backend": members("10.0.0.2", "backend", [(1, 18201)])}},
+        "a": {"app_pools_members": {"backend": replicas("a-backend", "10.0.0.1", [(2, 18202), (1, 18201)])}},
+        "b": {"app_pools_members": {"backend": replicas("b-backend", "10.0.0.2", [(1, 18201)])}},
     }
-    assert tenfold_upstreams(["a", "b"], hostvars) == {
-        "backend": ["10.0.0.1:18201", "10.0.0.1:18202", "10.0.0.2:18201"]
+    assert tenfold_members(["b", "a"], hostvars) == {
+        "backend": [
+            {"id": "b-backend-1", "address": "10.0.0.2", "port": 18201},
+            {"id": "a-backend-1", "address": "10.0.0.1", "port": 18201},
+            {"id": "a-backend-2", "address": "10.0.0.1", "port": 18202},
+        ]
     }
 
 
-def test_hosts_without_members_contribute_nothing():
-    assert tenfold_upstreams(["a"], {"a": {}}) == {}
-    assert tenfold_upstreams([], {}) == {}
+def test_replicas_are_ordered_by_their_index_as_a_number_and_ports_become_integers():
+    pool = [
+        {"name": "x-10", "replica": "10", "address": "10.0.0.1", "port": "18210"},
+        {"name": "x-9", "replica": 9, "address": "10.0.0.1", "port": 18209},
+    ]
+    assert tenfold_members(["a"], {"a": {"app_pools_members": {"frontend": pool}}}) == {
+        "frontend": [
+            {"id": "x-9", "address": "10.0.0.1", "port": 18209},
+            {"id": "x-10", "address": "10.0.0.1", "port": 18210},
+        ]
+    }
+
+
+def test_each_pool_is_kept_apart_and_only_id_address_and_port_are_kept():
+    hostvars = {
+        "a": {
+            "app_pools_members": {
+                "frontend": [{**replicas("f", "10.0.0.1", [(1, 18101)])[0], "container": "c1"}],
+                "backend": replicas("b", "10.0.0.1", [(1, 18201)]),
+            }
+        }
+    }
+    assert tenfold_members(["a"], hostvars) == {
+        "frontend": [{"id": "f-1", "address": "10.0.0.1", "port": 18101}],
+        "backend": [{"id": "b-1", "address": "10.0.0.1", "port": 18201}],
+    }
+
+
+def test_the_fact_parameter_reads_another_fact():
+    hostvars = {
+        "a": {
+            "app_pools_members": {"backend": replicas("b", "10.0.0.1", [(1, 18201), (2, 18202)])},
+            "app_pools_leaving": {"backend": replicas("b", "10.0.0.1", [(3, 18203)])},
+        }
+    }
+    assert tenfold_members(["a"], hostvars, "app_pools_leaving") == {
+        "backend": [{"id": "b-3", "address": "10.0.0.1", "port": 18203}]
+    }
+    assert tenfold_members(["a"], hostvars, fact="app_pools_leaving") == tenfold_members(
+        ["a"], hostvars, "app_pools_leaving"
+    )
+    assert tenfold_members(["a"], hostvars, fact="no_such_fact") == {}
+
+
+def test_hosts_without_the_fact_contribute_nothing():
+    hostvars = {
+        "a": {},
+        "b": {"app_pools_members": None},
+        "c": {"app_pools_members": {"backend": replicas("c", "10.0.0.3", [(1, 18201)])}},
+    }
+    assert tenfold_members(["a", "b", "missing", "c"], hostvars) == {
+        "backend": [{"id": "c-1", "address": "10.0.0.3", "port": 18201}]
+    }
+    assert tenfold_members(["a"], {"a": {}}) == {}
+    assert tenfold_members([], {}) == {}
+    assert tenfold_members(None, {}) == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("10s", 10),
+        ("500ms", 0.5),
+        ("1m30s", 90),
+        ("5", 5),
+        (5, 5),
+        ("1h", 3600),
+        ("1d", 86400),
+        ("1m500ms", 60.5),
+        (" 10s ", 10),
+    ],
+)
+def test_seconds_of_an_nginx_time(value, seconds):
+    assert tenfold_seconds(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["", "ten", "10 s", "10x", "s", "-5", "1.5s", "10s;", "1m 30s", None])
+def test_seconds_of_anything_else_fail_naming_the_value(value):
+    with pytest.raises(AnsibleFilterError, match="is not an nginx time"):
+        tenfold_seconds(value)
+
+
+def test_both_filters_are_registered():
+    filters = FilterModule().filters()
+    assert filters["tenfold_members"] is tenfold_members
+    assert filters["tenfold_seconds"] is tenfold_seconds

@@ -15,6 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py") if not p.stem.startswith("_"))
 
 
+def test_every_module_is_covered():
+    assert {"tenfold_drain", "tenfold_lb_members", "tenfold_lb_update"} <= set(MODULES)
+
+
 def ansible_doc(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
     return subprocess.run(
@@ -53,7 +57,8 @@ def test_documented_options_match_the_argument_spec(name):
     ("kind", "name"),
     [
         ("callback", "tenfold_scale_events"),
-        ("filter", "tenfold_upstreams"),
+        ("filter", "tenfold_members"),
+        ("filter", "tenfold_seconds"),
         ("filter", "tenfold_not_ip"),
         ("filter", "tenfold_tls_problems"),
     ],

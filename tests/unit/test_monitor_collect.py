@@ -1,4 +1,4 @@
-"""tenfold_monitor's collectors: traffic window, stub_status, container figures, upstreams, the snapshot."""
+"""tenfold_monitor's collectors: traffic window, stub_status, container figures, LB members, the snapshot."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ from tenfold_monitor import containers as ct
 from tenfold_monitor import stubstatus
 from tenfold_monitor.collect import Collector, log_state, pool_snapshot
 from tenfold_monitor.containers import ContainerMetrics
-from tenfold_monitor.upstreams import member_key, parse_upstreams, pool_members, read_upstreams
+from tenfold_monitor.lbmembers import (
+    LbMember,
+    active_endpoints,
+    endpoints,
+    member_key,
+    parse_members,
+    read_members,
+)
 from tenfold_monitor.window import TrafficWindow, is_failure, nearest_rank, request_of, upstream_statuses
 
 NOW = 1_795_782_000.0
@@ -377,32 +384,107 @@ def test_container_record_from_inspect_attributes():
     assert ct.health_url("::1:18201") == "http://[::1]:18201/health"
 
 
-# --- upstreams -------------------------------------------------------------------------------------
-UPSTREAMS = """
-upstream tenfold_backend {
-    least_conn;
-    server 127.0.0.1:18201 max_fails=3 fail_timeout=10s;
-    server 127.0.0.1:18202 max_fails=3 fail_timeout=10s down;
-    server 127.0.0.1:18203 backup;
-    # server 127.0.0.1:18204;
-    server 127.0.0.1:18205;
-}
-upstream tenfold_backend_0a1b2c3d4e {
-    server 127.0.0.1:18206;
-}
-"""
+# --- LB members -------------------------------------------------------------------------------------
+def lb_member(port: int, state: str = "active", inflight: int = 0, failing: bool = False) -> dict:
+    return {
+        "id": f"t-backend-{port % 10}",
+        "address": "127.0.0.1",
+        "port": port,
+        "state": state,
+        "inflight": inflight,
+        "failing": failing,
+    }
 
 
-def test_pool_members_are_the_non_backup_non_down_servers_of_the_pools_upstream():
-    assert pool_members(parse_upstreams(UPSTREAMS), "backend") == {"127.0.0.1:18201", "127.0.0.1:18205"}
-    assert pool_members(parse_upstreams(UPSTREAMS), "frontend") == set()
+def members_answer(pools: dict[str, list[dict]]) -> str:
+    """The text of GET /members, as the LB writes it."""
+    body = {name: {"pool": name, "generation": 7, "members": listed} for name, listed in pools.items()}
+    return json.dumps({"pools": body})
 
 
-def test_an_unreadable_upstreams_file_is_unknown_not_empty(tmp_path):
-    assert read_upstreams(tmp_path / "missing.conf") is None
-    (tmp_path / "upstreams.conf").write_text(UPSTREAMS)
-    assert read_upstreams(tmp_path / "upstreams.conf") == parse_upstreams(UPSTREAMS)
+MEMBERS = members_answer(
+    {
+        "backend": [
+            lb_member(18201, inflight=2),
+            lb_member(18202, failing=True),
+            lb_member(18204, state="draining", inflight=1),
+        ],
+        "frontend": [],
+    }
+)
+
+
+def test_members_are_parsed_per_pool_with_their_state_and_inflight():
+    members = parse_members(MEMBERS)
+    assert members is not None and set(members) == {"backend", "frontend"}
+    first, failing, draining = members["backend"]
+    assert first == LbMember("t-backend-1", "127.0.0.1", 18201, "active", 2, False)
+    assert first.endpoint == "127.0.0.1:18201" and first.serving
+    assert failing.failing and failing.serving  # resting, but still an active member
+    assert draining.state == "draining" and not draining.serving and draining.inflight == 1
+    assert members["frontend"] == []
+    assert active_endpoints(members["backend"]) == {"127.0.0.1:18201", "127.0.0.1:18202"}
+    assert endpoints(members["backend"]) == {"127.0.0.1:18201", "127.0.0.1:18202", "127.0.0.1:18204"}
+
+
+def test_members_read_from_bytes_and_whole_floats():
+    text = members_answer({"backend": [{**lb_member(18201), "port": 18201.0, "inflight": 3.0}]})
+    [member] = parse_members(text.encode())["backend"]
+    assert (member.port, member.inflight) == (18201, 3)
+
+
+def test_a_negative_inflight_count_reads_as_zero():
+    [member] = parse_members(members_answer({"backend": [lb_member(18201, inflight=-1)]}))["backend"]
+    assert member.inflight == 0  # the LB's counter between its decrement and its reset to 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not json",
+        "<html>502 Bad Gateway</html>",
+        "[]",
+        "{}",
+        '{"pools": []}',
+        '{"pools": {"backend": []}}',
+        '{"pools": {"backend": {"pool": "backend"}}}',
+        '{"pools": {"backend": {"pool": "frontend", "members": []}}}',
+        '{"pools": {"backend": {"members": {}}}}',
+        "[" * 100_000 + "]" * 100_000,
+        members_answer({"backend": ["t-backend-1"]}),
+        members_answer({"backend": [{**lb_member(18201), "state": "down"}]}),
+        members_answer({"backend": [{**lb_member(18201), "port": "18201"}]}),
+        members_answer({"backend": [{**lb_member(18201), "port": 0}]}),
+        members_answer({"backend": [{**lb_member(18201), "port": 70000}]}),
+        members_answer({"backend": [{**lb_member(18201), "port": True}]}),
+        members_answer({"backend": [{**lb_member(18201), "inflight": None}]}),
+        members_answer({"backend": [{**lb_member(18201), "inflight": 1.5}]}),
+        members_answer({"backend": [{**lb_member(18201), "failing": "no"}]}),
+        members_answer({"backend": [{**lb_member(18201), "id": ""}]}),
+        members_answer({"backend": [{k: v for k, v in lb_member(18201).items() if k != "address"}]}),
+        members_answer({"backend": [lb_member(18201)], "frontend": [{"id": "x"}]}),
+    ],
+)
+def test_an_answer_that_is_not_a_members_answer_is_unknown_not_empty(text):
+    assert parse_members(text) is None
+
+
+def test_a_pool_object_without_its_name_is_read_under_its_key():
+    text = json.dumps({"pools": {"backend": {"members": [lb_member(18201)]}}})
+    assert [m.port for m in parse_members(text)["backend"]] == [18201]
+
+
+def test_an_lb_that_does_not_answer_is_unknown():
+    assert read_members(closed_port_url().replace("/nginx_status", "/members"), timeout=0.5) is None
+    assert read_members("not a url") is None
+
+
+def test_a_wildcard_published_address_is_reached_on_loopback():
     assert member_key("0.0.0.0:18201") == "127.0.0.1:18201"
+    assert member_key("[::]:18201") == "127.0.0.1:18201"
+    assert member_key("10.0.0.5:18201") == "10.0.0.5:18201"
+    assert member_key(None) is None
 
 
 # --- a pool's figures ----------------------------------------------------------------------------------
@@ -418,7 +500,12 @@ def replica(
     )
 
 
-def test_serving_is_healthy_and_in_the_lbs_pool_the_rest_of_the_running_ones_are_starting():
+def members_of(*ports: int, draining: tuple[int, ...] = ()) -> list[LbMember]:
+    listed = [lb_member(p) for p in ports] + [lb_member(p, state="draining") for p in draining]
+    return parse_members(members_answer({"backend": listed}))["backend"]
+
+
+def test_serving_is_healthy_and_an_active_lb_member_the_rest_of_the_running_ones_are_starting():
     replicas = [
         replica(1, cpu=30.0),
         replica(2, cpu=50.0),
@@ -426,12 +513,31 @@ def test_serving_is_healthy_and_in_the_lbs_pool_the_rest_of_the_running_ones_are
         replica(4, cpu=70.0),  # healthy, not yet in the LB
         replica(5, state="exited", inflight=None),
     ]
-    members = {"127.0.0.1:18201", "127.0.0.1:18202", "127.0.0.1:18203"}
-    pool = pool_snapshot("backend", replicas, members, None)
+    pool = pool_snapshot("backend", replicas, members_of(18201, 18202, 18203), None)
     assert (pool.replicas, pool.serving, pool.starting, pool.lb_members) == (4, 2, 2, 3)
     assert pool.cpu_percent == pytest.approx(40.0)  # mean over the serving ones only
     assert pool.memory_percent == pytest.approx(21.5)
     assert pool.inflight == 4
+    assert pool.unlisted == 1  # replica 4
+
+
+def test_a_draining_member_neither_serves_nor_is_unlisted():
+    replicas = [replica(1), replica(2), replica(3)]
+    pool = pool_snapshot("backend", replicas, members_of(18201, 18202, draining=(18203,)), None)
+    assert (pool.replicas, pool.serving, pool.starting, pool.lb_members, pool.unlisted) == (3, 2, 1, 2, 0)
+
+
+def test_a_running_replica_the_lb_does_not_list_is_unlisted_and_a_wildcard_bind_is_matched_on_loopback():
+    wildcard = ContainerMetrics("t-backend-1", "backend", 1, "running", "healthy", "0.0.0.0:18201", 1, 1, 0)
+    stranded = replica(2)
+    gone = replica(3, state="exited")
+    pool = pool_snapshot("backend", [wildcard, stranded, gone], members_of(18201), None)
+    assert (pool.serving, pool.lb_members, pool.unlisted) == (1, 1, 1)
+
+
+def test_a_pool_without_members_is_known_and_empty():
+    empty = pool_snapshot("backend", [replica(1)], [], None)
+    assert (empty.serving, empty.starting, empty.lb_members, empty.unlisted) == (0, 1, 0, 1)
 
 
 def test_unknown_sources_give_none_not_zero():
@@ -439,38 +545,51 @@ def test_unknown_sources_give_none_not_zero():
     assert all(value is None for key, value in vars(pool).items() if key != "pool")
     partly = pool_snapshot("backend", [replica(1)], None, None)
     assert partly.replicas == 1 and partly.serving is None and partly.cpu_percent is None
+    assert partly.lb_members is None and partly.unlisted is None
+    no_docker = pool_snapshot("backend", None, members_of(18201), None)
+    assert no_docker.lb_members == 1 and no_docker.serving is None and no_docker.unlisted is None
 
 
 def test_inflight_is_unknown_when_no_running_replica_answers_and_zero_without_replicas():
-    assert pool_snapshot("backend", [replica(1, inflight=None)], set(), None).inflight is None
-    assert pool_snapshot("backend", [], set(), None).inflight == 0
+    assert pool_snapshot("backend", [replica(1, inflight=None)], [], None).inflight is None
+    assert pool_snapshot("backend", [], [], None).inflight == 0
 
 
-# --- the collector, on files and a local stub_status ----------------------------------------------
+# --- the collector, on files and a local status server -----------------------------------------------
 class _Stub:
-    """A stub_status page on 127.0.0.1 whose request counter the test sets."""
+    """The LB's status server on 127.0.0.1: stub_status, whose request counter the test sets, and GET
+    /members, whose answer it sets. Like nginx, it counts every request it serves, members reads too."""
 
     def __init__(self) -> None:
         self.requests = 1000
+        self.members_status = 200
+        self.members_body = MEMBERS
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                stub.requests += 1  # nginx counts the poll itself
-                body = (
-                    "Active connections: 7 \nserver accepts handled requests\n"
-                    f" 100 100 {stub.requests} \nReading: 0 Writing: 1 Waiting: 6 \n"
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                stub.requests += 1  # nginx counts the request itself
+                status, body = (
+                    200,
+                    (
+                        "Active connections: 7 \nserver accepts handled requests\n"
+                        f" 100 100 {stub.requests} \nReading: 0 Writing: 1 Waiting: 6 \n"
+                    ),
+                )
+                if self.path == "/members":
+                    status, body = stub.members_status, stub.members_body
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(data)
 
             def log_message(self, *args: object) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/nginx_status"
+        self.members_url = f"http://127.0.0.1:{self.server.server_port}/members"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -503,12 +622,21 @@ def write_log(path: Path, entries: list[dict]) -> None:
         handle.writelines(json.dumps(e) + "\n" for e in entries)
 
 
+def test_members_are_read_over_http_and_a_bad_answer_is_unknown(stub):
+    assert read_members(stub.members_url) == parse_members(MEMBERS)
+    stub.members_body = "<html>oops</html>"
+    assert read_members(stub.members_url) is None
+    stub.members_status, stub.members_body = 500, MEMBERS
+    assert read_members(stub.members_url) is None
+
+
 def test_collector_reports_missing_sources_as_none_with_warnings(tmp_path):
+    members_url = closed_port_url().replace("/nginx_status", "/members")
     collector = Collector(
         "unit",
         tmp_path / "access.json.log",
         closed_port_url(),
-        tmp_path / "upstreams.conf",
+        members_url,
         docker_client=no_engine(tmp_path),
     )
     try:
@@ -519,21 +647,43 @@ def test_collector_reports_missing_sources_as_none_with_warnings(tmp_path):
     assert snap.log_state == "missing"
     backend = snap.pools["backend"]
     assert backend.replicas is None and backend.serving is None and backend.rps is None
+    assert backend.lb_members is None and backend.unlisted is None
     text = " | ".join(snap.warnings)
-    for what in ("stub_status unreachable", "access log missing", "upstreams", "Docker engine unreachable"):
+    for what in (
+        "stub_status unreachable",
+        "access log missing",
+        f"LB members {members_url} unreadable: serving unknown",
+        "Docker engine unreachable",
+    ):
         assert what in text
     assert json.loads(snap.to_json())["pools"]["backend"]["rps"] is None
+
+
+def test_collector_counts_the_pools_active_lb_members(tmp_path, stub):
+    collector = Collector(
+        "unit", tmp_path / "access.json.log", stub.url, stub.members_url, docker_client=no_engine(tmp_path)
+    )
+    try:
+        snap = collector.collect(NOW)
+        assert snap.pools["backend"].lb_members == 2  # the draining one gets no new requests
+        assert snap.pools["frontend"].lb_members == 0
+        assert not any("LB members" in w for w in snap.warnings)
+        stub.members_body = '{"pools": {"backend": {"members": "none"}}}'
+        unknown = collector.collect(NOW + 1)
+        assert unknown.pools["backend"].lb_members is None
+        assert f"LB members {stub.members_url} unreadable: serving unknown" in unknown.warnings
+    finally:
+        collector.close()
 
 
 def test_collector_tells_an_idle_pool_from_a_stale_log(tmp_path, stub):
     log = tmp_path / "access.json.log"
     log.write_text("")
-    (tmp_path / "upstreams.conf").write_text(UPSTREAMS)
     collector = Collector(
         "unit",
         log,
         stub.url,
-        tmp_path / "upstreams.conf",
+        stub.members_url,
         docker_client=no_engine(tmp_path),
         stale_after_s=10,
     )
@@ -553,9 +703,15 @@ def test_collector_tells_an_idle_pool_from_a_stale_log(tmp_path, stub):
         assert any("malformed" in w for w in busy.warnings)
         assert busy.lb_active_connections == 7
 
-        idle = collector.collect(NOW + 20)  # nginx saw only the collector's own polls
+        idle = collector.collect(NOW + 20)  # nginx saw only the collector's own requests
         assert idle.log_state == "ok" and idle.pools["backend"].rps == 0.0
-        assert idle.lb_request_rate == pytest.approx(1 / 18)
+        assert idle.lb_request_rate == pytest.approx(2 / 18)  # a members read and a stub_status poll
+
+        # A second later: 2 requests/s, every one the collector's own, and no line for 19 s. Were the
+        # members read taken for a visitor's request, 1 unlogged request/s would make the log "stale".
+        quick = collector.collect(NOW + 21)
+        assert quick.lb_request_rate == pytest.approx(2.0)
+        assert quick.log_state == "ok" and quick.pools["backend"].rps == 0.0
 
         stub.requests += 5000  # nginx served plenty, but not a line reached the log
         stale = collector.collect(NOW + 40)

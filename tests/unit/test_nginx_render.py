@@ -1,7 +1,10 @@
 """The nginx_lb role's render entry point, without a running LB.
 
-Configs for 1, 3 and 10 replicas per pool pass `nginx -t` in the nginx image, an empty pool still renders a
-valid config, and a value nginx rejects fails the run with nginx's own message.
+Every combination of balancing methods renders a config that passes `nginx -t` in the nginx image (with the
+Lua module loaded and its init block run). The pools' members are data set through the LB's members API,
+not configuration: each upstream is a placeholder that the Lua balancer fills, whatever members the role is
+given. A value nginx rejects fails the run with nginx's own message, and one the role checks fails before
+anything is rendered.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "tests" / "playbooks" / "nginx_render.yml"
 IMAGE = "tenfold/nginx:local"
-SIZES = (1, 3, 10)
+FRONTEND_METHODS = ("hash", "ip_hash")
+BACKEND_METHODS = ("least_conn", "round_robin", "ip_hash", "hash")
+POOLS = ("frontend", "backend")
+LUA_FILES = ("api.lua", "balancer.lua", "members.lua", "stats.lua")
 
 
 @dataclass
@@ -40,29 +46,26 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def upstreams(replicas: int) -> dict[str, list[str]]:
+def members(replicas: int) -> dict[str, list[dict]]:
     return {
-        "frontend": [f"127.0.0.1:{18100 + i}" for i in range(1, replicas + 1)],
-        "backend": [f"127.0.0.1:{18200 + i}" for i in range(1, replicas + 1)],
+        pool: [
+            {"id": f"rendertest-{pool}-{i}", "address": "127.0.0.1", "port": base + i}
+            for i in range(1, replicas + 1)
+        ]
+        for pool, base in (("frontend", 18100), ("backend", 18200))
     }
 
 
+def combo(frontend: str, backend: str) -> str:
+    return f"{frontend}-{backend}".replace("_", "-")
+
+
+COMBOS = [(f, b) for f in FRONTEND_METHODS for b in BACKEND_METHODS]
 CASES: list[dict] = [
-    *({"name": f"replicas-{n}", "upstreams": upstreams(n)} for n in SIZES),
-    {"name": "empty-pools", "upstreams": {"frontend": [], "backend": []}},
-    {
-        "name": "ip-hash-round-robin",
-        "upstreams": upstreams(3),
-        "frontend_method": "ip_hash",
-        "backend_method": "round_robin",
-    },
-    {"name": "hash-hash", "upstreams": upstreams(3), "backend_method": "hash"},
-    {
-        "name": "ip-hash-ip-hash",
-        "upstreams": upstreams(3),
-        "frontend_method": "ip_hash",
-        "backend_method": "ip_hash",
-    },
+    *({"name": combo(f, b), "frontend_method": f, "backend_method": b} for f, b in COMBOS),
+    # Members given to the role change no rendered file (the default methods: as hash-least-conn).
+    {"name": "with-members", "members": members(10)},
+    {"name": "fail-timeout-90", "fail_timeout": "1m30s"},
 ]
 
 
@@ -115,10 +118,26 @@ def nginx_t(conf_dir: Path, tls_dir: Path) -> subprocess.CompletedProcess:
     )
 
 
-def upstream_servers(conf_dir: Path) -> dict[str, list[str]]:
+def upstream_blocks(conf_dir: Path) -> dict[str, str]:
     text = (conf_dir / "upstreams.conf").read_text()
-    blocks = dict(re.findall(r"upstream tenfold_(frontend|backend) \{(.*?)\n\}", text, re.S))
-    return {pool: re.findall(r"^\s*server (\S+)", body, re.M) for pool, body in blocks.items()}
+    return dict(re.findall(r"^upstream tenfold_(\S+) \{(.*?)\n\}", text, re.S | re.M))
+
+
+def init_block(conf_dir: Path) -> str:
+    text = (conf_dir / "nginx.conf").read_text()
+    match = re.search(r"init_by_lua_block \{(.*?)\n    \}", text, re.S)
+    assert match, "nginx.conf has no init_by_lua_block"
+    return match.group(1)
+
+
+def pool_methods(conf_dir: Path) -> dict[str, str]:
+    return dict(re.findall(r'^\s*(\w+) = \{ method = "(\w+)"', init_block(conf_dir), re.M))
+
+
+def balancer_setting(conf_dir: Path, name: str) -> str:
+    match = re.search(rf"^\s*{name} = ([^,\n]+),$", init_block(conf_dir), re.M)
+    assert match, f"the init block sets no {name}"
+    return match.group(1)
 
 
 @pytest.fixture(scope="module")
@@ -129,79 +148,111 @@ def rendered(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("replicas", SIZES)
-def test_config_for_n_replicas_per_pool_passes_nginx_t(rendered, replicas):
-    conf_dir = rendered / f"replicas-{replicas}"
-    result = nginx_t(conf_dir, rendered / "tls")
+@pytest.mark.parametrize(("frontend", "backend"), COMBOS)
+def test_every_method_combination_passes_nginx_t(rendered, frontend, backend):
+    result = nginx_t(rendered / combo(frontend, backend), rendered / "tls")
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
-    servers = upstream_servers(conf_dir)
-    assert servers == {pool: sorted(members) for pool, members in upstreams(replicas).items()}
 
 
-def test_each_frontend_replica_gets_a_pinned_upstream_with_the_others_as_backups(rendered):
-    text = (rendered / "replicas-3" / "upstreams.conf").read_text()
-    pinned = re.findall(r"upstream tenfold_frontend_([0-9a-f]{10}) \{(.*?)\n\}", text, re.S)
-    assert len(pinned) == 3
-    primaries = set()
-    for route, body in pinned:
-        servers = re.findall(r"^\s*server (\S+)( backup)?", body, re.M)
-        assert len(servers) == 3
-        primary = [address for address, backup in servers if not backup]
-        assert len(primary) == 1
-        primaries.add(primary[0])
-        # The route cookie's value leads to this upstream, and the replica's address back to the route.
-        assert f"{route} tenfold_frontend_{route};" in text
-        assert f'"{primary[0]}" {route};' in text
-    assert primaries == set(upstreams(3)["frontend"])
-
-
-def test_ip_hash_frontend_has_no_route_cookie(rendered):
-    text = (rendered / "ip-hash-round-robin" / "upstreams.conf").read_text()
-    assert "tenfold_frontend_upstream" not in text
-    assert "Set-Cookie" not in (rendered / "ip-hash-round-robin" / "nginx.conf").read_text()
-
-
-def test_empty_pools_render_a_down_placeholder_that_nginx_accepts(rendered):
-    conf_dir = rendered / "empty-pools"
-    result = nginx_t(conf_dir, rendered / "tls")
-    assert result.returncode == 0, result.stderr
-    assert upstream_servers(conf_dir) == {"frontend": ["127.0.0.1:9"], "backend": ["127.0.0.1:9"]}
-    assert (conf_dir / "upstreams.conf").read_text().count("server 127.0.0.1:9 down;") == 2
-
-
-@pytest.mark.parametrize("case", ["ip-hash-round-robin", "hash-hash", "ip-hash-ip-hash"])
-def test_every_balancing_method_passes_nginx_t(rendered, case):
+@pytest.mark.parametrize("case", ["with-members", "fail-timeout-90"])
+def test_the_other_cases_pass_nginx_t(rendered, case):
     result = nginx_t(rendered / case, rendered / "tls")
     assert result.returncode == 0, result.stderr
 
 
-def test_default_frontend_hashes_on_the_route_cookie_and_backend_uses_least_conn(rendered):
-    text = (rendered / "replicas-3" / "upstreams.conf").read_text()
-    frontend, backend = text.split("upstream tenfold_backend")
-    assert "hash $tenfold_route consistent;" in frontend
-    assert "least_conn;" in backend
-    # nginx requires keepalive after the balancing method.
-    assert frontend.index("hash $tenfold_route") < frontend.index("keepalive ")
-    nginx_conf = (rendered / "replicas-3" / "nginx.conf").read_text()
-    assert "add_header Set-Cookie $tenfold_route_cookie always;" in nginx_conf
+@pytest.mark.parametrize(("frontend", "backend"), COMBOS)
+def test_each_upstream_is_a_placeholder_balanced_in_lua_with_keepalive(rendered, frontend, backend):
+    blocks = upstream_blocks(rendered / combo(frontend, backend))
+    assert set(blocks) == set(POOLS)
+    for pool, body in blocks.items():
+        lines = [line.strip() for line in body.strip().splitlines()]
+        assert lines[:2] == [
+            "server 127.0.0.1:9 down;",
+            f'balancer_by_lua_block {{ require("tenfold.balancer").balance("{pool}") }}',
+        ], body
+        # Only the placeholder: no member, and no nginx balancing method (the Lua balancer picks).
+        assert [line for line in lines if line.startswith("server ")] == ["server 127.0.0.1:9 down;"]
+        for directive in ("hash ", "ip_hash", "least_conn", "random"):
+            assert not any(line.startswith(directive) for line in lines), (directive, body)
+        # nginx requires keepalive after the balancer.
+        keepalive = [line.split()[0] for line in lines[2:]]
+        assert keepalive == ["keepalive", "keepalive_requests", "keepalive_timeout"], body
+        assert lines[2] == "keepalive 32;"
 
 
-def test_ip_hash_mode_sets_no_route_cookie(rendered):
-    text = (rendered / "ip-hash-round-robin" / "upstreams.conf").read_text()
-    assert "ip_hash;" in text
-    assert "Set-Cookie" not in (rendered / "ip-hash-round-robin" / "nginx.conf").read_text()
+@pytest.mark.parametrize(("frontend", "backend"), COMBOS)
+def test_the_init_block_carries_each_pools_method(rendered, frontend, backend):
+    conf_dir = rendered / combo(frontend, backend)
+    assert pool_methods(conf_dir) == {"frontend": frontend, "backend": backend}
+    init = init_block(conf_dir)
+    assert 'require("tenfold.members").init(' in init
+    assert 'state_file = "/var/lib/tenfold-lb/members.json"' in init
+    assert balancer_setting(conf_dir, "cookie") == '"tenfold_route"'
+    assert balancer_setting(conf_dir, "max_fails") == "3"
+    assert balancer_setting(conf_dir, "tries") == "3"
+    assert re.search(r'^\s*frontend = \{ method = "\w+", seed = "remote_addr" \},$', init, re.M)
+
+
+def test_fail_timeout_reaches_the_balancer_in_seconds(rendered):
+    assert balancer_setting(rendered / "hash-least-conn", "fail_timeout") == "10"
+    assert balancer_setting(rendered / "fail-timeout-90", "fail_timeout") == "90"
+
+
+def test_members_given_to_the_role_are_not_rendered(rendered):
+    with_members, without = rendered / "with-members", rendered / "hash-least-conn"
+    for name in ("nginx.conf", "upstreams.conf"):
+        assert (with_members / name).read_text() == (without / name).read_text(), name
+    for path in with_members.rglob("*"):
+        if path.is_file():
+            assert "rendertest-frontend-1" not in path.read_text(errors="replace"), path
+            assert "18101" not in path.read_text(errors="replace"), path
+
+
+def test_the_lua_modules_and_shared_dicts_are_in_place(rendered):
+    conf_dir = rendered / "hash-least-conn"
+    for name in LUA_FILES:
+        source = ROOT / "roles" / "nginx_lb" / "files" / "lua" / "tenfold" / name
+        assert (conf_dir / "lua" / "tenfold" / name).read_text() == source.read_text()
+    text = (conf_dir / "nginx.conf").read_text()
+    assert text.index("load_module /usr/lib/nginx/modules/ndk_http_module.so;") < text.index(
+        "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"
+    )
+    assert 'lua_package_path "/etc/tenfold-nginx/lua/?.lua;;";' in text
+    for zone in ("tenfold_members", "tenfold_balancer", "tenfold_stats"):
+        assert re.search(rf"^\s*lua_shared_dict {zone} \d+[km];$", text, re.M), zone
+
+
+def test_the_status_server_serves_the_members_api_and_the_counters(rendered):
+    text = (rendered / "hash-least-conn" / "nginx.conf").read_text()
+    status = text[text.index("listen 127.0.0.1:8081;") :]
+    assert 'require("tenfold.api").members()' in status
+    assert "location = /status {" in status and 'require("tenfold.api").status()' in status
+    assert "location = /metrics {" in status and 'require("tenfold.api").metrics()' in status
+
+
+@pytest.mark.parametrize("backend", BACKEND_METHODS)
+def test_only_the_hash_frontend_sets_the_route_cookie(rendered, backend):
+    cookie = 'header_filter_by_lua_block { require("tenfold.balancer").route_cookie("frontend") }'
+    assert cookie in (rendered / combo("hash", backend) / "nginx.conf").read_text()
+    assert "route_cookie" not in (rendered / combo("ip_hash", backend) / "nginx.conf").read_text()
+    for frontend in FRONTEND_METHODS:
+        conf_dir = rendered / combo(frontend, backend)
+        # No cookie maps any more: the balancer reads the cookie and names the member itself.
+        for name in ("nginx.conf", "upstreams.conf"):
+            text = (conf_dir / name).read_text()
+            assert "map $cookie_" not in text and "Set-Cookie" not in text, name
 
 
 def test_every_location_that_adds_headers_includes_the_security_headers(rendered):
-    text = (rendered / "replicas-3" / "nginx.conf").read_text()
+    text = (rendered / "hash-least-conn" / "nginx.conf").read_text()
     for block in re.findall(r"location [^{]*\{(.*?)\n        \}", text, re.S):
         if "add_header" in block or "expires" in block:
             assert "security_headers.conf" in block, block
 
 
 def test_a_value_nginx_rejects_fails_with_nginxs_own_message(tmp_path):
-    case = {"name": "broken", "upstreams": upstreams(3)}
+    case = {"name": "broken", "members": members(3)}
     run = render(tmp_path, [case], "-e", "nginx_lb_client_max_body_size=10q")
     assert run.rc != 0
     assert 'nginx: [emerg] "client_max_body_size" directive invalid value' in run.output, run.output[-3000:]
@@ -209,16 +260,16 @@ def test_a_value_nginx_rejects_fails_with_nginxs_own_message(tmp_path):
 
 
 def test_an_unknown_balancing_method_fails_before_anything_is_rendered(tmp_path):
-    case = {"name": "unknown-method", "upstreams": upstreams(1), "frontend_method": "random"}
+    case = {"name": "unknown-method", "frontend_method": "random"}
     run = render(tmp_path, [case])
     assert run.rc != 0
     assert "nginx_lb_frontend_method" in run.output, run.output[-3000:]
     assert not (tmp_path / "unknown-method").exists()
 
 
-def test_a_malformed_upstream_server_fails_before_anything_is_rendered(tmp_path):
-    case = {"name": "bad-server", "upstreams": {"frontend": ["127.0.0.1:8080; evil"], "backend": []}}
+def test_a_malformed_fail_timeout_fails_the_roles_check_before_anything_is_rendered(tmp_path):
+    case = {"name": "bad-fail-timeout", "fail_timeout": "ten"}
     run = render(tmp_path, [case])
     assert run.rc != 0
-    assert "nginx_lb_upstreams.frontend" in run.output, run.output[-3000:]
-    assert not (tmp_path / "bad-server").exists()
+    assert "nginx_lb_upstream_fail_timeout=ten must be an nginx time" in run.output, run.output[-3000:]
+    assert not (tmp_path / "bad-fail-timeout").exists()

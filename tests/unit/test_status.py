@@ -25,42 +25,35 @@ def _load() -> ModuleType:
 
 ts = _load()
 
-UPSTREAMS = """
-# Ansible managed
-upstream tenfold_frontend {
-    hash $tenfold_route consistent;
-    server 127.0.0.1:18101 max_fails=3 fail_timeout=10s;
-    server 127.0.0.1:18102 max_fails=3 fail_timeout=10s;   # a comment; with a semicolon
-    # server 127.0.0.1:18109;
-    keepalive 32;
-}
 
-upstream tenfold_backend {
-    least_conn;
-    server 127.0.0.1:18201 max_fails=3 fail_timeout=10s;
-    server 127.0.0.1:18202 max_fails=3 fail_timeout=10s down;
-    server 127.0.0.1:18203 backup;
-    server
-        127.0.0.1:18204
-        max_fails=3;
-}
+def lb_member(port: int, state: str = "active", inflight: int = 0, failing: bool = False) -> dict:
+    pool = "backend" if port >= 18200 else "frontend"
+    return {
+        "id": f"tenfold-{pool}-{port % 100}",
+        "address": "127.0.0.1",
+        "port": port,
+        "state": state,
+        "inflight": inflight,
+        "failing": failing,
+    }
 
-upstream tenfold_backend_0a1b2c3d4e {
-    server 127.0.0.1:18205 max_fails=3 fail_timeout=10s;
-    server 127.0.0.1:18201 backup;
-    keepalive 8;
-}
 
-map $cookie_tenfold_route $tenfold_backend_upstream {
-    default tenfold_backend;
-    0a1b2c3d4e tenfold_backend_0a1b2c3d4e;
-}
+def members_answer(pools: dict[str, list[dict]]) -> str:
+    """The text of GET /members, as the LB writes it."""
+    body = {name: {"pool": name, "generation": 3, "members": listed} for name, listed in pools.items()}
+    return json.dumps({"pools": body})
 
-map $upstream_addr $tenfold_served_route {
-    default "";
-    "127.0.0.1:18205" 0a1b2c3d4e;
-}
-"""
+
+MEMBERS = members_answer(
+    {
+        "frontend": [lb_member(18101, inflight=4), lb_member(18102, inflight=1)],
+        "backend": [
+            lb_member(18201, inflight=2),
+            lb_member(18202, state="draining", inflight=1),
+            lb_member(18204, failing=True),
+        ],
+    }
+)
 
 
 def event(stack: str = "tenfold", result: str = "ok", **extra: object) -> dict:
@@ -83,46 +76,77 @@ def event(stack: str = "tenfold", result: str = "ok", **extra: object) -> dict:
     return raw
 
 
-# --- upstreams --------------------------------------------------------------------------------------
-def test_upstream_blocks_are_parsed_with_their_flags():
-    blocks = ts.parse_upstreams(UPSTREAMS)
-    assert set(blocks) == {"tenfold_frontend", "tenfold_backend", "tenfold_backend_0a1b2c3d4e"}
-    assert ts.UpstreamServer("127.0.0.1:18202", down=True) in blocks["tenfold_backend"]
-    assert ts.UpstreamServer("127.0.0.1:18203", backup=True) in blocks["tenfold_backend"]
+# --- LB membership ----------------------------------------------------------------------------------
+def test_members_api_answer_is_parsed_per_pool():
+    members = ts.parse_members(MEMBERS)
+    assert set(members) == {"frontend", "backend"}
+    assert [(m.endpoint, m.state, m.inflight) for m in members["backend"]] == [
+        ("127.0.0.1:18201", "active", 2),
+        ("127.0.0.1:18202", "draining", 1),
+        ("127.0.0.1:18204", "active", 0),
+    ]
 
 
-def test_commented_out_servers_are_not_members():
-    assert ts.pool_members(ts.parse_upstreams(UPSTREAMS), "frontend") == {
-        "127.0.0.1:18101",
-        "127.0.0.1:18102",
-    }
+@pytest.mark.parametrize("text", ["", "{not json", '{"pools": {"backend": {"members": [{"id": "x"}]}}}'])
+def test_an_answer_that_is_not_a_members_answer_means_membership_unknown(text):
+    assert ts.parse_members(text) is None
 
 
-def test_backup_and_down_servers_are_not_members_and_per_replica_upstreams_are_ignored():
-    members = ts.pool_members(ts.parse_upstreams(UPSTREAMS), "backend")
-    assert members == {"127.0.0.1:18201", "127.0.0.1:18204"}
+def test_an_lb_that_does_not_answer_means_membership_unknown():
+    assert ts.read_members("http://127.0.0.1:1/members", timeout=0.5) is None
 
 
-def test_empty_pool_placeholder_marked_down_has_no_members():
-    text = "upstream tenfold_backend {\n    least_conn;\n    server 127.0.0.1:9 down;\n}\n"
-    assert ts.pool_members(ts.parse_upstreams(text), "backend") == set()
+def test_each_replica_is_an_active_member_draining_or_not_in_the_lb():
+    members = ts.parse_members(MEMBERS)
+    active, draining, absent = ts.with_membership([replica(1), replica(2), replica(3)], members)
+    assert (active.in_lb, active.lb_state, active.lb_inflight, active.lb_failing) == (
+        True,
+        "active",
+        2,
+        False,
+    )
+    assert (draining.in_lb, draining.lb_state, draining.lb_inflight) == (False, "draining", 1)
+    assert (absent.in_lb, absent.lb_state, absent.lb_inflight) == (False, ts.NOT_IN_LB, None)
 
 
-def test_a_pool_without_an_upstream_block_has_no_members():
-    assert ts.pool_members(ts.parse_upstreams(""), "frontend") == set()
+def test_a_replica_published_on_a_wildcard_address_is_matched_on_loopback():
+    wildcard = replace(replica(1), address="0.0.0.0:18201")
+    [matched] = ts.with_membership([wildcard], ts.parse_members(MEMBERS))
+    assert matched.lb_state == "active" and matched.lb_inflight == 2
 
 
-def test_missing_upstreams_file_means_membership_unknown(tmp_path):
-    assert ts.read_members(tmp_path / "nowhere", ["backend"]) is None
+def test_a_member_of_another_pool_at_the_same_address_is_not_this_replicas():
+    same_port = ts.parse_members(members_answer({"frontend": [lb_member(18201)]}))
+    [found] = ts.with_membership([replica(1)], same_port)
+    assert found.lb_state == ts.NOT_IN_LB
 
 
-def test_upstreams_file_is_read_per_pool(tmp_path):
-    (tmp_path / "upstreams.conf").write_text(UPSTREAMS)
-    members = ts.read_members(tmp_path, ["frontend", "backend"])
-    assert members == {
-        "frontend": {"127.0.0.1:18101", "127.0.0.1:18102"},
-        "backend": {"127.0.0.1:18201", "127.0.0.1:18204"},
-    }
+def test_unknown_membership_leaves_the_replicas_unknown():
+    [found] = ts.with_membership([replica(1)], None)
+    assert (found.in_lb, found.lb_state, found.lb_inflight) == (None, None, None)
+
+
+def test_draining_members_are_not_counted_in_the_lb_but_are_not_strays():
+    members = ts.parse_members(MEMBERS)
+    backend = next(p for p in ts.pool_statuses([replica(1), replica(2)], {}, members) if p.pool == "backend")
+    assert backend.in_lb == 2  # 18201 and 18204 (failing, still active); 18202 drains
+    assert ts.strays([replica(1), replica(2)], members)["backend"] == ["127.0.0.1:18204"]
+    assert ts.strays([replica(1)], members)["backend"] == ["127.0.0.1:18202", "127.0.0.1:18204"]
+
+
+def test_the_default_members_url_takes_the_inventorys_status_port(tmp_path):
+    assert ts.default_members_url(tmp_path) == "http://127.0.0.1:8081/members"
+    inventory = tmp_path / "inventories/local/group_vars"
+    inventory.mkdir(parents=True)
+    (inventory / "all.yml").write_text("tenfold_stack: blue\nnginx_lb_status_port: 18081\n")
+    assert ts.default_members_url(tmp_path) == "http://127.0.0.1:18081/members"
+
+
+def test_the_members_url_is_an_option():
+    assert ts.parse_args(["--members-url", "http://127.0.0.1:29081/members"]).members_url == (
+        "http://127.0.0.1:29081/members"
+    )
+    assert ts.parse_args([]).members_url is None  # main() takes default_members_url()
 
 
 @pytest.mark.parametrize(
@@ -251,7 +275,18 @@ def sample_status() -> object:
         replica(2, health="starting"),
         replica(3, state="exited", health="unhealthy"),
     ]
-    members = {"frontend": {"127.0.0.1:18101"}, "backend": {"127.0.0.1:18201", "127.0.0.1:18209"}}
+    members = ts.parse_members(
+        members_answer(
+            {
+                "frontend": [lb_member(18101, inflight=4)],
+                "backend": [
+                    lb_member(18201, inflight=2),
+                    lb_member(18202, state="draining", inflight=1),
+                    lb_member(18209),
+                ],
+            }
+        )
+    )
     events = ts.read_events(
         [
             json.dumps(event()),
@@ -262,13 +297,13 @@ def sample_status() -> object:
     return ts.StackStatus(
         stack="tenfold",
         generated_at="2026-11-27T12:30:00Z",
-        nginx_config="/etc/tenfold/tenfold/nginx/upstreams.conf",
-        nginx_config_found=True,
+        members_url="http://127.0.0.1:8081/members",
+        members_known=True,
         lb=ts.LoadBalancer("tenfold-lb", "running", "healthy"),
         pools=ts.pool_statuses(replicas, {"backend": 4}, members),
         replicas=ts.with_membership(replicas, members),
         events=events,
-        upstreams_without_container=ts.strays(replicas, members),
+        members_without_container=ts.strays(replicas, members),
     )
 
 
@@ -282,8 +317,8 @@ def test_pools_count_running_healthy_and_lb_members():
         1,
     )
     assert (backend.wanted, backend.wanted_from, backend.running, backend.healthy) == (4, "event", 2, 1)
-    assert backend.in_lb == 2
-    assert status.upstreams_without_container == {"backend": ["127.0.0.1:18209"]}
+    assert backend.in_lb == 2  # 18201 and 18209; 18202 drains
+    assert status.members_without_container == {"backend": ["127.0.0.1:18209"]}
 
 
 SAMPLE_TABLE = """\
@@ -295,13 +330,13 @@ POOL      WANTED  RUNNING  HEALTHY  IN LB
 frontend      1*        1        1      1
 backend        4        2        1      2
 * no successful scale run recorded: wanted = containers found
-! backend: LB sends traffic to 127.0.0.1:18209, which no container publishes
+! backend: the LB lists 127.0.0.1:18209, which no container publishes
 
-REPLICA             STATE    HEALTH     CPU %  MEMORY          ADDRESS          IN LB
-tenfold-frontend-1  running  healthy      1.2  50 MiB / 1 GiB  127.0.0.1:18101  yes
-tenfold-backend-1   running  healthy      1.2  50 MiB / 1 GiB  127.0.0.1:18201  yes
-tenfold-backend-2   running  starting     1.2  50 MiB / 1 GiB  127.0.0.1:18202  no
-tenfold-backend-3   exited   unhealthy      -  -               127.0.0.1:18203  no
+REPLICA             STATE    HEALTH     CPU %  MEMORY          ADDRESS          IN LB     LB INFLIGHT
+tenfold-frontend-1  running  healthy      1.2  50 MiB / 1 GiB  127.0.0.1:18101  active              4
+tenfold-backend-1   running  healthy      1.2  50 MiB / 1 GiB  127.0.0.1:18201  active              2
+tenfold-backend-2   running  starting     1.2  50 MiB / 1 GiB  127.0.0.1:18202  draining            1
+tenfold-backend-3   exited   unhealthy      -  -               127.0.0.1:18203  no                  -
 
 Last 5 scale events:
 TIME (UTC)            TRIGGER  POOLS         DURATION  RESULT
@@ -314,23 +349,34 @@ def test_table_of_a_sample_reads_at_a_glance():
     assert ts.render_table(sample_status()) == SAMPLE_TABLE
 
 
-def test_table_says_membership_is_unknown_without_the_lb_config():
+def test_table_says_membership_is_unknown_when_the_members_api_does_not_answer():
     replicas = [replica(1)]
     unknown = replace(
         sample_status(),
-        nginx_config_found=False,
+        members_known=False,
         pools=ts.pool_statuses(replicas, {}, None),
         replicas=ts.with_membership(replicas, None),
-        upstreams_without_container=ts.strays(replicas, None),
+        members_without_container=ts.strays(replicas, None),
     )
     lines = ts.render_table(unknown).splitlines()
-    assert "LB config /etc/tenfold/tenfold/nginx/upstreams.conf not found: membership unknown (?)." in lines
+    assert "LB members unknown: no readable answer from http://127.0.0.1:8081/members (?)." in lines
     assert "backend      1*        1        1      ?" in lines
-    assert next(line for line in lines if line.startswith("tenfold-backend-1")).endswith("127.0.0.1:18201  ?")
+    row = next(line for line in lines if line.startswith("tenfold-backend-1"))
+    assert row.split()[-3:] == ["127.0.0.1:18201", "?", "?"]
+
+
+def test_table_names_the_replicas_the_lb_marked_failing():
+    replicas = ts.with_membership([replica(4)], ts.parse_members(MEMBERS))
+    lines = ts.render_table(replace(sample_status(), replicas=replicas)).splitlines()
+    assert "! tenfold-backend-4: failing, the LB rests it (no new requests until fail_timeout)" in lines
+    assert next(line for line in lines if line.startswith("tenfold-backend-4")).split()[-2:] == [
+        "active",
+        "0",
+    ]
 
 
 def test_a_stack_without_containers_says_so():
-    status = ts.StackStatus("ghost", "2026-11-27T12:30:00Z", "/x/upstreams.conf", False, None, [], [], [])
+    status = ts.StackStatus("ghost", "2026-11-27T12:30:00Z", "http://x/members", False, None, [], [], [])
     text = ts.render_table(status)
     assert "No containers of stack 'ghost'" in text
     assert "none recorded" in text
@@ -340,6 +386,9 @@ def test_json_holds_the_same_data():
     data = json.loads(ts.render_json(sample_status()))
     assert [p["pool"] for p in data["pools"]] == ["frontend", "backend"]
     assert data["replicas"][1]["in_lb"] is True and data["replicas"][2]["in_lb"] is False
+    assert data["replicas"][2]["lb_state"] == "draining" and data["replicas"][2]["lb_inflight"] == 1
+    assert data["replicas"][3]["lb_state"] == "absent" and data["replicas"][3]["lb_inflight"] is None
+    assert data["members_known"] is True and data["members_url"] == "http://127.0.0.1:8081/members"
     assert data["events"][-1]["result"] == "failed"
 
 

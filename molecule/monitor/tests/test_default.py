@@ -53,7 +53,7 @@ def test_settings_carry_the_inventory_bounds_and_the_stack(host):
     assert settings["prometheus_port"] == 0
     assert settings["project_dir"] == str(ROOT)
     assert settings["access_log"] == "/var/log/tenfold/molmon/access.json.log"
-    assert settings["upstreams_conf"] == "/etc/tenfold/molmon/nginx/upstreams.conf"
+    assert settings["members_url"] == "http://127.0.0.1:8081/members"
     pools = settings["pools"]
     assert (pools["frontend"]["min_replicas"], pools["frontend"]["max_replicas"]) == (2, 6)
     assert (pools["backend"]["min_replicas"], pools["backend"]["max_replicas"]) == (1, 8)

@@ -250,3 +250,19 @@ def test_accepted_change_reloads_nginx_without_restarting_it(host):
     # Back to the scenario's config; nothing else changes.
     assert converge().returncode == 0
     assert converge().stdout.count("changed=0") == 1
+
+
+def test_members_api_state_file_and_metrics(host):
+    """The members are data: the LB's members API lists them, its state file holds them, /metrics is text."""
+    members = json.loads(host.check_output("curl -sf http://127.0.0.1:38181/members"))
+    for pool in ("frontend", "backend"):
+        listed = members["pools"][pool]["members"]
+        assert [(m["id"], m["address"], m["port"], m["state"]) for m in listed] == [
+            (f"mollb-{pool}-1", "127.0.0.1", 9, "active")
+        ]
+    saved = json.loads(host.file("/var/lib/tenfold/mollb/lb/members.json").content_string)
+    fields = ("id", "address", "port", "state")
+    for pool, shown in members["pools"].items():
+        assert saved["pools"][pool]["members"] == [{k: m[k] for k in fields} for m in shown["members"]]
+    metrics = host.check_output("curl -sf http://127.0.0.1:38181/metrics")
+    assert "# TYPE tenfold_lb_requests_total counter" in metrics
