@@ -4,13 +4,13 @@ members, planning a pool's set, comparing and describing sets, reading the LB's 
 from __future__ import annotations
 
 import pytest
+import tenfold_lb
 from conftest import load_plugin
 
-mod = load_plugin("modules", "tenfold_lb_members")
-lb = mod  # the module imports what it uses from ansible.module_utils.tenfold_lb
-from ansible.module_utils import tenfold_lb  # noqa: E402  (registered by load_plugin)
-
 Member, LbError = tenfold_lb.Member, tenfold_lb.LbError
+# The module sees module_utils as ansible.module_utils.tenfold_lb (load_plugin), a module object of its own:
+# its results and errors are compared with the classes it imported (mod.Member, mod.LbError).
+mod = load_plugin("modules", "tenfold_lb_members")
 
 
 def raw(i: int, port: int | None = None, **extra) -> dict:

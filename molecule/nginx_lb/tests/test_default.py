@@ -23,6 +23,10 @@ NAME = "mollb-lb"
 HTTP, HTTPS, STATUS = 38180, 38543, 38181
 LIVE = Path("/etc/tenfold/mollb/nginx")
 LOGS = Path("/var/log/tenfold/mollb")
+STATE = Path("/var/lib/tenfold/mollb/lb")
+# converge.yml's members: one per pool, at 127.0.0.1:9 where nothing listens.
+MEMBERS = {pool: [(f"mollb-{pool}-1", "127.0.0.1", 9, "active")] for pool in ("frontend", "backend")}
+FIELDS = ("id", "address", "port", "state")
 SECURITY_HEADERS = {
     "strict-transport-security",
     "content-security-policy",
@@ -100,6 +104,8 @@ def test_container_runs_hardened_on_the_host_network(host):
         mounts["/var/log/tenfold-nginx"]["Source"] == str(LOGS)
         and mounts["/var/log/tenfold-nginx"]["RW"] is True
     )
+    assert mounts["/var/lib/tenfold-lb"]["Source"] == str(STATE)
+    assert mounts["/var/lib/tenfold-lb"]["RW"] is True
 
 
 def test_container_becomes_healthy(host):
@@ -252,17 +258,62 @@ def test_accepted_change_reloads_nginx_without_restarting_it(host):
     assert converge().stdout.count("changed=0") == 1
 
 
-def test_members_api_state_file_and_metrics(host):
-    """The members are data: the LB's members API lists them, its state file holds them, /metrics is text."""
-    members = json.loads(host.check_output("curl -sf http://127.0.0.1:38181/members"))
-    for pool in ("frontend", "backend"):
-        listed = members["pools"][pool]["members"]
-        assert [(m["id"], m["address"], m["port"], m["state"]) for m in listed] == [
-            (f"mollb-{pool}-1", "127.0.0.1", 9, "active")
-        ]
-    saved = json.loads(host.file("/var/lib/tenfold/mollb/lb/members.json").content_string)
-    fields = ("id", "address", "port", "state")
-    for pool, shown in members["pools"].items():
-        assert saved["pools"][pool]["members"] == [{k: m[k] for k in fields} for m in shown["members"]]
-    metrics = host.check_output("curl -sf http://127.0.0.1:38181/metrics")
-    assert "# TYPE tenfold_lb_requests_total counter" in metrics
+def listed_members() -> dict[str, list[tuple]]:
+    status, headers, body = request(STATUS, "/members", tls=False)
+    assert status == 200, body
+    assert headers["content-type"].startswith("application/json")
+    pools = json.loads(body)["pools"]
+    return {pool: [tuple(m[k] for k in FIELDS) for m in shown["members"]] for pool, shown in pools.items()}
+
+
+def test_the_members_api_lists_the_converged_members(host):
+    assert listed_members() == MEMBERS
+    status, _, body = request(STATUS, "/members/backend", tls=False)
+    assert status == 200
+    pool = json.loads(body)
+    assert pool["pool"] == "backend" and pool["generation"] >= 1
+    assert [(m["id"], m["inflight"]) for m in pool["members"]] == [("mollb-backend-1", 0)]
+    status, _, body = request(STATUS, "/members/nope", tls=False)
+    assert status == 404 and b"no pool nope" in body
+
+
+def test_the_state_file_holds_the_members(host):
+    state = host.file(str(STATE))
+    assert state.is_directory and state.user == "www-data" and state.mode == 0o750
+    saved = json.loads(host.file(str(STATE / "members.json")).content_string)
+    held = {pool: [tuple(m[k] for k in FIELDS) for m in s["members"]] for pool, s in saved["pools"].items()}
+    assert held == MEMBERS
+    _, _, body = request(STATUS, "/members", tls=False)
+    for pool, shown in json.loads(body)["pools"].items():
+        assert saved["pools"][pool]["generation"] == shown["generation"]
+
+
+def test_metrics_answer_prometheus_text(host):
+    request(HTTPS, "/api/whoami")  # a request a member "answered" (the LB's 502 after the failed try)
+    status, headers, body = request(STATUS, "/metrics", tls=False)
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = body.decode()
+    assert "# TYPE tenfold_lb_requests_total counter" in text
+    assert 'tenfold_lb_members{pool="backend",state="active"} 1' in text
+    assert 'tenfold_lb_members{pool="frontend",state="active"} 1' in text
+    for line in text.splitlines():
+        assert line.startswith("# ") or re.match(r"^[a-z_]+(\{[^}]*\})? \S+$", line), line
+
+
+def test_the_control_server_refuses_a_bad_write_and_keeps_the_members(host):
+    status, _, body = request(STATUS, "/members/backend", tls=False, method="PUT", body=b'{"generation": 0}')
+    assert status == 400 and b"members: must be a list" in body, body
+    assert listed_members() == MEMBERS
+
+
+def test_a_restarted_lb_starts_from_the_state_file(host):
+    host.check_output(f"docker restart {NAME}")
+    for _ in range(50):
+        try:
+            if request(STATUS, "/nginx_status", tls=False)[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    assert listed_members() == MEMBERS
