@@ -5,7 +5,7 @@ import json
 import pytest
 
 STACK = "molapps"
-POOLS = {"frontend": (38300, 512 * 1024**2), "backend": (38400, 1024**3)}
+POOLS = {"frontend": (27300, 512 * 1024**2), "backend": (27400, 1024**3)}
 
 
 def inspect(host, name):
