@@ -53,7 +53,7 @@ class PoolSnapshot:
     inflight: int | None  # sum of the running replicas' /health inflight that answered
     cpu_percent: float | None  # mean over serving replicas, % of each one's CPU limit
     memory_percent: float | None  # mean over serving replicas, % of each one's memory limit
-    requests: int | None  # requests in the traffic window
+    requests: int | None  # requests that reached a replica (or failed to) in the traffic window
     rps: float | None
     error_rate: float | None  # share of 5xx answers and upstream failures
     p50_s: float | None
@@ -61,6 +61,7 @@ class PoolSnapshot:
     p99_s: float | None
     traffic_at: float | None  # time of the newest access-log entry of the pool in the window
     unlisted: int | None = None  # running, and no LB member at all (neither active nor draining)
+    rejected: int | None = None  # requests the LB turned away itself (429/444/413/408): no demand
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ def pool_snapshot(
         p95_s=None if traffic is None else traffic.p95_s,
         p99_s=None if traffic is None else traffic.p99_s,
         traffic_at=None if traffic is None else traffic.samples_at,
+        rejected=None if traffic is None else traffic.rejected,
         unlisted=None
         if running is None or known is None
         else sum(1 for c in running if member_key(c.address) not in known),

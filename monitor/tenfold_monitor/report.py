@@ -51,6 +51,7 @@ class PoolPoint:
     requests: float | None
     replicas: int | None
     action: str | None  # the policy's decision for the pool in that sample: up, down, hold
+    rejected: float | None = None  # requests the LB turned away itself in the sample's window
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class PoolReport:
     error_rate_mean: float | None  # failed requests / requests, over the samples that counted requests
     error_rate_worst: float | None
     error_rate_worst_at: float | None
+    rejected_peak: float | None  # most requests the LB turned away in one window (the attack signal)
+    rejected_peak_at: float | None
     replicas_min: int | None
     replicas_max: int | None
     changes: tuple[Change, ...] = ()
@@ -155,6 +158,7 @@ def parse_line(line: str) -> Sample | None:
             requests=_number(figures.get("requests")),
             replicas=_count(figures.get("replicas")),
             action=actions.get(name),
+            rejected=_number(figures.get("rejected")),
         )
     return Sample(at=at, stack=str(record.get("stack", "")), pools=points)
 
@@ -233,6 +237,7 @@ def pool_report(name: str, samples: Sequence[Sample], merge_s: float = MERGE_S) 
     rps_peak, rps_peak_at = _peak(rps)
     p95_worst, p95_worst_at = _peak(p95)
     error_worst, error_worst_at = _peak(errors)
+    rejected_peak, rejected_peak_at = _peak([(at, p.rejected) for at, p in points if p.rejected is not None])
     actions = [p.action for _, p in points]
     return PoolReport(
         pool=name,
@@ -246,6 +251,8 @@ def pool_report(name: str, samples: Sequence[Sample], merge_s: float = MERGE_S) 
         error_rate_mean=error_mean,
         error_rate_worst=error_worst,
         error_rate_worst_at=error_worst_at,
+        rejected_peak=rejected_peak,
+        rejected_peak_at=rejected_peak_at,
         replicas_min=min(r for _, r in replicas) if replicas else None,
         replicas_max=max(r for _, r in replicas) if replicas else None,
         changes=tuple(scale_changes(replicas, merge_s)),
@@ -348,6 +355,10 @@ def render_text(report: Report) -> str:
         out.append(
             f"  errors      mean {_fmt(pool.error_rate_mean, ' %', 100)}"
             f"   worst {_fmt(pool.error_rate_worst, ' %', 100)} at {_time(pool.error_rate_worst_at)}"
+        )
+        out.append(
+            f"  rejected    peak {_fmt(pool.rejected_peak, digits=0)} per window"
+            f" at {_time(pool.rejected_peak_at)} (turned away by the LB: no demand)"
         )
         out.append(
             f"  replicas    min {pool.replicas_min if pool.replicas_min is not None else '-'}"

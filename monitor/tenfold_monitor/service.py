@@ -347,7 +347,10 @@ def _prometheus(port: int):
         "desired": Gauge("tenfold_pool_desired_replicas", "Replicas the policy wants", labels),
         "rps": Gauge("tenfold_pool_requests_per_second", "Requests/s over the window", labels),
         "error_rate": Gauge("tenfold_pool_error_ratio", "Share of 5xx and upstream failures", labels),
-        "p95": Gauge("tenfold_pool_latency_p95_seconds", "95th percentile request time", labels),
+        "rejected": Gauge(
+            "tenfold_pool_rejected_requests", "Requests the LB turned away itself, in the window", labels
+        ),
+        "p95": Gauge("tenfold_pool_latency_p95_seconds", "95th percentile upstream response time", labels),
         "cpu": Gauge("tenfold_pool_cpu_percent", "Mean CPU % of the limit", labels),
         "memory": Gauge("tenfold_pool_memory_percent", "Mean memory % of the limit", labels),
     }
@@ -364,6 +367,7 @@ def _prometheus(port: int):
                 "desired": desired.get(name),
                 "rps": pool.rps,
                 "error_rate": pool.error_rate,
+                "rejected": pool.rejected,
                 "p95": pool.p95_s,
                 "cpu": pool.cpu_percent,
                 "memory": pool.memory_percent,

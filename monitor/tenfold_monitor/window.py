@@ -2,6 +2,11 @@
 # SPDX-License-Identifier: MIT
 """Per-pool traffic over a sliding window of access-log entries: rate, errors and latency percentiles.
 
+Demand is served traffic: only requests that reached a replica (or failed reaching one: a 5xx) count, and
+latency is the replicas' own (`upstream_response_time`), never the client's (`request_time` includes its
+upload). Requests the LB turned away itself (429, 444, 413, 408, no upstream) are counted apart as
+`rejected`: an attack signal, not demand, so a flooding or slow client cannot make the pools grow.
+
 Entries are placed by their own time (`msec`, when nginx logged the request), not by when they were read:
 nginx's workers flush their buffers independently, so entries arrive up to a second late and out of order.
 Entries of pool `lb` (the LB's own /health, the HTTP → HTTPS redirects) and entries without a pool are left
@@ -23,28 +28,39 @@ from dataclasses import dataclass
 DEFAULT_WINDOW_S = 10.0
 EXCLUDED_POOLS = frozenset({"lb", ""})
 
+REJECTED_STATUSES = frozenset({408, 413, 429, 444})
+
 _STATUS_RE = re.compile(r"\d{3}")
+_NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
 class Request:
     pool: str
     at: float  # epoch seconds (msec)
-    request_time: float | None  # seconds; None when the entry has none
+    upstream_time: float | None  # seconds spent on replicas (all tries); None when none answered
     failed: bool
+    served: bool = True  # the LB passed it to a replica
+    rejected: bool = False  # turned away by the LB itself (rate/connection limit, size, timeout)
+
+    @property
+    def demand(self) -> bool:
+        """Served, or failed on the LB's side (no replica to take it): what scaling may answer."""
+        return self.served or self.failed
 
 
 @dataclass(frozen=True)
 class PoolTraffic:
-    requests: int  # in the window
+    requests: int  # served (or failed on the way to a replica) in the window
     errors: int
     rps: float | None  # requests / covered seconds; None before the window covers any time
     error_rate: float  # errors / requests; 0.0 when idle
-    p50_s: float | None  # request_time percentiles (nearest rank); None when idle
+    p50_s: float | None  # upstream_response_time percentiles (nearest rank); None when idle
     p95_s: float | None
     p99_s: float | None
     samples_at: float | None  # time of the newest entry in the window; None when idle
     span_s: float  # seconds the rate is taken over: the window, or less while it fills
+    rejected: int = 0  # requests the LB turned away itself in the window (not in `requests`)
 
 
 # --- pure helpers ---------------------------------------------------------------------------------
@@ -63,6 +79,20 @@ def upstream_statuses(text: object) -> list[int]:
     return [int(code) for code in _STATUS_RE.findall(text)] if isinstance(text, str) else []
 
 
+def upstream_seconds(text: object) -> float | None:
+    """Total of nginx's $upstream_response_time ("0.012", "3.001, 0.010", "-" when no replica answered)."""
+    if not isinstance(text, str):
+        return None
+    values = [float(v) for v in _NUMBER_RE.findall(text)]
+    return sum(values) if values else None
+
+
+def reached_upstream(entry: dict) -> bool:
+    """Whether the LB passed the request to a replica ($upstream_addr is empty or "-" when it did not)."""
+    address = entry.get("upstream_addr")
+    return isinstance(address, str) and address not in ("", "-")
+
+
 def is_failure(status: int | None, upstream_status: object) -> bool:
     """A 5xx answer, or an upstream that failed on the way (any 5xx upstream status, even if retried)."""
     if status is not None and 500 <= status <= 599:
@@ -76,13 +106,16 @@ def request_of(entry: dict) -> Request | None:
     at = _number(entry.get("msec"))
     if not isinstance(pool, str) or pool in EXCLUDED_POOLS or at is None:
         return None
-    status = _number(entry.get("status"))
-    request_time = _number(entry.get("request_time"))
+    number = _number(entry.get("status"))
+    status = int(number) if number is not None else None
+    served = reached_upstream(entry)
     return Request(
         pool=pool,
         at=at,
-        request_time=request_time if request_time is not None and request_time >= 0 else None,
-        failed=is_failure(int(status) if status is not None else None, entry.get("upstream_status")),
+        upstream_time=upstream_seconds(entry.get("upstream_response_time")) if served else None,
+        failed=is_failure(status, entry.get("upstream_status")),
+        served=served,
+        rejected=not served and status in REJECTED_STATUSES,
     )
 
 
@@ -95,10 +128,12 @@ def nearest_rank(ordered: Sequence[float], percent: float) -> float | None:
 
 
 def traffic_of(requests: Sequence[Request], span_s: float) -> PoolTraffic:
-    """Figures of the requests of one pool seen over `span_s` seconds."""
-    count = len(requests)
-    errors = sum(r.failed for r in requests)
-    times = sorted(r.request_time for r in requests if r.request_time is not None)
+    """Figures of the requests of one pool seen over `span_s` seconds (rejected ones counted apart)."""
+    rejected = sum(r.rejected for r in requests)
+    demand = [r for r in requests if r.demand]
+    count = len(demand)
+    errors = sum(r.failed for r in demand)
+    times = sorted(r.upstream_time for r in demand if r.upstream_time is not None)
     return PoolTraffic(
         requests=count,
         errors=errors,
@@ -109,6 +144,7 @@ def traffic_of(requests: Sequence[Request], span_s: float) -> PoolTraffic:
         p99_s=nearest_rank(times, 99),
         samples_at=max((r.at for r in requests), default=None),
         span_s=span_s,
+        rejected=rejected,
     )
 
 

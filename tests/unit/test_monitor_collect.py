@@ -30,14 +30,22 @@ NOW = 1_795_782_000.0
 
 
 def entry(
-    at: float, pool: str = "backend", status: int = 200, rt: float = 0.01, upstream: str = "200"
+    at: float,
+    pool: str = "backend",
+    status: int = 200,
+    rt: float = 0.01,
+    upstream: str = "200",
+    request_time: float | None = None,
 ) -> dict:
+    """An access-log entry as the LB writes it; `upstream=""` is a request no replica was asked for."""
     return {
         "msec": at,
         "pool": pool,
         "status": status,
-        "request_time": rt,
+        "request_time": rt if request_time is None else request_time,
+        "upstream_addr": "127.0.0.1:28201" if upstream else "",
         "upstream_status": upstream,
+        "upstream_response_time": str(rt) if upstream else "",
         "request_uri": "/api/whoami",
     }
 
@@ -87,12 +95,53 @@ def test_error_rate_counts_5xx_answers_and_upstream_failures():
             entry(NOW - 1, status=200, upstream="502, 200"),  # a failed try, retried on the next server
             entry(NOW - 1, status=200, upstream="504 : 200"),
             entry(NOW - 1, status=404, upstream="404"),
-            entry(NOW - 1, status=429, upstream=""),  # rate-limited by the LB: not a failure of the pool
+            entry(NOW - 1, status=429, upstream=""),  # rate-limited by the LB: rejected, not demand
         ]
     )
     traffic = window.snapshot(NOW)["backend"]
     assert traffic.errors == 5
-    assert traffic.error_rate == pytest.approx(5 / 8)
+    assert traffic.requests == 7
+    assert traffic.error_rate == pytest.approx(5 / 7)
+    assert traffic.rejected == 1
+
+
+@pytest.mark.parametrize("status", [408, 413, 429, 444])
+def test_requests_the_lb_rejected_are_counted_apart_and_are_no_demand(status):
+    window = TrafficWindow(window_s=10)
+    window.add(entry(NOW - 1, status=status, upstream="", request_time=10.0) for _ in range(500))
+    window.add(entry(NOW - 1) for _ in range(20))
+    traffic = window.snapshot(NOW)["backend"]
+    assert (traffic.requests, traffic.rejected, traffic.errors) == (20, 500, 0)
+    assert traffic.rps == pytest.approx(2.0)
+    assert traffic.p95_s == pytest.approx(0.01)  # the clients' 10 s do not count
+
+
+def test_other_answers_of_the_lb_itself_are_neither_demand_nor_rejected():
+    window = TrafficWindow(window_s=10)
+    window.add([entry(NOW - 1, status=400, upstream=""), entry(NOW - 1, status=301, upstream="")])
+    traffic = window.snapshot(NOW)["backend"]
+    assert (traffic.requests, traffic.rejected) == (0, 0)
+
+
+def test_latency_is_the_replicas_time_not_the_clients():
+    window = TrafficWindow(window_s=10)
+    # A slow upload: 12 s for the client, 20 ms on the replica.
+    window.add([entry(NOW - 1, rt=0.02, request_time=12.0)])
+    assert window.snapshot(NOW)["backend"].p95_s == pytest.approx(0.02)
+
+
+def test_upstream_time_of_a_retried_request_is_the_sum_of_its_tries():
+    request = request_of(
+        {
+            "msec": NOW,
+            "pool": "backend",
+            "status": 200,
+            "upstream_addr": "127.0.0.1:1, 127.0.0.1:2",
+            "upstream_status": "502, 200",
+            "upstream_response_time": "0.004, 0.030",
+        }
+    )
+    assert request is not None and request.upstream_time == pytest.approx(0.034)
 
 
 def test_failure_rules():
@@ -105,7 +154,7 @@ def test_failure_rules():
     assert upstream_statuses("-") == []
 
 
-def test_percentiles_are_nearest_rank_of_request_time():
+def test_percentiles_are_nearest_rank_of_upstream_response_time():
     window = TrafficWindow(window_s=10)
     window.add(entry(NOW - 1, rt=n / 1000) for n in range(100, 0, -1))  # 0.001 .. 0.100 s, any order
     traffic = window.snapshot(NOW)["backend"]
@@ -161,10 +210,16 @@ def test_while_the_window_fills_the_rate_is_over_the_time_covered():
 
 def test_request_of_reads_numbers_written_as_strings():
     request = request_of(
-        {"msec": "1795782003.265", "pool": "frontend", "status": "502", "request_time": "0.2"}
+        {
+            "msec": "1795782003.265",
+            "pool": "frontend",
+            "status": "502",
+            "upstream_addr": "127.0.0.1:28101",
+            "upstream_response_time": "0.2",
+        }
     )
     assert request is not None
-    assert (request.at, request.request_time, request.failed) == (1795782003.265, 0.2, True)
+    assert (request.at, request.upstream_time, request.failed) == (1795782003.265, 0.2, True)
 
 
 # --- the log's state: idle versus missing -------------------------------------------------------------

@@ -35,6 +35,7 @@ def test_gauges_carry_each_pools_figures_and_the_decision():
         p95_s=0.21,
         p99_s=0.4,
         traffic_at=1.0,
+        rejected=9000,
     )
     snapshot = Snapshot(
         at=1.0,
@@ -54,4 +55,5 @@ def test_gauges_carry_each_pools_figures_and_the_decision():
     assert 'tenfold_pool_replicas{pool="backend",stack="promtest"} 4.0' in body
     assert 'tenfold_pool_desired_replicas{pool="backend",stack="promtest"} 6.0' in body
     assert 'tenfold_pool_requests_per_second{pool="backend",stack="promtest"} 120.0' in body
+    assert 'tenfold_pool_rejected_requests{pool="backend",stack="promtest"} 9000.0' in body
     assert 'tenfold_host_cpu_percent{stack="promtest"} 55.0' in body

@@ -390,3 +390,26 @@ def test_the_report_runs_without_the_monitors_settings_from_the_command_line(met
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("tenfold performance report, 2026-11-26 (UTC), stack tenfold")
+
+
+def test_the_rejected_peak_is_reported_apart_from_demand():
+    lines = [
+        Snapshot(
+            at=T0 + i * STEP,
+            stack="tenfold",
+            host_cpu_percent=None,
+            host_memory_percent=None,
+            lb_active_connections=None,
+            lb_request_rate=None,
+            log_state="ok",
+            log_malformed=0,
+            window_s=WINDOW_S,
+            pools={"backend": pool("backend", rps=2.0, requests=10, rejected=rejected)},
+        ).to_json()
+        for i, rejected in enumerate([0, 4000, 120])
+    ]
+    samples, malformed = report.samples_in(lines, T0 - 1, T0 + 60)
+    backend = report.pool_report("backend", samples)
+    assert malformed == 0
+    assert (backend.rejected_peak, backend.rejected_peak_at) == (4000.0, T0 + STEP)
+    assert backend.rps_peak == 2.0
