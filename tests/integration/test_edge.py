@@ -41,8 +41,14 @@ def test_tls_10_and_11_are_refused_by_the_server(stack, version):
 def test_http_redirects_to_https_with_headers(stack):
     response = stack.plain_client().get("/some/page?x=1")
     assert response.status == 301
-    assert response.headers["location"] == f"https://127.0.0.1:{stack.https_port}/some/page?x=1"
+    assert response.headers["location"] == f"https://localhost:{stack.https_port}/some/page?x=1"
     assert_security_headers(response)
+
+
+def test_the_redirect_names_the_configured_host_never_the_clients(stack):
+    response = stack.plain_client().get("/login", headers={"Host": "evil.example"})
+    assert response.status == 301
+    assert response.headers["location"] == f"https://localhost:{stack.https_port}/login"
 
 
 # One path per location of the HTTPS server (the static-extension one too), and an app's own 404s.

@@ -273,3 +273,18 @@ def test_a_malformed_fail_timeout_fails_the_roles_check_before_anything_is_rende
     assert run.rc != 0
     assert "nginx_lb_upstream_fail_timeout=ten must be an nginx time" in run.output, run.output[-3000:]
     assert not (tmp_path / "bad-fail-timeout").exists()
+
+
+def test_the_redirect_goes_to_the_configured_host(rendered):
+    # The defaults: server name localhost, HTTPS on 443.
+    conf = (rendered / "hash-least-conn" / "nginx.conf").read_text()
+    assert "return 301 https://localhost$request_uri;" in conf
+
+
+def test_an_injected_redirect_host_fails_the_roles_check_before_anything_is_rendered(tmp_path):
+    case = {"name": "bad-redirect-host"}
+    injected = "x; } server { listen 18888; return 200 i; }"
+    run = render(tmp_path, [case], "-e", f"nginx_lb_redirect_host='{injected}'")
+    assert run.rc != 0
+    assert "nginx_lb_redirect_host" in run.output, run.output[-3000:]
+    assert not (tmp_path / "bad-redirect-host").exists()

@@ -130,7 +130,7 @@ def test_lb_answers_its_own_health_with_security_headers(host):
 def test_plain_http_redirects_to_https(host):
     status, headers, _ = request(HTTP, "/some/page?x=1", tls=False)
     assert status == 301
-    assert headers["location"] == f"https://127.0.0.1:{HTTPS}/some/page?x=1"
+    assert headers["location"] == f"https://localhost:{HTTPS}/some/page?x=1"
     assert set(headers) >= SECURITY_HEADERS
 
 
