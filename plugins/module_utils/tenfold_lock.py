@@ -2,20 +2,28 @@
 # SPDX-License-Identifier: MIT
 """A run lock: one scale run at a time per stack, and a lock left by a killed run is recovered.
 
-The lock is a file created with O_EXCL that names its owner: the ansible-playbook process (pid, its start
-time from /proc so a reused pid is not mistaken for the owner, and the host). A lock whose owner on this
-host is gone is stale and taken over; one whose owner is alive makes the caller wait, up to a bound.
+The lock is a file that names its owner: the ansible-playbook process (pid, its start time from /proc so a
+reused pid is not mistaken for the owner, and the host). It appears only with its owner written: the owner
+goes to a file of its own, which is then hard-linked to the lock's name (link fails if the name exists).
+A lock whose owner on this host is gone, or whose owner on another host let its lease run out, is stale:
+it is taken over under a flock on a guard file, so of two runs recovering it exactly one wins. One whose
+owner is alive makes the caller wait, up to a bound.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+# No scale run lasts an hour (its waits are bounded in minutes); past that, a lock from another host is stale.
+DEFAULT_LEASE_S = 3600.0
 
 
 class LockError(RuntimeError):
@@ -29,6 +37,7 @@ class Owner:
     host: str
     since: float
     run: str = ""
+    lease_s: float = DEFAULT_LEASE_S  # a holder on another host counts as alive this long after `since`
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
@@ -54,9 +63,9 @@ def owner_for(pid: int, run: str = "") -> Owner:
     return Owner(pid=pid, start_ticks=ticks, host=socket.gethostname(), since=time.time(), run=run)
 
 
-def is_alive(owner: Owner) -> bool:
+def is_alive(owner: Owner, now: Callable[[], float] = time.time) -> bool:
     if owner.host != socket.gethostname():
-        return True  # cannot tell from here: treat as held
+        return now() < owner.since + owner.lease_s  # its process cannot be seen from here: trust the lease
     return process_start_ticks(owner.pid) == owner.start_ticks
 
 
@@ -96,43 +105,69 @@ def acquire(
     start = clock()
     recovered: Owner | None = None
     while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = read_owner(path)
-            if holder is None:
-                continue  # released between our open and our read
-            if holder.pid == me.pid and holder.start_ticks == me.start_ticks and holder.host == me.host:
-                return Outcome(acquired=True, waited=clock() - start)  # ours already (re-entrant)
-            if not is_alive(holder):
-                _remove_if_still(path, holder)
-                recovered = holder
-                continue
-            if clock() - start >= timeout:
-                raise LockError(
-                    f"another run holds {path}: {holder.describe()}; it did not finish within {timeout:g}s. "
-                    "Try again when it has finished."
-                ) from None
-            sleep(0.5)
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(asdict(me), handle)
-        return Outcome(acquired=True, recovered=recovered, waited=clock() - start)
+        if _link_new(path, me):
+            return Outcome(acquired=True, recovered=recovered, waited=clock() - start)
+        holder = read_owner(path)
+        if holder is None:
+            continue  # released between our link and our read
+        if _same(holder, me):
+            return Outcome(acquired=True, waited=clock() - start)  # ours already (re-entrant)
+        if not is_alive(holder):
+            if _take_over(path, holder, me):
+                return Outcome(acquired=True, recovered=holder, waited=clock() - start)
+            continue  # another run recovered it first: look again at who holds it now
+        if clock() - start >= timeout:
+            raise LockError(
+                f"another run holds {path}: {holder.describe()}; it did not finish within {timeout:g}s. "
+                "Try again when it has finished."
+            )
+        sleep(0.5)
 
 
 def release(path: str, me: Owner) -> bool:
     """Remove the lock if it is ours. Returns whether it was."""
     holder = read_owner(path)
-    if holder is None or (holder.pid, holder.start_ticks, holder.host) != (me.pid, me.start_ticks, me.host):
+    if holder is None or not _same(holder, me):
         return False
     os.unlink(path)
     return True
 
 
-def _remove_if_still(path: str, holder: Owner) -> None:
-    if read_owner(path) == holder:
+def _same(a: Owner, b: Owner) -> bool:
+    return (a.pid, a.start_ticks, a.host) == (b.pid, b.start_ticks, b.host)
+
+
+def _link_new(path: str, me: Owner, replace: bool = False) -> bool:
+    """Make the lock with `me` written in it, all at once; False when a lock is there already.
+
+    `replace`: put ours in place of the lock that is there (a rename: the name is never free meanwhile).
+    """
+    fd, temp = tempfile.mkstemp(prefix=".lock-", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(asdict(me), handle)
+        os.chmod(temp, 0o644)
+        if replace:
+            os.rename(temp, path)
+            return True
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+            os.unlink(temp)
+
+
+def _take_over(path: str, stale: Owner, me: Owner) -> bool:
+    """Replace the stale lock by ours if it is still that one: one recovering run at a time (a flock)."""
+    with open(path + ".guard", "a", encoding="utf-8") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if read_owner(path) != stale:
+            return False
+        # Still the stale one: its dead owner cannot release it, and new runs cannot link over it.
+        return _link_new(path, me, replace=True)
 
 
 def playbook_pid(start: int | None = None) -> int:

@@ -12,7 +12,11 @@ description:
   - Takes or releases a lock file owned by the C(ansible-playbook) run that calls it. Run it on the control
     machine, where every scale run of the stack starts (delegate it to C(localhost)).
   - A second run waits up to O(timeout) seconds for the lock and then fails, naming the run that holds it.
-  - A lock whose owner has died (killed run) is recovered and reported in RV(recovered_from).
+  - A lock whose owner has died (killed run) is recovered and reported in RV(recovered_from). Of several runs
+    recovering the same lock exactly one wins (under a C(flock) on C(<path>.guard)).
+  - The lock file appears only with its owner written in it (written to a file of its own, then linked).
+  - A lock held from another host (whose process cannot be seen) counts as held for an hour after it was
+    taken (its lease; no scale run lasts that long), then as stale.
   - It runs inside the control machine's ansible-playbook process (its action plugin,
     C(plugins/action/tenfold_lock.py)), which saves starting a module process on a scale run's path; this
     file holds its documentation and the same code as a module.

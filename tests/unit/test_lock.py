@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import asdict
 
 import pytest
@@ -103,3 +104,63 @@ def test_run_recovers_a_dead_runs_lock_with_a_warning_and_names_the_path_on_fail
     assert warning.startswith("recovered the lock left by a run that is gone")
     with pytest.raises(tl.LockError, match=f"scale lock {path}: another run holds"):
         tl.run({"path": path, "timeout": 0}, check_mode=False, pid=live_process.pid)
+
+
+def test_the_lock_appears_with_its_owner_written_and_leaves_no_temporary_file(tmp_path):
+    path = str(tmp_path / "scale.lock")
+    me = tl.owner_for(os.getpid(), run="test")
+    tl.acquire(path, me, timeout=0)
+    assert json.loads((tmp_path / "scale.lock").read_text()) == asdict(me)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scale.lock"]
+
+
+def test_of_runs_recovering_the_same_stale_lock_exactly_one_wins(tmp_path):
+    path = str(tmp_path / "scale.lock")
+    ghost = tl.Owner(pid=dead_pid(), start_ticks=1, host=tl.socket.gethostname(), since=0.0, run="killed")
+    tl.acquire(path, ghost, timeout=0)
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(8)]
+    try:
+        owners = [tl.owner_for(p.pid) for p in sleepers]
+        barrier = threading.Barrier(len(owners))
+        results: list[object] = []
+
+        def recover(owner: tl.Owner) -> None:
+            barrier.wait()
+            try:
+                results.append(tl.acquire(path, owner, timeout=0))
+            except tl.LockError as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=recover, args=(o,)) for o in owners]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        winners = [r for r in results if isinstance(r, tl.Outcome)]
+        assert len(results) == len(owners) and len(winners) == 1
+        assert winners[0].recovered == ghost
+        assert tl.read_owner(path) in owners
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_lock_from_another_host_is_held_for_its_lease_then_recovered(tmp_path):
+    path = str(tmp_path / "scale.lock")
+    now = tl.time.time()
+    remote = tl.Owner(pid=4242, start_ticks=7, host="lb-2.example", since=now - 30, lease_s=60)
+    tl.acquire(path, remote, timeout=0)
+    me = tl.owner_for(os.getpid())
+    with pytest.raises(tl.LockError, match=r"lb-2\.example"):
+        tl.acquire(path, me, timeout=0)
+    expired = tl.Owner(pid=4242, start_ticks=7, host="lb-2.example", since=now - 61, lease_s=60)
+    (tmp_path / "scale.lock").write_text(json.dumps(asdict(expired)))
+    outcome = tl.acquire(path, me, timeout=0)
+    assert outcome.recovered == expired and tl.read_owner(path) == me
+
+
+def test_a_lock_file_written_before_leases_reads_with_the_default_lease(tmp_path):
+    path = tmp_path / "scale.lock"
+    path.write_text(json.dumps({"pid": 1, "start_ticks": 2, "host": "old", "since": 5.0, "run": ""}))
+    assert tl.read_owner(str(path)).lease_s == tl.DEFAULT_LEASE_S
