@@ -5,6 +5,8 @@ Each test that changes a pool's members puts them back (as scale.yml would have 
 
 from __future__ import annotations
 
+import socket
+import socketserver
 import threading
 import time
 from pathlib import Path
@@ -167,6 +169,54 @@ def test_a_failing_member_is_marked_for_all_workers_and_its_requests_go_elsewher
         assert status["pools"]["backend"]["served"]["tenfoldit-backend-dead"]["failures"] == max_fails
 
 
+class OneRequestPerConnection(socketserver.BaseRequestHandler):
+    """Answers the first request of each connection and keeps the connection open; at the next request on it,
+    closes without an answer: a keep-alive connection the server dropped while nginx held it idle."""
+
+    def handle(self) -> None:
+        answered = False
+        buffer = b""
+        while True:
+            data = self.request.recv(65536)
+            if not data:
+                return
+            buffer += data
+            if b"\r\n\r\n" not in buffer:
+                continue
+            if answered:
+                self.request.shutdown(socket.SHUT_RDWR)
+                return
+            body = b'{"instance": "keepalive-dropper"}'
+            self.request.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            answered, buffer = True, b""
+
+
+def test_a_keepalive_connection_the_member_dropped_is_retried_on_a_new_one(stack):
+    # nginx gives that try back; with every member of the pool tried (here the only one), the balancer
+    # must hand it out again rather than answer 502.
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 28252), OneRequestPerConnection)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with members_restored(stack, "backend"):
+            only = {
+                "id": "tenfoldit-backend-dropper",
+                "address": "127.0.0.1",
+                "port": 28252,
+                "state": "active",
+            }
+            assert put(stack, "backend", [only])[0] == 200
+            client = stack.client(source="127.0.7.140")
+            statuses = [client.get("/api/whoami").status for _ in range(6)]
+            assert statuses == [200] * 6
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def answers(stack) -> bool:
     try:
         return stack.lb_api("GET", "/members")[0] == 200
@@ -175,6 +225,7 @@ def answers(stack) -> bool:
 
 
 # --- persistence ------------------------------------------------------------------------------------------
+@pytest.mark.long
 def test_members_survive_a_reload_and_a_restart_of_the_lb(engine, stack):
     before = {pool: stack.lb_pool(pool) for pool in ("frontend", "backend")}
     lb = engine.containers.get(f"{stack.name}-lb")

@@ -44,6 +44,8 @@ end
 
 -- The active members not tried yet for this request and not resting; if every one rests, all of them
 -- (a member that is really gone refuses at once, and one that came back is used again at once).
+-- nginx gives a try back when a cached keep-alive connection turned out closed: with every member tried,
+-- that try goes to them again, on a new connection.
 local function candidates(pool, view, tried)
     local fresh, untried = {}, {}
     for _, m in ipairs(view.active) do
@@ -53,6 +55,9 @@ local function candidates(pool, view, tried)
                 fresh[#fresh + 1] = m
             end
         end
+    end
+    if #untried == 0 and next(tried) ~= nil then
+        return candidates(pool, view, {})
     end
     return #fresh > 0 and fresh or untried
 end
