@@ -5,9 +5,13 @@ the session stack is left as it was found."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 import tenfold_backup as tb
@@ -63,6 +67,25 @@ def test_restore_gives_back_byte_identical_files_and_the_recorded_replicas(engin
     assert stat.S_IMODE((backups.tls / "privkey.pem").stat().st_mode) == 0o600
     assert {pool: replicas(engine, stack, pool) for pool in scale_before} == scale_before
     assert stack.client().get("/api/whoami").status == 200
+
+
+def test_restored_lb_logs_are_reopened_so_nginx_writes_to_them(stack, backups):
+    assert backups.backup().rc == 0
+    log = Path(f"/var/log/tenfold/{stack.name}/access.json.log")
+    size = log.stat().st_size
+    for _ in range(3):  # the live log grows past the archive's, so the restore replaces it
+        stack.client().get("/api/whoami")
+    deadline = time.monotonic() + 10
+    while log.stat().st_size == size and time.monotonic() < deadline:
+        time.sleep(0.2)
+    run = backups.restore("latest", json.dumps({"backup_restore_only": ["lb-logs"]}))
+    assert run.rc == 0, run.output[-4000:]
+    marker = uuid.uuid4().hex
+    assert stack.client().get(f"/api/whoami?after-restore={marker}").status == 200
+    deadline = time.monotonic() + 10  # the access log is flushed every second
+    while marker not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker in log.read_text(), "nginx still writes to the log file the restore replaced"
 
 
 def test_config_nginx_rejects_is_not_restored(engine, stack, backups):
