@@ -88,9 +88,17 @@ options:
     type: float
     default: 0.5
   env:
-    description: Extra environment variables for the app.
+    description:
+      - Extra environment variables for the app.
+      - Their values may be secrets, so they are never shown (C(no_log)); a value is masked wherever it
+        appears in the task's output.
     type: dict
     default: {}
+  max_concurrency:
+    description:
+      - Requests the app works on at once (its C(MAX_CONCURRENCY)); unset, the app's own default.
+      - An option of its own rather than an O(env) entry, so that its value is not masked in the output.
+    type: int
   user:
     description: User the app runs as inside the container.
     type: str
@@ -136,8 +144,7 @@ EXAMPLES = r"""
     image: tenfold/backend:local
     port_base: 18200
     memory: 1g
-    env:
-      MAX_CONCURRENCY: "32"
+    max_concurrency: 32
   register: backend
 
 - name: Show where nginx reaches them
@@ -224,7 +231,8 @@ def argument_spec() -> dict:
         "cpus": {"type": "float", "default": 1.0},
         "memory": {"type": "str", "default": "512m"},
         "reservation_ratio": {"type": "float", "default": 0.5},
-        "env": {"type": "dict", "default": {}},
+        "env": {"type": "dict", "default": {}, "no_log": True},
+        "max_concurrency": {"type": "int"},
         "user": {"type": "str", "default": "10001"},
         "restart_policy": {
             "type": "str",
@@ -264,12 +272,21 @@ def build_spec(params: dict, resolved_image: str) -> PoolSpec:
         cpus=params["cpus"],
         memory=parse_memory(params["memory"]),
         reservation_ratio=params["reservation_ratio"],
-        env=params["env"],
+        env=app_env(params),
         network=params["network"] or "",
         user=params["user"],
         restart_policy=params["restart_policy"],
         stop_timeout=params["stop_timeout"],
     )
+
+
+def app_env(params: dict) -> dict:
+    env = dict(params["env"])
+    if params["max_concurrency"] is not None:
+        if params["max_concurrency"] < 1:
+            raise PoolError(f"max_concurrency must be 1 or more, got {params['max_concurrency']}")
+        env["MAX_CONCURRENCY"] = str(params["max_concurrency"])
+    return env
 
 
 def wanted_replicas(params: dict, existing: list) -> int:

@@ -163,6 +163,13 @@ def extra(id: str, playbook_name: str, pairs: str, message: str) -> Row:
     return Row(id, playbook_name, " ".join(f"-e {p}" for p in pairs.split()), lambda k: args, message)
 
 
+def injected(id: str, playbook_name: str, pairs: str, variable: str, value, message: str) -> Row:
+    """Extra vars `pairs` plus one variable set, as JSON, to a value meant to reach nginx or Docker raw."""
+    args = [arg for pair in pairs.split() for arg in ("-e", pair)] + ["-e", json.dumps({variable: value})]
+    shown = " ".join(f"-e {p}" for p in pairs.split()) + f" -e '{json.dumps({variable: value})}'"
+    return Row(id, playbook_name, shown.strip(), lambda k: args, message)
+
+
 def locked(id: str, pairs: str, message: str) -> Row:
     """A scale request made while another run holds the scale lock (given 20 s to let go)."""
     args = [arg for pair in [*pairs.split(), "app_pools_scale_lock_timeout=20"] for arg in ("-e", pair)]
@@ -221,6 +228,16 @@ ROWS = [
           "nginx_lb_https_port=70000 must be a port number from 1 to 65535"),
     extra("site-port-not-a-number", "site.yml", "nginx_lb_http_port=eighty",
           "argument 'nginx_lb_http_port' is of type str and we were unable to convert to int"),
+    # strings meant to reach nginx's config or a container raw: the strict forms (tenfold_bad_forms)
+    injected("site-injected-server-block", "site.yml", "", "nginx_lb_upstream_fail_timeout",
+             "10s; } server { listen 127.0.0.1:18888; return 200 injected; } upstream x {",
+             "nginx_lb_upstream_fail_timeout must be an nginx time such as 10s, 500ms or 1m30s; not '10s; }"),
+    injected("scale-injected-env", "scale.yml", "pool=backend replicas=4", "app_pools_backend_env",
+             {"MODE": "fast\nLD_PRELOAD=/tmp/x.so"},
+             "app_pools_backend_env must be a dict of environment variable names"),
+    injected("scale-injected-image", "scale.yml", "pool=backend replicas=4", "app_pools_backend_image",
+             "tenfold/backend:local --privileged",
+             "app_pools_backend_image must be an image reference"),
     # extra vars to scale.yml: tenfold_scale_plan, before any replica moves
     extra("scale-direction-sideways", "scale.yml", "direction=sideways",
           SCALE + "direction must be 'up' or 'down', got 'sideways'"),
@@ -247,7 +264,7 @@ ROWS = [
     inventory("inv-stack-name", {"tenfold_stack": "Tenfold Prod"},
               "tenfold_stack=Tenfold Prod must be a plain name of at most 63 lowercase letters"),
     inventory("inv-memory-lots", {"app_pools_backend_memory": "lots"},
-              "memory=lots must be a size such as 512m or 1g"),
+              "app_pools_backend_memory must be a memory size such as 512m or 1g; not 'lots'"),
     inventory("inv-pool-ports-overlap", {"app_pools_backend_port_base": FRONTEND + 5},
               f"the frontend ports ({FRONTEND + 1}-{FRONTEND + 10}) overlap the backend ports "
               f"({FRONTEND + 6}-{FRONTEND + 15})"),
@@ -261,7 +278,8 @@ ROWS = [
               "app_pools_bind_address=docker1.internal must be an IP address of the Docker host",
               group="tenfold_docker"),
     inventory("inv-image-empty", {"app_pools_frontend_image": ""},
-              "app_pools_frontend_image= must be an image reference such as tenfold/frontend:local"),
+              "app_pools_frontend_image must be an image reference (name[:tag][@digest]) such as "
+              "tenfold/backend:local; not ''"),
     # certificate files for the tls role (tls_certificate_src, tls_private_key_src): tenfold_tls_problems
     certificate("tls-certificate-missing", "tls_certificate_src=/nonexistent/fullchain.pem",
                 lambda d: (Path("/nonexistent/fullchain.pem"), good_pair(d)[1]),

@@ -60,6 +60,7 @@ def test_documented_options_match_the_argument_spec(name):
         ("filter", "tenfold_members"),
         ("filter", "tenfold_seconds"),
         ("filter", "tenfold_not_ip"),
+        ("filter", "tenfold_bad_forms"),
         ("filter", "tenfold_tls_problems"),
     ],
 )

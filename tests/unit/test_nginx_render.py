@@ -252,10 +252,11 @@ def test_every_location_that_adds_headers_includes_the_security_headers(rendered
 
 
 def test_a_value_nginx_rejects_fails_with_nginxs_own_message(tmp_path):
+    # A word of the cipher form that OpenSSL does not know: only nginx -t can tell.
     case = {"name": "broken", "members": members(3)}
-    run = render(tmp_path, [case], "-e", "nginx_lb_client_max_body_size=10q")
+    run = render(tmp_path, [case], "-e", '{"nginx_lb_ssl_ciphers": ["NO-SUCH-CIPHER"]}')
     assert run.rc != 0
-    assert 'nginx: [emerg] "client_max_body_size" directive invalid value' in run.output, run.output[-3000:]
+    assert "nginx: [emerg] SSL_CTX_set_cipher_list" in run.output, run.output[-3000:]
     assert "configuration file /etc/tenfold-nginx/nginx.conf test failed" in run.output
 
 
@@ -271,7 +272,9 @@ def test_a_malformed_fail_timeout_fails_the_roles_check_before_anything_is_rende
     case = {"name": "bad-fail-timeout", "fail_timeout": "ten"}
     run = render(tmp_path, [case])
     assert run.rc != 0
-    assert "nginx_lb_upstream_fail_timeout=ten must be an nginx time" in run.output, run.output[-3000:]
+    assert "nginx_lb_upstream_fail_timeout must be an nginx time such as 10s" in run.output, run.output[
+        -3000:
+    ]
     assert not (tmp_path / "bad-fail-timeout").exists()
 
 
@@ -281,10 +284,27 @@ def test_the_redirect_goes_to_the_configured_host(rendered):
     assert "return 301 https://localhost$request_uri;" in conf
 
 
-def test_an_injected_redirect_host_fails_the_roles_check_before_anything_is_rendered(tmp_path):
-    case = {"name": "bad-redirect-host"}
-    injected = "x; } server { listen 18888; return 200 i; }"
-    run = render(tmp_path, [case], "-e", f"nginx_lb_redirect_host='{injected}'")
+# The issue's own attempt (a value that closes the upstream block and adds a server), and one per kind of
+# string: each refused by the role's check, naming the variable, before a file is rendered.
+INJECTED = "10s; } server { listen 127.0.0.1:18888; return 200 injected; } upstream x {"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("nginx_lb_upstream_fail_timeout", INJECTED),
+        ("nginx_lb_redirect_host", "x; } server { listen 18888; return 200 i; }"),
+        ("nginx_lb_proxy_read_timeout", "60s\n"),
+        ("nginx_lb_server_name", "example.com; include /etc/passwd"),
+        ("nginx_lb_content_security_policy", "default-src 'self'\" always; add_header X-Evil \"1"),
+        ("nginx_lb_client_max_body_size", "10m;client_body_temp_path /tmp"),
+        ("nginx_lb_ssl_ciphers", ["AES128-SHA", "HIGH; ssl_protocols SSLv3"]),
+    ],
+)
+def test_an_injected_value_fails_the_roles_check_naming_it_before_anything_is_rendered(
+    tmp_path, variable, value
+):
+    run = render(tmp_path, [{"name": "injected"}], "-e", json.dumps({variable: value}))
     assert run.rc != 0
-    assert "nginx_lb_redirect_host" in run.output, run.output[-3000:]
-    assert not (tmp_path / "bad-redirect-host").exists()
+    assert re.search(rf"(every entry of )?{variable} must be ", run.output), run.output[-3000:]
+    assert not (tmp_path / "injected").exists()
