@@ -13,7 +13,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 ARGS ?=
 MOLECULE_SCENARIOS := images app_pools tls nginx_lb monitor
 
-.PHONY: help deps venv sslyze images up down lint test test-unit test-integration test-molecule clean
+.PHONY: help deps venv sslyze images up down lint test test-unit test-integration test-long test-molecule clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -60,7 +60,10 @@ test-unit: images ## Unit tests (no running stack; the config render tests run n
 	$(BIN)/pytest -q --durations=10 tests/unit
 
 test-integration: deps venv sslyze ## Integration tests against a stack of their own on the real Docker engine
-	$(BIN)/pytest -q --durations=25 tests/integration
+	$(BIN)/pytest -q --durations=25 -m "not long" tests/integration
+
+test-long: deps venv sslyze ## The long integration tests (20 scale events, whole-stack faults; about 12 min)
+	$(BIN)/pytest -q --durations=25 -m long tests/integration
 
 test-molecule: venv ## Each role's molecule scenario (converge, idempotence, testinfra verify)
 	@set -e; for s in $(MOLECULE_SCENARIOS); do \

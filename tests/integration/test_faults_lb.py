@@ -92,6 +92,7 @@ def test_a_pool_without_replicas_gets_a_clear_502_with_headers_and_recovers_by_i
     figures.record("Faults", "frontend requests failed meanwhile", load.tally.failed, f"of {load.tally.sent}")
 
 
+@pytest.mark.long
 def test_a_broken_nginx_change_fails_with_nginxs_error_while_the_lb_serves_the_old_config(
     engine, stack, figures
 ):
@@ -114,6 +115,7 @@ def test_a_broken_nginx_change_fails_with_nginxs_error_while_the_lb_serves_the_o
     )
 
 
+@pytest.mark.long
 def test_the_whole_stack_killed_at_once_comes_back_by_its_restart_policy(engine, stack, figures):
     files = config_files(stack)
     before = running(engine, stack)
@@ -144,6 +146,7 @@ def test_the_whole_stack_killed_at_once_comes_back_by_its_restart_policy(engine,
     figures.record("Faults", "whole stack killed (kill -9): serving again after", round(serving, 1), "s")
 
 
+@pytest.mark.long
 def test_the_whole_stack_stopped_at_once_comes_back_with_site_yml_and_nothing_is_lost(engine, stack, figures):
     run = playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=4")
     assert run.rc == 0, run.output[-4000:]

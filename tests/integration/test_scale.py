@@ -66,6 +66,7 @@ def instances_of(clients) -> list[str]:
     return [client.get("/whoami").json()["instance"] for client in clients]
 
 
+@pytest.mark.long
 def test_twenty_scale_events_fail_no_request_keep_sessions_and_never_reload(engine, stack):
     before = event_count()
     workers = stack.lb_workers(engine)
@@ -211,9 +212,11 @@ def test_lock_left_by_a_killed_run_is_recovered(engine, stack):
         assert not lock.exists()
     finally:
         lock.unlink(missing_ok=True)
+        lock.with_name(lock.name + ".guard").unlink(missing_ok=True)  # the recovery's flock file
         assert scale("pool=backend", "replicas=3").rc == 0
 
 
+@pytest.mark.long
 def test_site_yml_keeps_a_scaled_pool_at_its_size(engine, stack):
     assert scale("pool=frontend", "replicas=4").rc == 0
     try:
