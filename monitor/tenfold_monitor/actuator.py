@@ -24,7 +24,9 @@ class Actuator:
     """Starts scale runs without waiting for them, and never two at once.
 
     `command` is the argv prefix, e.g. [".venv/bin/ansible-playbook", "scale.yml", "-e", "@vars.yml"]; each
-    run appends `-e pool=P -e replicas=N -e trigger=monitor`. Its output goes to `log_path`.
+    run appends `-e pool=P -e replicas=N -e expect_current=C -e trigger=monitor`: C is the size the decision
+    was made on, so a run that waited for the lock behind another changes nothing if that one moved the
+    pool. Its output goes to `log_path`.
     """
 
     def __init__(self, command: Sequence[str], cwd: Path, log_path: Path, env: dict[str, str] | None = None):
@@ -38,11 +40,15 @@ class Actuator:
     def busy(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, pool: str, replicas: int) -> bool:
-        """Start a scale run; False (and nothing started) while another one runs."""
+    def start(self, pool: str, replicas: int, current: int) -> bool:
+        """Start a scale run from `current` to `replicas`; False (nothing started) while another runs."""
         if self.busy():
             return False
-        argv = [*self.command, "-e", f"pool={pool}", "-e", f"replicas={replicas}", "-e", "trigger=monitor"]
+        argv = [
+            *self.command,
+            *("-e", f"pool={pool}", "-e", f"replicas={replicas}", "-e", f"expect_current={current}"),
+            *("-e", "trigger=monitor"),
+        ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a", encoding="utf-8") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(argv)}\n")

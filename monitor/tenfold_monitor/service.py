@@ -170,9 +170,9 @@ class Monitor:
             return
         if self.settings.dry_run:
             LOG.info("dry run, not acting: %s", summary)
-        elif self.actuator.busy():
-            LOG.info("a scale run is in progress, waiting: %s", summary)
-        elif self.actuator.start(decision.pool, decision.desired):
+        elif self.scale_run_in_progress():
+            LOG.info("a scale run is in progress, waiting to plan again from what it leaves: %s", summary)
+        elif self.actuator.start(decision.pool, decision.desired, decision.current):
             LOG.info("scaling: %s", summary)
 
     def readmit(self, decision: policy.Decision, pool: PoolSnapshot | None) -> None:
@@ -196,7 +196,7 @@ class Monitor:
         )
         if self.settings.dry_run:
             LOG.warning("dry run, not acting: %s", summary)
-        elif self.actuator.start(decision.pool, decision.current):
+        elif self.actuator.start(decision.pool, decision.current, decision.current):
             LOG.warning("%s", summary)
             self.unlisted_ticks.pop(decision.pool, None)
 

@@ -41,9 +41,10 @@ class ActionModule(ActionBase):
         code = _scale_code()
         try:
             names = [str(item["name"]) for item in args.get("pools") or []]
-            code.parse_request(
+            chosen, _, _, _ = code.parse_request(
                 names, args.get("pool"), args.get("direction"), args.get("step"), args.get("replicas")
             )
+            code.parse_expected(args.get("expect_current"), chosen, args.get("replicas"))
         except (code.ScaleRequestError, KeyError, TypeError) as exc:
             result.update(failed=True, msg=f"scale request rejected, nothing changed: {exc}")
             return result

@@ -101,6 +101,28 @@ def parse_request(
     return ([pool] if pool else list(pools)), direction, amount, None
 
 
+def parse_expected(expect_current: object, chosen: list[str], replicas: object) -> int | None:
+    """`expect_current`: the pool's size the request was planned on (the monitor's decisions carry it)."""
+    if expect_current in (None, ""):
+        return None
+    if len(chosen) != 1 or isinstance(replicas, dict) or replicas in (None, ""):
+        raise ScaleRequestError("expect_current goes with one pool and its replicas")
+    count = _as_int("expect_current", expect_current)
+    if count < 0:
+        raise ScaleRequestError(f"expect_current must be 0 or more, got {count}")
+    return count
+
+
+def stale_target(pool: str, current: int, expected: int) -> PoolTarget:
+    """A request planned on `expected` replicas when the pool has `current`: another run changed it since,
+    and what that run left stands; the requester plans again from it."""
+    message = (
+        f"{pool}: planned at {expected} replicas, the pool has {current} now (another scale run changed it):"
+        " nothing done, the request is stale"
+    )
+    return PoolTarget(pool=pool, current=current, target=current, clamped=False, message=message)
+
+
 def _parse_counts(
     pools: list[str], pool: str | None, direction: str | None, replicas: dict
 ) -> tuple[list[str], None, int, dict[str, int]]:

@@ -45,6 +45,13 @@ options:
       - Absolute number of replicas for O(pool); a whole number.
       - Or, without O(pool), a dict of pool names to absolute numbers, so several pools move in one run.
     type: raw
+  expect_current:
+    description:
+      - The pool's size the request was planned on, with O(pool) and O(replicas). If the pool has another
+        size now (a scale run that held the lock meanwhile changed it), nothing is planned and RV(pools)
+        says the request is stale; the requester plans again from what that run left.
+      - The monitor passes it with every decision, so an operator's run it waited behind stands.
+    type: raw
   bind_address:
     description:
       - Address the replicas publish their ports on; with O(advertise_address), what RV(members) names.
@@ -116,7 +123,9 @@ from ansible.module_utils.tenfold_scale import (
     Bounds,
     PoolTarget,
     ScaleRequestError,
+    parse_expected,
     parse_request,
+    stale_target,
     target_for,
 )
 
@@ -129,6 +138,7 @@ def argument_spec() -> dict:
         "direction": {"type": "str"},
         "step": {"type": "raw"},
         "replicas": {"type": "raw"},
+        "expect_current": {"type": "raw"},
         "bind_address": {"type": "str", "default": "127.0.0.1"},
         "advertise_address": {"type": "str", "default": ""},
         "docker_host": {"type": "str"},
@@ -170,6 +180,7 @@ def main() -> None:
         chosen, direction, step, replicas = parse_request(
             names, params["pool"], params["direction"], params["step"], params["replicas"]
         )
+        expected = parse_expected(params["expect_current"], chosen, replicas)
         if params["validate_only"]:
             module.exit_json(changed=False, pools=[], targets={}, members={})
         cli = client(params["docker_host"])
@@ -177,7 +188,9 @@ def main() -> None:
         running = {name: running_replicas(cli, params["stack"], name) for name, _ in pools}
         for name, bounds in pools:
             current = len(running[name])
-            if name in chosen:
+            if name in chosen and expected is not None and expected != current:
+                plan.append(stale_target(name, current, expected))
+            elif name in chosen:
                 wanted = replicas[name] if isinstance(replicas, dict) else replicas
                 plan.append(target_for(name, current, bounds, direction, step, wanted))
             else:

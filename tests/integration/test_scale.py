@@ -10,8 +10,9 @@ import time
 
 import pytest
 from conftest import stack_containers
-from helpers import BIN, EVENTS_LOG, ROOT, STACK_VARS, ansible_env, playbook
+from helpers import BIN, EVENTS_LOG, ROOT, STACK_VARS, ansible_env, playbook, wait_for
 from load import Load
+from test_monitor import MonitorProcess
 
 pytestmark = pytest.mark.integration
 
@@ -163,20 +164,20 @@ def test_request_beyond_the_bounds_is_clamped_and_says_so(engine, stack):
     assert_pool(engine, stack, "backend", 3)
 
 
+def start_scale(*extra: str) -> subprocess.Popen:
+    """scale.yml in the background (stdout and stderr together)."""
+    args = [str(BIN / "ansible-playbook"), "scale.yml", "-e", f"@{STACK_VARS}"]
+    args += [arg for pair in extra for arg in ("-e", pair)]
+    return subprocess.Popen(
+        args, cwd=ROOT, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
 def test_two_concurrent_scale_runs_do_not_interleave(engine, stack):
     before = event_count()
-    env = ansible_env()
-
-    def start(*extra: str) -> subprocess.Popen:
-        args = [str(BIN / "ansible-playbook"), "scale.yml", "-e", f"@{STACK_VARS}"]
-        args += [arg for pair in extra for arg in ("-e", pair)]
-        return subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-
-    first = start("pool=backend", "replicas=5")
+    first = start_scale("pool=backend", "replicas=5")
     time.sleep(1.5)
-    second = start("direction=up", "pool=backend")
+    second = start_scale("direction=up", "pool=backend")
     outputs = [proc.communicate(timeout=300)[0] for proc in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], outputs
     # The second run waited for the first, then planned from its result: 5 -> 6, not 3 -> 4.
@@ -213,6 +214,45 @@ def test_lock_left_by_a_killed_run_is_recovered(engine, stack):
     finally:
         lock.unlink(missing_ok=True)
         lock.with_name(lock.name + ".guard").unlink(missing_ok=True)  # the recovery's flock file
+        assert scale("pool=backend", "replicas=3").rc == 0
+
+
+def cooldown_held(monitor: MonitorProcess) -> bool:
+    return any("cooldown" in decision["limits"] for _, decision in monitor.decisions())
+
+
+def test_a_monitor_run_queued_behind_a_manual_run_to_8_changes_nothing_and_the_monitor_holds_8(
+    engine, stack, tmp_path
+):
+    before = event_count()
+    manual = start_scale("pool=backend", "replicas=8")
+    try:
+        lock = ROOT / "logs" / f"scale-{stack.name}.lock"
+        assert wait_for(lock.exists, timeout=30, step=0.05)
+        # What the monitor's actuator runs for a 3 -> 4 decision made before the manual run took the lock.
+        queued = scale("pool=backend", "replicas=4", "expect_current=3", "trigger=monitor")
+        assert manual.wait(timeout=300) == 0, manual.stdout.read()[-3000:]
+        assert queued.rc == 0, queued.output[-3000:]
+        assert "backend: planned at 3 replicas, the pool has 8 now" in queued.output
+        assert_pool(engine, stack, "backend", 8)
+        runs = events_since(before)
+        [manual_run] = [r for r in runs if r["trigger"] == "manual"]
+        [monitor_run] = [r for r in runs if r["trigger"] == "monitor"]
+        assert monitor_run["start"] < manual_run["end"]  # it did wait behind the manual run
+        # The monitor, with the pool idle at 8: the manual run started its cooldown; nothing is undone in it.
+        monitor = MonitorProcess(stack, tmp_path, cooldown_s=60.0, stabilization_window_s=3.0)
+        monitor.start()
+        try:
+            assert wait_for(lambda: cooldown_held(monitor), timeout=60), monitor.log()[-3000:]
+        finally:
+            monitor.stop()
+        backend = [d for _, d in monitor.decisions() if d["pool"] == "backend"]
+        assert all(d["desired"] >= 8 for d in backend), backend
+        assert_pool(engine, stack, "backend", 8)
+    finally:
+        if manual.poll() is None:
+            manual.wait(timeout=300)
+        manual.stdout.close()
         assert scale("pool=backend", "replicas=3").rc == 0
 
 

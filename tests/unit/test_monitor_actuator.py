@@ -52,9 +52,9 @@ def test_missing_events_file_means_no_cooldown(tmp_path):
 def test_actuator_runs_one_scale_run_at_a_time_and_reports_its_end(tmp_path):
     log = tmp_path / "runs.log"
     actuator = Actuator([sys.executable, "-c", "import time; time.sleep(0.5)"], cwd=tmp_path, log_path=log)
-    assert actuator.start("backend", 5)
+    assert actuator.start("backend", 5, 3)
     assert actuator.busy()
-    assert not actuator.start("backend", 6)  # refused while the first runs
+    assert not actuator.start("backend", 6, 3)  # refused while the first runs
     assert actuator.poll() is None
     deadline = time.monotonic() + 10
     finished = None
@@ -64,7 +64,7 @@ def test_actuator_runs_one_scale_run_at_a_time_and_reports_its_end(tmp_path):
     assert finished is not None
     assert (finished.pool, finished.replicas, finished.returncode) == ("backend", 5, 0)
     assert actuator.poll() is None  # reported once
-    assert "pool=backend -e replicas=5 -e trigger=monitor" in log.read_text()
+    assert "pool=backend -e replicas=5 -e expect_current=3 -e trigger=monitor" in log.read_text()
 
 
 def test_a_run_that_recovered_the_lock_of_a_killed_one_counts_for_every_pool(tmp_path):

@@ -67,7 +67,7 @@ def test_a_replica_outside_the_lb_is_readmitted_at_the_current_count_on_the_seco
     assert started(tmp_path) == []  # one tick could be a run that has just finished
     mon.tick(now + 1)
     assert len(started(tmp_path)) == 1
-    assert "-e pool=backend -e replicas=4 -e trigger=monitor" in started(tmp_path)[0]
+    assert "-e pool=backend -e replicas=4 -e expect_current=4 -e trigger=monitor" in started(tmp_path)[0]
 
 
 def test_no_readmission_while_a_scale_run_holds_the_lock_or_every_replica_is_in_the_lb(tmp_path):
@@ -83,3 +83,17 @@ def test_no_readmission_while_a_scale_run_holds_the_lock_or_every_replica_is_in_
     for i in range(3):
         mon.tick(time.time() + i)
     assert started(tmp_path) == []
+
+
+def test_a_decision_waits_while_another_run_holds_the_lock_and_carries_the_size_it_was_made_on(tmp_path):
+    lock = tmp_path / "logs" / "scale-s.lock"
+    lock.parent.mkdir()
+    lock.write_text(json.dumps(vars(tenfold_lock.owner_for(os.getpid()))))  # an operator's run holds it
+    mon = monitor(tmp_path, FixedCollector(unlisted=0), min_replicas=6)  # the policy wants 4 -> 6
+    decision = mon.tick(time.time())[0]
+    assert (decision.action, decision.current, decision.desired) == ("up", 4, 6)
+    assert started(tmp_path) == []  # not queued behind the lock: planned again once it is free
+    lock.unlink()
+    mon.tick(time.time() + 1)
+    [run] = started(tmp_path)
+    assert "-e pool=backend -e replicas=6 -e expect_current=4 -e trigger=monitor" in run

@@ -81,3 +81,22 @@ def test_direction_of_a_target():
 def test_invalid_bounds_are_an_error():
     with pytest.raises(ts.ScaleRequestError, match="not a valid range"):
         ts.target_for("b", 3, ts.Bounds(5, 4), "up", 1, None)
+
+
+def test_expect_current_is_a_whole_number_with_one_pool_and_its_replicas():
+    assert ts.parse_expected("3", ["backend"], "4") == 3
+    assert ts.parse_expected("", ["backend"], "4") is None
+    for expected, chosen, replicas, message in [
+        ("x", ["backend"], "4", "expect_current must be a whole number, got 'x'"),
+        ("-1", ["backend"], "4", "expect_current must be 0 or more, got -1"),
+        ("3", POOLS, None, "expect_current goes with one pool and its replicas"),
+        ("3", ["backend"], {"backend": 4}, "expect_current goes with one pool and its replicas"),
+    ]:
+        with pytest.raises(ts.ScaleRequestError, match=message):
+            ts.parse_expected(expected, chosen, replicas)
+
+
+def test_a_request_planned_on_another_size_changes_nothing_and_says_why():
+    target = ts.stale_target("backend", 8, 3)
+    assert (target.current, target.target, target.direction) == (8, 8, "none")
+    assert "planned at 3 replicas, the pool has 8 now" in target.message
