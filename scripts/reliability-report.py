@@ -35,6 +35,7 @@ TESTS = [
     "tests/integration/test_abuse.py",
     "tests/integration/test_faults_lb.py",
     "tests/integration/test_faults_monitor.py",
+    "tests/integration/test_monitor_abuse.py",
     "tests/integration/test_bad_input.py",
 ]
 WATCHED = ["roles", "plugins", "monitor", "images", "site.yml", "scale.yml", "playbooks", *TESTS]

@@ -83,16 +83,25 @@ class AccessLogReader:
         self._current: _OpenFile | None = None
         self._partial = b""
         self._discarding = False  # inside an over-long line: drop bytes up to its newline
+        self.caught_up = True  # the last read() reached the end of the log, within max_bytes
 
     @property
     def available(self) -> bool:
         """A log file is open: what `read()` returns reflects what nginx writes."""
         return self._current is not None
 
+    @property
+    def behind_bytes(self) -> int:
+        """Bytes of the open file not read yet (nginx may have added some since the last read)."""
+        if self._current is None:
+            return 0
+        return max(0, os.fstat(self._current.handle.fileno()).st_size - self._current.offset)
+
     def read(self) -> list[dict]:
         """The entries appended since the last call (bounded by max_bytes), oldest first."""
         entries: list[dict] = []
         budget = self.max_bytes
+        self.caught_up = False  # until a read below reaches the end of the file nginx writes
         stat = _stat(self.path)
         from_end, self._start_at_end = self._start_at_end and stat is not None, False
         self.missing = stat is None
@@ -101,12 +110,16 @@ class AccessLogReader:
             # Rotated or removed: what nginx still writes to the old file comes first.
             used, at_end = self._read_into(current, budget, entries)
             budget -= used
-            if stat is None or not at_end:
+            if stat is None:
+                self.caught_up = at_end
+                return entries
+            if not at_end:
                 return entries
             self._finish_line(entries)
             self._close()
             self.rotations += 1
         if stat is None:
+            self.caught_up = True  # nothing to read: the state "missing" says the rest
             return entries
         if self._current is None and not self._open(from_end=from_end):
             self.missing = True
@@ -114,7 +127,7 @@ class AccessLogReader:
         assert self._current is not None
         self._check_truncation(self._current)
         if budget > 0:
-            self._read_into(self._current, budget, entries)
+            self.caught_up = self._read_into(self._current, budget, entries)[1]
         return entries
 
     def close(self) -> None:

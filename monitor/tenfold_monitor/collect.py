@@ -9,7 +9,9 @@ known to be current, has a real 0 rps.
 The access log is current when a line arrived in the last `stale_after_s` seconds, or when stub_status
 shows nginx served (almost) nothing in the meantime beyond the monitor's own requests to the LB's status
 server (stub_status and the members API), which nginx counts and does not log. When neither can be shown,
-traffic is None.
+traffic is None. It is also None while the reader is behind (a tick's read did not reach the end of the
+log, as under a flood of long lines): the window then holds part of the traffic, and the rest would drop
+out of it before it is read.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ DEFAULT_POOLS = ("frontend", "backend")
 STALE_AFTER_S = 10.0  # the log is flushed every second; ten seconds without a line needs explaining
 STALE_MIN_RPS = 1.0  # requests/s nginx may serve unlogged (its own healthcheck polls stub_status) while idle
 MIN_COVERED_S = 1.0  # no rate over less time than this
+MIB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -72,11 +75,12 @@ class Snapshot:
     host_memory_percent: float | None
     lb_active_connections: int | None
     lb_request_rate: float | None  # requests/s from stub_status (None on the first sample)
-    log_state: str  # ok, warming, missing, stale, unverified (traffic is None unless ok)
+    log_state: str  # ok, warming, missing, behind, stale, unverified (traffic is None unless ok)
     log_malformed: int  # malformed access-log lines since the collector started
     window_s: float
     pools: dict[str, PoolSnapshot] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    log_behind_bytes: int = 0  # access-log bytes not read yet
 
     def to_json(self) -> str:
         """One line for the metrics log (figures rounded to 4 decimals)."""
@@ -105,16 +109,23 @@ def log_state(
     covered_s: float,
     quiet_s: float,
     unlogged_rps: float | None,
+    caught_up: bool = True,
+    behind_bytes: int = 0,
     stale_after_s: float = STALE_AFTER_S,
     stale_min_rps: float = STALE_MIN_RPS,
 ) -> tuple[str, str | None]:
     """Whether the window's traffic can be trusted: (state, warning or None).
 
     `quiet_s`: seconds since a line last arrived; `unlogged_rps`: requests/s stub_status counted beyond the
-    monitor's own polls (None when unknown).
+    monitor's own polls (None when unknown); `caught_up`: the tick's read reached the end of the log;
+    `behind_bytes`: what is left to read.
     """
     if not available:
         return "missing", "access log missing: traffic unknown"
+    if not caught_up:
+        return "behind", (
+            f"access log behind: {behind_bytes / MIB:.1f} MiB not read yet: traffic partial, no scaling on it"
+        )
     if covered_s < MIN_COVERED_S:
         return "warming", f"traffic window filling ({covered_s:.1f} s covered): traffic unknown"
     if quiet_s < stale_after_s:
@@ -279,6 +290,7 @@ class Collector:
             window_s=self.window.window_s,
             pools=pools,
             warnings=warnings,
+            log_behind_bytes=self.reader.behind_bytes,
         )
 
     def close(self) -> None:
@@ -337,6 +349,8 @@ class Collector:
             covered_s=self.window.covered_s(now),
             quiet_s=now - (self._last_line_at or now),
             unlogged_rps=unlogged_rps,
+            caught_up=self.reader.caught_up,
+            behind_bytes=self.reader.behind_bytes,
             stale_after_s=self.stale_after_s,
             stale_min_rps=self.stale_min_rps,
         )

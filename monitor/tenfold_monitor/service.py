@@ -8,6 +8,7 @@ time, and the loop keeps collecting and logging while it runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -26,6 +27,7 @@ import tenfold_lock
 import tenfold_policy as policy
 
 from tenfold_monitor import events
+from tenfold_monitor.accesslog import DEFAULT_MAX_BYTES
 from tenfold_monitor.actuator import Actuator
 from tenfold_monitor.collect import Collector, PoolSnapshot, Snapshot
 
@@ -56,6 +58,8 @@ class Settings:
     metrics_max_bytes: int = 64 * 1024 * 1024
     metrics_backups: int = 4
     window_s: float = 10.0
+    # Access-log bytes read per tick at most: a log that grows faster is "behind" (no scaling on traffic).
+    log_read_bytes: int = DEFAULT_MAX_BYTES
     scale_command: list[str] = field(default_factory=lambda: [".venv/bin/ansible-playbook", "scale.yml"])
     prometheus_port: int = 0  # 0: no Prometheus endpoint
     pools: dict[str, dict[str, Any]] = field(
@@ -72,6 +76,8 @@ class Settings:
         settings = cls(**values)
         if settings.interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {settings.interval_s}")
+        if settings.log_read_bytes < 4096:
+            raise ValueError(f"log_read_bytes must be at least 4096, got {settings.log_read_bytes}")
         for pool, config in settings.pools.items():
             policy.PolicyConfig.from_mapping(config)  # fails early, naming the bad field
             if not pool:
@@ -110,6 +116,7 @@ class Monitor:
             settings.members_url,
             pools=tuple(settings.pools),
             window_s=settings.window_s,
+            max_read_bytes=settings.log_read_bytes,
         )
         self.policies = {
             name: policy.Policy(policy.PolicyConfig.from_mapping(config))
@@ -221,6 +228,8 @@ class Monitor:
             "scale_run_in_progress": self.actuator.busy(),
             "decisions": self.last_decisions,
             "warnings": snapshot.warnings,
+            "log_state": snapshot.log_state,
+            "log_behind_bytes": snapshot.log_behind_bytes,
         }
         path = self.settings.path(self.settings.state_file)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -356,6 +365,10 @@ def _prometheus(port: int):
     }
     host_cpu = Gauge("tenfold_host_cpu_percent", "Host CPU %", ["stack"])
     host_memory = Gauge("tenfold_host_memory_percent", "Host memory %", ["stack"])
+    fresh = Gauge(
+        "tenfold_monitor_traffic_fresh", "1 when the access log is current and read whole, else 0", ["stack"]
+    )
+    behind = Gauge("tenfold_monitor_access_log_behind_bytes", "Access-log bytes not read yet", ["stack"])
     start_http_server(port, addr="127.0.0.1")
 
     def update(snapshot: Snapshot, decisions: list[policy.Decision]) -> None:
@@ -375,6 +388,11 @@ def _prometheus(port: int):
             for key, value in values.items():
                 if value is not None:
                     gauges[key].labels(snapshot.stack, name).set(value)
+                else:  # unknown now: no series, rather than the last value as if it were current
+                    with contextlib.suppress(KeyError):
+                        gauges[key].remove(snapshot.stack, name)
+        fresh.labels(snapshot.stack).set(1 if snapshot.log_state == "ok" else 0)
+        behind.labels(snapshot.stack).set(snapshot.log_behind_bytes)
         if snapshot.host_cpu_percent is not None:
             host_cpu.labels(snapshot.stack).set(snapshot.host_cpu_percent)
         if snapshot.host_memory_percent is not None:

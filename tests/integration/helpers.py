@@ -32,6 +32,17 @@ EVENTS_LOG = Path(tempfile.gettempdir()) / f"tenfoldit-scale-events-{os.getpid()
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
+def events_count() -> int:
+    """Scale events recorded so far (the tenfold_scale_events callback's log of the test session)."""
+    return len(EVENTS_LOG.read_text().splitlines()) if EVENTS_LOG.exists() else 0
+
+
+def events_since(count: int) -> list[dict]:
+    """The scale events recorded after the first `count`."""
+    lines = EVENTS_LOG.read_text().splitlines() if EVENTS_LOG.exists() else []
+    return [json.loads(line) for line in lines[count:]]
+
+
 def wait_for(predicate, timeout: float, step: float = 0.5):
     """predicate()'s first truthy value within timeout seconds (polled every step), else None."""
     deadline = time.monotonic() + timeout

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import pool_containers, stack_containers
-from helpers import EVENTS_LOG, ROOT, playbook, wait_for
+from helpers import ROOT, events_count, events_since, playbook, wait_for
 from load import Load
 from test_monitor import MonitorProcess, backend_replicas
 
@@ -24,15 +24,6 @@ pytestmark = pytest.mark.integration
 
 SOURCES = [f"127.0.2.{i}" for i in range(40, 44)]
 API = ["/api/whoami", "/api/work?ms=20"]
-
-
-def events_count() -> int:
-    return len(EVENTS_LOG.read_text().splitlines()) if EVENTS_LOG.exists() else 0
-
-
-def events_since(count: int) -> list[dict]:
-    lines = EVENTS_LOG.read_text().splitlines() if EVENTS_LOG.exists() else []
-    return [json.loads(line) for line in lines[count:]]
 
 
 def epoch(iso: str) -> float:

@@ -12,12 +12,23 @@ from pathlib import Path
 import pytest
 from benchlib import monitor_settings
 from conftest import stack_containers
-from helpers import BIN, EVENTS_LOG, ROOT, STACK_VARS, ansible_env, playbook, wait_for
+from helpers import (
+    BIN,
+    EVENTS_LOG,
+    ROOT,
+    STACK_VARS,
+    ansible_env,
+    events_count,
+    events_since,
+    playbook,
+    wait_for,
+)
 from load import Load
 
 pytestmark = pytest.mark.integration
 
-SPIKE_SOURCES = [f"127.0.2.{i}" for i in range(20, 32)]
+# 48 clients, each on an address of its own, none on the allowlist: at 110 req/s, 2.3 req/s each.
+SPIKE_SOURCES = [f"127.0.5.{i}" for i in range(1, 49)]
 
 
 def backend_replicas(engine, stack) -> int:
@@ -93,22 +104,17 @@ def first_decision(monitor: MonitorProcess, action: str) -> float | None:
     return min(times) if times else None
 
 
-def scale_runs_since(count: int) -> list[dict]:
-    lines = EVENTS_LOG.read_text().splitlines() if EVENTS_LOG.exists() else []
-    return [json.loads(line) for line in lines[count:]]
-
-
 def test_spike_scales_the_backend_up_fast_and_quiet_scales_it_down_with_no_failed_request(
     engine, stack, tmp_path
 ):
-    before = len(EVENTS_LOG.read_text().splitlines()) if EVENTS_LOG.exists() else 0
+    before = events_count()
     monitor = MonitorProcess(stack, tmp_path, stabilization_window_s=10.0, cooldown_s=5.0)
     monitor.start()
     try:
         time.sleep(4)  # the monitor's window fills with the idle baseline
         assert backend_replicas(engine, stack) == 3
         spike = Load(
-            stack.https_port, ["/api/work?ms=50"], rate=110, workers=11, sources=SPIKE_SOURCES, max_seconds=90
+            stack.https_port, ["/api/work?ms=50"], rate=110, workers=48, sources=SPIKE_SOURCES, max_seconds=90
         )
         with spike:
             spike_start = time.time()
@@ -122,8 +128,8 @@ def test_spike_scales_the_backend_up_fast_and_quiet_scales_it_down_with_no_faile
             assert decided is not None, monitor.log()[-3000:]
             reaction = decided - spike_start
             assert wait_for(lambda: backend_replicas(engine, stack) > 3, timeout=40), monitor.log()[-3000:]
-            scaled_up = scale_runs_since(before)
-            assert wait_for(lambda: scale_runs_since(before), timeout=40)
+            scaled_up = events_since(before)
+            assert wait_for(lambda: events_since(before), timeout=40)
             time.sleep(3)
         assert spike.tally.failed == 0, dict(spike.tally.failures)
         print(f"\nspike: decision {reaction:.1f}s after the spike started; {spike.tally.sent} requests")
@@ -136,7 +142,7 @@ def test_spike_scales_the_backend_up_fast_and_quiet_scales_it_down_with_no_faile
         with trickle:
             assert wait_for(lambda: backend_replicas(engine, stack) == 3, timeout=75), monitor.log()[-3000:]
         assert trickle.tally.failed == 0, dict(trickle.tally.failures)
-        runs = scale_runs_since(before)
+        runs = events_since(before)
         assert [r["trigger"] for r in runs] == ["monitor"] * len(runs)
         assert all(r["result"] == "ok" for r in runs), runs
         assert scaled_up is not None

@@ -10,7 +10,17 @@ import time
 
 import pytest
 from conftest import stack_containers
-from helpers import BIN, EVENTS_LOG, ROOT, STACK_VARS, ansible_env, playbook, wait_for
+from helpers import (
+    BIN,
+    EVENTS_LOG,
+    ROOT,
+    STACK_VARS,
+    ansible_env,
+    events_count,
+    events_since,
+    playbook,
+    wait_for,
+)
 from load import Load
 from test_monitor import MonitorProcess
 
@@ -45,15 +55,6 @@ def members(stack, pool: str) -> list[int]:
     return sorted(m["port"] for m in stack.lb_pool(pool)["members"] if m["state"] == "active")
 
 
-def events_since(count: int) -> list[dict]:
-    lines = EVENTS.read_text().splitlines() if EVENTS.exists() else []
-    return [json.loads(line) for line in lines[count:]]
-
-
-def event_count() -> int:
-    return len(EVENTS.read_text().splitlines()) if EVENTS.exists() else 0
-
-
 def port_base(stack, pool: str) -> int:
     return stack.vars[f"app_pools_{pool}_port_base"]
 
@@ -69,7 +70,7 @@ def instances_of(clients) -> list[str]:
 
 @pytest.mark.long
 def test_twenty_scale_events_fail_no_request_keep_sessions_and_never_reload(engine, stack):
-    before = event_count()
+    before = events_count()
     workers = stack.lb_workers(engine)
     sticky = [stack.client(source=f"127.0.6.{i}") for i in range(1, 25)]
     with Load(stack.https_port, LOAD_PATHS, rate=144, workers=36, sources=CLIENTS, max_seconds=600) as load:
@@ -106,7 +107,7 @@ def test_twenty_scale_events_fail_no_request_keep_sessions_and_never_reload(engi
 
 def test_replicas_that_never_become_healthy_are_removed_and_nothing_changes(engine, stack):
     backend = stack.lb_pool("backend")
-    before = event_count()
+    before = events_count()
     with Load(
         stack.https_port, LOAD_PATHS, rate=60, workers=6, sources=LOAD_SOURCES, max_seconds=120
     ) as load:
@@ -126,7 +127,7 @@ def test_replicas_that_never_become_healthy_are_removed_and_nothing_changes(engi
 def test_scale_run_the_lb_does_not_take_puts_the_pools_back(engine, stack):
     """The LB's members API does not answer (a status port nothing listens on): nothing changes."""
     backend = stack.lb_pool("backend")
-    before = event_count()
+    before = events_count()
     load = Load(stack.https_port, LOAD_PATHS, rate=60, workers=6, sources=CLIENTS, max_seconds=120)
     with load:
         run = scale("pool=backend", "replicas=5", "nginx_lb_status_port=28999")
@@ -147,14 +148,14 @@ def test_scale_run_the_lb_does_not_take_puts_the_pools_back(engine, stack):
 def test_scale_check_diff_shows_the_change_and_changes_nothing(engine, stack):
     containers = {c.name: c.id for c in stack_containers(engine, stack.name)}
     backend = stack.lb_pool("backend")
-    before = event_count()
+    before = events_count()
     run = playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=5", "--check", "--diff")
     assert run.rc == 0, run.output[-3000:]
     backend_5 = port_base(stack, "backend") + 5
     assert f"+{stack.name}-backend-5 127.0.0.1:{backend_5} active" in run.output
     assert {c.name: c.id for c in stack_containers(engine, stack.name)} == containers
     assert stack.lb_pool("backend") == backend
-    assert event_count() == before
+    assert events_count() == before
 
 
 def test_request_beyond_the_bounds_is_clamped_and_says_so(engine, stack):
@@ -174,7 +175,7 @@ def start_scale(*extra: str) -> subprocess.Popen:
 
 
 def test_two_concurrent_scale_runs_do_not_interleave(engine, stack):
-    before = event_count()
+    before = events_count()
     first = start_scale("pool=backend", "replicas=5")
     time.sleep(1.5)
     second = start_scale("direction=up", "pool=backend")
@@ -224,7 +225,7 @@ def cooldown_held(monitor: MonitorProcess) -> bool:
 def test_a_monitor_run_queued_behind_a_manual_run_to_8_changes_nothing_and_the_monitor_holds_8(
     engine, stack, tmp_path
 ):
-    before = event_count()
+    before = events_count()
     manual = start_scale("pool=backend", "replicas=8")
     try:
         lock = ROOT / "logs" / f"scale-{stack.name}.lock"
@@ -281,7 +282,7 @@ def test_scale_run_under_ansible_runner_is_recorded_as_awx(engine, stack, tmp_pa
     (private / "env" / "extravars").write_text(yaml.safe_dump(extravars))
     envvars = {"TENFOLD_SCALE_EVENTS_LOG": str(EVENTS), "JOB_ID": "42", "PATH": ansible_env()["PATH"]}
     (private / "env" / "envvars").write_text(yaml.safe_dump(envvars))
-    before = event_count()
+    before = events_count()
     try:
         result = ansible_runner.run(private_data_dir=str(private), playbook="scale.yml", quiet=True)
         assert result.rc == 0, (private / "artifacts").as_posix()

@@ -182,6 +182,19 @@ def test_reads_are_bounded_and_resume_where_they_stopped(log, open_reader):
     assert seen == list(range(100))
 
 
+def test_a_read_that_stops_at_its_bound_says_the_reader_is_behind_and_by_how_much(log, open_reader):
+    size = len(line(0))
+    append(log, "".join(line(n) for n in range(10)))
+    reader = open_reader(log, max_bytes=size * 4)
+    assert reader.caught_up  # nothing read yet, nothing known to be left
+    reader.read()
+    assert (reader.caught_up, reader.behind_bytes) == (False, size * 6)
+    reader.read()
+    assert (reader.caught_up, reader.behind_bytes) == (False, size * 2)
+    reader.read()
+    assert (reader.caught_up, reader.behind_bytes) == (True, 0)
+
+
 def test_the_bound_covers_the_rest_of_a_rotated_file_and_the_new_one_together(log, open_reader):
     size = len(line(0))
     reader = open_reader(log, max_bytes=size * 3)

@@ -731,6 +731,39 @@ def test_collector_counts_the_pools_active_lb_members(tmp_path, stub):
         collector.close()
 
 
+def test_a_log_the_collector_cannot_read_to_its_end_in_a_tick_is_behind_and_gives_no_traffic(tmp_path, stub):
+    # As under a flood of long lines: more than a tick's read arrives every tick.
+    log = tmp_path / "access.json.log"
+    log.write_text("")
+    one = len(json.dumps(entry(NOW)) + "\n")
+    collector = Collector(
+        "unit", log, stub.url, stub.members_url, docker_client=no_engine(tmp_path), max_read_bytes=one * 50
+    )
+    try:
+        collector.collect(NOW)
+        write_log(log, [entry(NOW + 0.5 + i * 0.001) for i in range(120)])
+        behind = collector.collect(NOW + 1)
+        assert behind.log_state == "behind"
+        assert behind.log_behind_bytes == log.stat().st_size - one * 50
+        assert behind.pools["backend"].rps is None and behind.pools["backend"].requests is None
+        assert any("access log behind: 0.0 MiB not read yet" in w for w in behind.warnings)
+        assert collector.collect(NOW + 2).log_state == "behind"
+        caught_up = collector.collect(NOW + 3)  # the last 20 lines: the end of the log
+        assert (caught_up.log_state, caught_up.log_behind_bytes) == ("ok", 0)
+        assert caught_up.pools["backend"].requests == 120
+    finally:
+        collector.close()
+
+
+def test_behind_comes_before_warming_and_after_missing():
+    assert (
+        log_state(available=True, covered_s=0, quiet_s=0, unlogged_rps=None, caught_up=False)[0] == "behind"
+    )
+    assert (
+        log_state(available=False, covered_s=0, quiet_s=0, unlogged_rps=None, caught_up=False)[0] == "missing"
+    )
+
+
 def test_collector_tells_an_idle_pool_from_a_stale_log(tmp_path, stub):
     log = tmp_path / "access.json.log"
     log.write_text("")

@@ -1,0 +1,147 @@
+"""Attacks with the monitor running: what the LB turns away is no demand, a client's slowness is not the
+replicas' latency, and a log the monitor cannot read whole is no reason to scale. Every attacker is one
+address off the allowlist; each test stops its monitor and leaves the backend at 3."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from helpers import events_count, events_since, playbook, wait_for
+from load import Load
+from test_abuse import Raw, poll_until_cut
+from test_monitor import MonitorProcess, backend_replicas
+
+pytestmark = pytest.mark.integration
+
+ATTACKER = "127.0.8.10"
+# A 6 kB query string: every request, served or refused, is a 6 kB line of the access log.
+LONG = "/api/whoami?pad=" + "x" * 6000
+
+
+def snapshots(monitor: MonitorProcess) -> list[dict]:
+    path = monitor.workdir / "metrics.json"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def state(monitor: MonitorProcess) -> dict:
+    path = monitor.workdir / "state.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def flood(stack, path: str, seconds: float) -> Load:
+    """Eight keep-alive connections from one address, each as fast as it gets answers."""
+    return Load(stack.https_port, [path], rate=10_000, workers=8, sources=[ATTACKER], max_seconds=seconds)
+
+
+def assert_nothing_scaled(engine, stack, monitor: MonitorProcess, before: int) -> None:
+    assert events_since(before) == [], monitor.log()[-3000:]
+    assert backend_replicas(engine, stack) == 3
+    backend = [d for _, d in monitor.decisions() if d["pool"] == "backend"]
+    assert backend and all(d["action"] == "hold" for d in backend), backend
+
+
+def test_a_flood_from_one_address_scales_nothing_and_shows_as_rejected(engine, stack, tmp_path, figures):
+    before = events_count()
+    monitor = MonitorProcess(stack, tmp_path, stabilization_window_s=3.0, cooldown_s=5.0)
+    monitor.start()
+    try:
+        time.sleep(4)  # the window fills with the idle baseline
+        with flood(stack, "/api/whoami", 20) as load:
+            time.sleep(20)
+        time.sleep(3)  # the monitor sees the flood's last second
+    finally:
+        monitor.stop()
+    refused = load.tally.failures["/api/whoami: http 429"]
+    assert refused > 10 * load.tally.ok, (load.tally.ok, dict(load.tally.failures))
+    assert_nothing_scaled(engine, stack, monitor, before)
+    backend = [s["pools"]["backend"] for s in snapshots(monitor) if s["log_state"] == "ok"]
+    peak_rejected = max(p["rejected"] or 0 for p in backend)
+    peak_rps = max(p["rps"] or 0 for p in backend)
+    # What one address may be served: its rate, and its burst once.
+    allowed = int(stack.setting("nginx_lb", "nginx_lb_rate_general"))
+    allowed += int(stack.setting("nginx_lb", "nginx_lb_rate_general_burst"))
+    assert peak_rejected > 0 and peak_rps <= allowed, (peak_rejected, peak_rps)
+    figures.record(
+        "Abuse, monitor running",
+        "one-address flood: scale runs",
+        0,
+        note=f"{load.tally.sent} requests in 20 s, {refused} answered 429; the monitor saw at most "
+        f"{peak_rps:.1f} req/s served and up to {peak_rejected} rejected in its window",
+    )
+
+
+def test_slow_bodies_from_one_address_scale_nothing(engine, stack, tmp_path, figures):
+    # Ten uploads that send a few bytes and stop: each a 408 after client_body_timeout, its request_time
+    # about 10 s. Twice over, so the monitor sees them end while its window is full.
+    before = events_count()
+    monitor = MonitorProcess(stack, tmp_path, stabilization_window_s=3.0, cooldown_s=5.0)
+    header = b"POST /api/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nxx"
+    cut = 0
+    monitor.start()
+    try:
+        time.sleep(4)
+        for _ in range(2):
+            connections = [Raw.open(stack, ATTACKER) for _ in range(10)]
+            try:
+                for conn in connections:
+                    conn.send(header)
+                poll_until_cut(connections, 25)
+                cut += sum(c.cut for c in connections)
+            finally:
+                for conn in connections:
+                    conn.close()
+        time.sleep(3)
+    finally:
+        monitor.stop()
+    assert cut == 20
+    assert_nothing_scaled(engine, stack, monitor, before)
+    p95 = [s["pools"]["backend"]["p95_s"] for s in snapshots(monitor) if s["log_state"] == "ok"]
+    assert all(v is None or v < 1.0 for v in p95), p95  # the replicas' own latency, not the uploads'
+    figures.record(
+        "Abuse, monitor running",
+        "slow bodies: scale runs",
+        0,
+        note="20 uploads cut by client_body_timeout (408); the backend p95 the monitor saw stayed below 1 s",
+    )
+
+
+def test_a_flood_of_long_lines_the_monitor_cannot_read_whole_scales_nothing_and_says_so(
+    engine, stack, tmp_path, figures
+):
+    # The monitor reads at most 64 KiB of log a tick here, so the test machine can outrun it; with the
+    # default 8 MiB it takes a flood this machine cannot send.
+    before = events_count()
+    monitor = MonitorProcess(
+        stack, tmp_path, settings={"log_read_bytes": 65536}, stabilization_window_s=3.0, cooldown_s=5.0
+    )
+    monitor.start()
+    try:
+        time.sleep(4)
+        with flood(stack, LONG, 20) as load:
+            assert wait_for(lambda: state(monitor).get("log_state") == "behind", timeout=20, step=0.2), (
+                monitor.log()[-3000:]
+            )
+            seen = state(monitor)
+            time.sleep(8)
+    finally:
+        monitor.stop()
+    assert any(w.startswith("access log behind: ") for w in seen["warnings"]), seen
+    assert seen["log_behind_bytes"] > 65536
+    assert_nothing_scaled(engine, stack, monitor, before)
+    behind = [s for s in snapshots(monitor) if s["log_state"] == "behind"]
+    assert behind and all(s["pools"]["backend"]["rps"] is None for s in behind)
+    figures.record(
+        "Abuse, monitor running",
+        "flood of 6 kB lines, monitor reading 64 KiB a tick: scale runs",
+        0,
+        note=f"{load.tally.sent} requests in 20 s; the monitor said 'behind' for {len(behind)} ticks, "
+        f"up to {max(s['log_behind_bytes'] for s in behind) / 2**20:.1f} MiB unread, and held",
+    )
+
+
+@pytest.fixture(autouse=True)
+def backend_at_three():
+    yield
+    assert playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=3").rc == 0
