@@ -15,6 +15,8 @@ description:
     and C(recovered_from) (the lock's owner) when the run took over the lock of a killed run.
   - The monitor reads this file for its cooldown, so a restart does not reset it.
   - A notification callback, so it works under plain C(ansible-playbook) and under ansible-runner (AWX).
+  - While the run holds the scale lock (a C(tenfold_lock) task took it), it renews the lock's lease every
+    20 s, so that a run on another host sharing the lock sees this one alive, and a dead one as gone.
 requirements:
   - enabled in ansible.cfg (C(callbacks_enabled)) or with C(ANSIBLE_CALLBACKS_ENABLED)
 options:
@@ -29,16 +31,32 @@ options:
         key: log_path
 """
 
+import importlib.util
 import json
 import os
+import sys
+import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ansible import context
 from ansible.plugins.callback import CallbackBase
 
 AWX_ENV = ("AWX_JOB_ID", "JOB_ID", "AWX_HOST")
+_LOCK_UTIL = Path(__file__).resolve().parents[1] / "module_utils" / "tenfold_lock.py"
+
+
+def _lock_code() -> Any:
+    """module_utils/tenfold_lock.py, loaded from its file as plugins/action/tenfold_lock.py loads it."""
+    name = "tenfold_lock_controller"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _LOCK_UTIL)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def _iso(ts: float) -> str:
@@ -67,6 +85,7 @@ class CallbackModule(CallbackBase):
         self._failed_task: str | None = None
         self._failed_msg: str | None = None
         self._unreachable = False
+        self._lease: threading.Event | None = None  # set to stop renewing the scale lock's lease
 
     # --- collecting -----------------------------------------------------------------------------
     def v2_playbook_on_start(self, playbook: Any) -> None:
@@ -77,6 +96,18 @@ class CallbackModule(CallbackBase):
         manager = play.get_variable_manager()
         if manager is not None and not self._extra_vars:
             self._extra_vars = dict(manager.extra_vars or {})
+
+    def v2_runner_on_ok(self, result: Any) -> None:
+        outcome = result._result
+        if result._task.action.split(".")[-1] != "tenfold_lock":
+            return
+        if outcome.get("acquired") and outcome.get("owner") and self._lease is None:
+            code = _lock_code()
+            owner = code.Owner(**outcome["owner"])
+            self._lease = code.keep_renewing(outcome["path"], owner, code.RENEW_EVERY_S)
+        elif outcome.get("released") is not None and self._lease is not None:
+            self._lease.set()
+            self._lease = None
 
     def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
         if ignore_errors or self._failed_task:
@@ -92,6 +123,8 @@ class CallbackModule(CallbackBase):
 
     # --- writing --------------------------------------------------------------------------------
     def v2_playbook_on_stats(self, stats: Any) -> None:
+        if self._lease is not None:
+            self._lease.set()
         custom = (getattr(stats, "custom", {}) or {}).get("_run", {})
         scale = custom.get("tenfold_scale")
         if scale is None or context.CLIARGS.get("check"):

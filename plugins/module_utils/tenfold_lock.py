@@ -7,7 +7,9 @@ reused pid is not mistaken for the owner, and the host). It appears only with it
 goes to a file of its own, which is then hard-linked to the lock's name (link fails if the name exists).
 A lock whose owner on this host is gone, or whose owner on another host let its lease run out, is stale:
 it is taken over under a flock on a guard file, so of two runs recovering it exactly one wins. One whose
-owner is alive makes the caller wait, up to a bound.
+owner is alive makes the caller wait, up to a bound. The holder renews its lease by touching the lock file
+(its mtime) every RENEW_EVERY_S: the tenfold_scale_events callback does, in the ansible-playbook process,
+for as long as the run holds the lock.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
-# No scale run lasts an hour (its waits are bounded in minutes); past that, a lock from another host is stale.
-DEFAULT_LEASE_S = 3600.0
+# A lock from another host whose holder has not renewed it for this long is stale; it renews every 20 s.
+DEFAULT_LEASE_S = 120.0
+RENEW_EVERY_S = 20.0
 
 
 class LockError(RuntimeError):
@@ -37,7 +41,8 @@ class Owner:
     host: str
     since: float
     run: str = ""
-    lease_s: float = DEFAULT_LEASE_S  # a holder on another host counts as alive this long after `since`
+    lease_s: float = DEFAULT_LEASE_S  # a holder on another host counts as alive this long after a renewal
+    renewed: float = field(default=0.0, compare=False)  # its last renewal: the lock file's mtime, as read
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
@@ -64,15 +69,15 @@ def owner_for(pid: int, run: str = "") -> Owner:
 
 
 def is_alive(owner: Owner, now: Callable[[], float] = time.time) -> bool:
-    if owner.host != socket.gethostname():
-        return now() < owner.since + owner.lease_s  # its process cannot be seen from here: trust the lease
+    if owner.host != socket.gethostname():  # its process cannot be seen from here: trust the lease
+        return now() < max(owner.since, owner.renewed) + owner.lease_s
     return process_start_ticks(owner.pid) == owner.start_ticks
 
 
 def read_owner(path: str) -> Owner | None:
     try:
         with open(path, encoding="utf-8") as handle:
-            return Owner(**json.load(handle))
+            return Owner(**{**json.load(handle), "renewed": os.fstat(handle.fileno()).st_mtime})
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError):
@@ -133,6 +138,31 @@ def release(path: str, me: Owner) -> bool:
     return True
 
 
+def renew(path: str, me: Owner) -> bool:
+    """Renew the lease of our lock (its mtime). False when the lock is not ours any more."""
+    holder = read_owner(path)
+    if holder is None or not _same(holder, me):
+        return False
+    try:
+        os.utime(path)  # never recreates a lock released meanwhile
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def keep_renewing(path: str, me: Owner, every: float = RENEW_EVERY_S) -> threading.Event:
+    """Renew the lease every `every` seconds in a daemon thread until the lock is not ours or the returned
+    event is set."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every) and renew(path, me):
+            pass
+
+    threading.Thread(target=loop, name="tenfold-lock-lease", daemon=True).start()
+    return stop
+
+
 def _same(a: Owner, b: Owner) -> bool:
     return (a.pid, a.start_ticks, a.host) == (b.pid, b.start_ticks, b.host)
 
@@ -164,8 +194,9 @@ def _take_over(path: str, stale: Owner, me: Owner) -> bool:
     """Replace the stale lock by ours if it is still that one: one recovering run at a time (a flock)."""
     with open(path + ".guard", "a", encoding="utf-8") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)  # released when the file closes, or the process dies
-        if read_owner(path) != stale:
-            return False
+        current = read_owner(path)
+        if current != stale or current is None or is_alive(current):
+            return False  # another run took it, or its holder renewed it meanwhile
         # Still the stale one: its dead owner cannot release it, and new runs cannot link over it.
         return _link_new(path, me, replace=True)
 
@@ -219,4 +250,5 @@ def run(params: dict, check_mode: bool, pid: int) -> tuple[dict, str | None]:
     warning = None
     if outcome.recovered:
         warning = f"recovered the lock left by a run that is gone: {outcome.recovered.describe()}"
-    return {"changed": True, **outcome.as_dict()}, warning
+    # The path and owner let the scale-events callback renew the lease while the run goes on.
+    return {"changed": True, **outcome.as_dict(), "path": params["path"], "owner": asdict(me)}, warning

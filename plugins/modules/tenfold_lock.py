@@ -15,8 +15,10 @@ description:
   - A lock whose owner has died (killed run) is recovered and reported in RV(recovered_from). Of several runs
     recovering the same lock exactly one wins (under a C(flock) on C(<path>.guard)).
   - The lock file appears only with its owner written in it (written to a file of its own, then linked).
-  - A lock held from another host (whose process cannot be seen) counts as held for an hour after it was
-    taken (its lease; no scale run lasts that long), then as stale.
+  - A lock held from another host (whose process cannot be seen, with the lock on a shared file system)
+    counts as held while its holder renews its lease, then as stale 120 s after the last renewal. The
+    C(tenfold_scale_events) callback renews it every 20 s (the lock file's mtime) from the
+    C(ansible-playbook) process, for as long as the run holds the lock.
   - It runs inside the control machine's ansible-playbook process (its action plugin,
     C(plugins/action/tenfold_lock.py)), which saves starting a module process on a scale run's path; this
     file holds its documentation and the same code as a module.
@@ -78,6 +80,14 @@ waited_s:
   description: Seconds spent waiting for another run.
   returned: state=acquired
   type: float
+path:
+  description: The lock file (for the callback that renews the lease).
+  returned: state=acquired, not in check mode
+  type: str
+owner:
+  description: This run as the lock names it (pid, start_ticks, host, since, run, lease_s).
+  returned: state=acquired, not in check mode
+  type: dict
 released:
   description: Whether a lock held by this run was removed.
   returned: state=released

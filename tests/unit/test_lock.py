@@ -6,9 +6,11 @@ import subprocess
 import sys
 import threading
 from dataclasses import asdict
+from types import SimpleNamespace
 
 import pytest
 import tenfold_lock as tl
+from conftest import load_plugin
 
 
 @pytest.fixture
@@ -23,6 +25,15 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = tl.time.monotonic() + timeout
+    while tl.time.monotonic() < deadline:
+        if predicate():
+            return True
+        tl.time.sleep(0.02)
+    return False
 
 
 def test_free_lock_is_taken_and_released(tmp_path):
@@ -156,11 +167,74 @@ def test_a_lock_from_another_host_is_held_for_its_lease_then_recovered(tmp_path)
         tl.acquire(path, me, timeout=0)
     expired = tl.Owner(pid=4242, start_ticks=7, host="lb-2.example", since=now - 61, lease_s=60)
     (tmp_path / "scale.lock").write_text(json.dumps(asdict(expired)))
+    os.utime(path, (now - 61, now - 61))  # not renewed since
     outcome = tl.acquire(path, me, timeout=0)
     assert outcome.recovered == expired and tl.read_owner(path) == me
+
+
+def test_a_lock_from_another_host_stays_held_while_its_holder_renews_it(tmp_path):
+    path = str(tmp_path / "scale.lock")
+    now = tl.time.time()
+    remote = tl.Owner(pid=4242, start_ticks=7, host="lb-2.example", since=now - 300, lease_s=60)
+    tl.acquire(path, remote, timeout=0)
+    os.utime(path, (now - 61, now - 61))
+    assert not tl.is_alive(tl.read_owner(path))  # taken 5 min ago, last renewed 61 s ago: gone
+    assert tl.renew(path, remote)  # what its callback does every 20 s
+    assert tl.is_alive(tl.read_owner(path))
+    with pytest.raises(tl.LockError, match=r"lb-2\.example"):
+        tl.acquire(path, tl.owner_for(os.getpid()), timeout=0)
+
+
+def test_only_the_holder_renews_and_a_released_lock_is_not_renewed_back(tmp_path):
+    path = str(tmp_path / "scale.lock")
+    me = tl.owner_for(os.getpid())
+    other = tl.Owner(pid=4242, start_ticks=7, host="lb-2.example", since=0.0)
+    assert not tl.renew(path, me)  # no lock
+    tl.acquire(path, other, timeout=0)
+    assert not tl.renew(path, me)  # not ours
+    os.unlink(path)
+    tl.acquire(path, me, timeout=0)
+    assert tl.renew(path, me)
+    tl.release(path, me)
+    assert not tl.renew(path, me) and not os.path.exists(path)
+
+
+def test_the_lease_is_renewed_in_the_background_until_stopped_or_lost(tmp_path):
+    path = str(tmp_path / "scale.lock")
+    me = tl.owner_for(os.getpid())
+    tl.acquire(path, me, timeout=0)
+    os.utime(path, (1.0, 1.0))
+    stop = tl.keep_renewing(path, me, every=0.05)
+    try:
+        assert wait_until(lambda: os.stat(path).st_mtime > 1.0)
+    finally:
+        stop.set()
+    tl.release(path, me)
+    tl.time.sleep(0.2)
+    assert not os.path.exists(path)  # the thread did not bring it back
 
 
 def test_a_lock_file_written_before_leases_reads_with_the_default_lease(tmp_path):
     path = tmp_path / "scale.lock"
     path.write_text(json.dumps({"pid": 1, "start_ticks": 2, "host": "old", "since": 5.0, "run": ""}))
     assert tl.read_owner(str(path)).lease_s == tl.DEFAULT_LEASE_S
+
+
+def test_the_scale_events_callback_renews_the_lease_while_its_run_holds_the_lock(tmp_path, monkeypatch):
+    callback = load_plugin("callback", "tenfold_scale_events")
+    code = callback._lock_code()
+    monkeypatch.setattr(code, "RENEW_EVERY_S", 0.05)
+    path = str(tmp_path / "scale.lock")
+    me = code.owner_for(os.getpid())
+    code.acquire(path, me, timeout=0)
+    os.utime(path, (1.0, 1.0))
+    events = callback.CallbackModule()
+    task = SimpleNamespace(action="tenfold_lock")
+    events.v2_runner_on_ok(
+        SimpleNamespace(_task=task, _result={"acquired": True, "path": path, "owner": asdict(me)})
+    )
+    assert wait_until(lambda: os.stat(path).st_mtime > 1.0)
+    events.v2_runner_on_ok(SimpleNamespace(_task=task, _result={"changed": True, "released": True}))
+    os.utime(path, (1.0, 1.0))
+    tl.time.sleep(0.2)
+    assert os.stat(path).st_mtime == 1.0  # released: no more renewals
