@@ -20,7 +20,14 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-from helpers import assert_lb_error_page, nginx_bytes, nginx_seconds, read_response, unverified_context
+from helpers import (
+    assert_lb_error_page,
+    nginx_bytes,
+    nginx_seconds,
+    read_response,
+    unverified_context,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -266,6 +273,46 @@ def test_eleventh_concurrent_connection_from_one_address_is_refused(stack):
 SLOW_HEADER = (
     b"GET /api/whoami HTTP/1.1\r\nHost: localhost\r\nUser-Agent: slowloris\r\nX-Padding: " + b"a" * 200
 )
+
+
+def test_connections_past_the_per_address_bound_are_refused_before_nginx_reads_a_byte(stack, figures):
+    # Idle TCP connections: no TLS, no request. nginx's limit_conn never sees them; the kernel counts them.
+    bound = int(stack.setting("nginx_lb", "nginx_lb_conn_limit_per_address"))
+    attacker = "127.0.66.40"
+    held: list[socket.socket] = []
+    refused = 0
+    try:
+        with Bystander(stack) as bystander:
+            for _ in range(bound + 5):
+                try:
+                    held.append(
+                        socket.create_connection(
+                            ("127.0.0.1", stack.https_port), timeout=5, source_address=(attacker, 0)
+                        )
+                    )
+                except ConnectionRefusedError:  # the TCP reset
+                    refused += 1
+            started = time.monotonic()
+            with pytest.raises(ConnectionRefusedError):
+                stack.client(source=attacker).get("/health")  # its slots are all taken, even for a request
+            refusal_s = time.monotonic() - started
+    finally:
+        for conn in held:
+            conn.close()
+    assert (len(held), refused) == (bound, 5)
+    bystander.assert_served()
+    # Closed, they free their slots at once.
+    assert wait_for(lambda: stack.client(source=attacker).get("/health").status == 200, timeout=10)
+    figures.record(
+        "Abuse",
+        "idle connections from one address: held / refused",
+        f"{len(held)} / {refused}",
+        note=f"nginx_lb_conn_limit_per_address {bound}, refused by the kernel with a TCP reset",
+    )
+    figures.record(
+        "Abuse", "idle connections: a request past the bound refused in", round(refusal_s * 1000, 1), "ms"
+    )
+    bystander.record(figures, "the idle connections")
 
 
 def test_slow_headers_are_cut_by_client_header_timeout_not_counted_by_limit_conn(stack, figures):

@@ -100,10 +100,10 @@ def test_a_broken_nginx_change_fails_with_nginxs_error_while_the_lb_serves_the_o
     before = snapshot(engine, stack)
     with Load(stack.https_port, ALL_PATHS, rate=60, workers=6, sources=LOAD_SOURCES, max_seconds=300) as load:
         # A value the role's own checks let through and nginx refuses: only nginx -t can catch it.
-        run = playbook("site.yml", "-e", "nginx_lb_client_max_body_size=10q")
+        run = playbook("site.yml", "-e", '{"nginx_lb_ssl_ciphers": ["NO-SUCH-CIPHER"]}')
         time.sleep(1)
     assert run.rc != 0
-    assert 'nginx: [emerg] "client_max_body_size" directive invalid value' in run.output, run.output[-3000:]
+    assert "nginx: [emerg] SSL_CTX_set_cipher_list" in run.output, run.output[-3000:]
     assert snapshot(engine, stack) == before
     # Staging holds the live files again, not the rejected render: the next run compares against what is live.
     staging = Path(f"/etc/tenfold/{stack.name}/nginx-staging")

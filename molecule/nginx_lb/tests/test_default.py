@@ -230,9 +230,10 @@ def test_check_mode_on_the_converged_host_reports_no_changes(host):
 
 def test_config_nginx_rejects_never_reaches_the_running_lb(host):
     before, started = live_config(), inspect(host)["State"]["StartedAt"]
-    run = converge("-e", "nginx_lb_client_max_body_size=10q")
+    # A cipher of the right form that OpenSSL does not know: only nginx -t can tell.
+    run = converge("-e", '{"nginx_lb_ssl_ciphers": ["NO-SUCH-CIPHER"]}')
     assert run.returncode != 0
-    assert 'nginx: [emerg] "client_max_body_size" directive invalid value' in run.stdout, run.stdout[-3000:]
+    assert "nginx: [emerg] SSL_CTX_set_cipher_list" in run.stdout, run.stdout[-3000:]
     assert live_config() == before
     assert inspect(host)["State"]["StartedAt"] == started
     assert request(HTTPS, "/health")[0] == 200
@@ -317,3 +318,12 @@ def test_a_restarted_lb_starts_from_the_state_file(host):
             pass
         time.sleep(0.2)
     assert listed_members() == MEMBERS
+
+
+def test_the_per_address_connection_bound_is_in_the_kernel_for_the_lbs_ports():
+    table = subprocess.run(
+        ["nft", "list", "table", "inet", "tenfold_mollb_lb"], capture_output=True, text=True
+    )
+    assert table.returncode == 0, table.stderr
+    assert f"tcp dport {{ {HTTP}, {HTTPS} }} ct state new" in table.stdout
+    assert "ip saddr ct count over 100" in table.stdout
