@@ -16,7 +16,8 @@ from load import Load
 
 pytestmark = pytest.mark.integration
 
-LOAD_SOURCES = [f"127.0.2.{i}" for i in range(40, 52)]
+# Twelve clients off the allowlist, 5 req/s each: the rate limiter (10 req/s per address) lets them be.
+LOAD_SOURCES = [f"127.0.6.{i}" for i in range(40, 52)]
 FRONTEND_PATHS = ["/", "/whoami", "/static/app.css"]
 ALL_PATHS = ["/api/whoami", "/api/work?ms=10", *FRONTEND_PATHS]
 
@@ -54,7 +55,7 @@ def test_a_pool_without_replicas_gets_a_clear_502_with_headers_and_recovers_by_i
     backends = pool_containers(engine, stack, "backend")
     assert len(backends) == 3
     with Load(
-        stack.https_port, FRONTEND_PATHS, rate=60, workers=6, sources=LOAD_SOURCES, max_seconds=120
+        stack.https_port, FRONTEND_PATHS, rate=60, workers=12, sources=LOAD_SOURCES, max_seconds=120
     ) as load:
         try:
             in_parallel(lambda c: c.stop(timeout=5), backends)
@@ -98,7 +99,9 @@ def test_a_broken_nginx_change_fails_with_nginxs_error_while_the_lb_serves_the_o
 ):
     live = Path(f"/etc/tenfold/{stack.name}/nginx")
     before = snapshot(engine, stack)
-    with Load(stack.https_port, ALL_PATHS, rate=60, workers=6, sources=LOAD_SOURCES, max_seconds=300) as load:
+    with Load(
+        stack.https_port, ALL_PATHS, rate=60, workers=12, sources=LOAD_SOURCES, max_seconds=300
+    ) as load:
         # A value the role's own checks let through and nginx refuses: only nginx -t can catch it.
         run = playbook("site.yml", "-e", '{"nginx_lb_ssl_ciphers": ["NO-SUCH-CIPHER"]}')
         time.sleep(1)

@@ -1,6 +1,6 @@
 """Faults under continuous load, with the monitor running: a replica killed or gone, the monitor killed in the
-middle of a scale run, the metrics source gone. Every test runs HTTPS load through the LB from allowlisted
-sources (the rate limiter does not count them) and puts the stack back: backend at 3, LB log in place."""
+middle of a scale run, the metrics source gone. Every test runs HTTPS load through the LB from addresses off
+the allowlist, 5 req/s each (within the rate limit), and puts the stack back: backend at 3, log in place."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from test_monitor import MonitorProcess, backend_replicas
 
 pytestmark = pytest.mark.integration
 
-SOURCES = [f"127.0.2.{i}" for i in range(40, 44)]
+SOURCES = [f"127.0.6.{i}" for i in range(60, 64)]
 API = ["/api/whoami", "/api/work?ms=20"]
 
 

@@ -27,7 +27,8 @@ from test_monitor import MonitorProcess
 pytestmark = pytest.mark.integration
 
 EVENTS = EVENTS_LOG
-LOAD_SOURCES = [f"127.0.2.{i}" for i in range(1, 13)]
+# Twelve clients off the allowlist, 5 req/s each: the rate limiter (10 req/s per address) lets them be.
+LOAD_SOURCES = [f"127.0.6.{i}" for i in range(1, 13)]
 LOAD_PATHS = ["/api/work?ms=20", "/whoami", "/api/whoami", "/"]
 # Clients as the Internet sends them: an address each, none on the allowlist (stack.yml), each well below the
 # per-address limits (4 req/s, one keep-alive connection).
@@ -109,7 +110,7 @@ def test_replicas_that_never_become_healthy_are_removed_and_nothing_changes(engi
     backend = stack.lb_pool("backend")
     before = events_count()
     with Load(
-        stack.https_port, LOAD_PATHS, rate=60, workers=6, sources=LOAD_SOURCES, max_seconds=120
+        stack.https_port, LOAD_PATHS, rate=60, workers=12, sources=LOAD_SOURCES, max_seconds=120
     ) as load:
         run = scale(
             "pool=backend", "replicas=5", "app_pools_health_path=/never-healthy", "app_pools_health_timeout=3"
