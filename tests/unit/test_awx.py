@@ -133,7 +133,8 @@ def test_awx_configuration_has_every_job_template_and_schedule():
     assert set(templates) >= {"site", "scale up", "scale down", "backup", "restore", "report", "scale check"}
     for name in ("scale up", "scale down"):
         assert templates[name]["playbook"] == "scale.yml"
-        assert templates[name]["ask_variables"] is True
+        assert [q["variable"] for q in templates[name]["survey"]] == ["pool", "step"]
+    assert [q["variable"] for q in templates["restore"]["survey"]] == ["backup"]
     assert templates["scale up"]["extra_vars"]["direction"] == "up"
     assert templates["scale down"]["extra_vars"]["direction"] == "down"
     for template in templates.values():
@@ -147,6 +148,31 @@ def test_awx_configuration_has_every_job_template_and_schedule():
             "{{ tenfold_awx_prefix }} scale check",
         ]
     )
+
+
+def test_a_launch_may_set_only_the_variables_its_survey_documents():
+    settings = yaml.safe_load((ROOT / "awx" / "vars.yml").read_text())
+    [task] = [
+        t
+        for t in yaml.safe_load((ROOT / "awx" / "configure.yml").read_text())[0]["tasks"]
+        if "awx.awx.job_template" in t
+    ]
+    template = task["awx.awx.job_template"]
+    assert template["ask_variables_on_launch"] is False  # AWX refuses any extra var but the survey's
+    assert "item.survey" in template["survey_spec"] and "item.survey" in template["survey_enabled"]
+    for job in settings["tenfold_awx_job_templates"]:
+        assert "ask_variables" not in job, job["name"]
+        for question in job["survey"]:
+            assert question["type"] in ("text", "integer", "multiplechoice"), question
+            assert question["question_description"], question  # documented where it is asked
+            if question["type"] == "text":
+                assert question["max"] <= 1024, question
+    schedules = [
+        t["awx.awx.schedule"]
+        for t in yaml.safe_load((ROOT / "awx" / "configure.yml").read_text())[0]["tasks"]
+        if "awx.awx.schedule" in t
+    ]
+    assert all("extra_data" not in schedule for schedule in schedules)
 
 
 def playbooks() -> list[Path]:
