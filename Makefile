@@ -62,7 +62,7 @@ test-unit: images ## Unit tests (no running stack; the config render tests run n
 test-integration: deps venv sslyze ## Integration tests against a stack of their own on the real Docker engine
 	$(BIN)/pytest -q --durations=25 -m "not long" tests/integration
 
-test-long: deps venv sslyze ## The long integration tests (20 scale events, whole-stack faults; about 12 min)
+test-long: deps venv sslyze ## The long integration tests (20 scale events, whole-stack faults...; about 16 min)
 	$(BIN)/pytest -q --durations=25 -m long tests/integration
 
 test-molecule: venv ## Each role's molecule scenario (converge, idempotence, testinfra verify)

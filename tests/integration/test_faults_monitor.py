@@ -176,9 +176,11 @@ def test_a_killed_replica_and_a_replica_gone_for_good_fail_no_get_and_the_pool_c
         failed = [e for e in kill_entries + gone_entries if int(e.get("status", 0)) >= 500]
         assert load.tally.failed == cut_responses(load), (dict(load.tally.failures), failed)
         assert cut_responses(load) <= 3 * len(load.workers), dict(load.tally.failures)
-        assert [r["trigger"] for r in gone_runs] == ["monitor"] and gone_runs[0]["result"] == "ok", runs
+        assert gone_runs and all(r["trigger"] == "monitor" and r["result"] == "ok" for r in gone_runs), runs
+        # The kill and the removal are two steps: the monitor's tick may fall between them, or Docker may not
+        # show the killed replica exited yet, so its first run may start from 2 running replicas, not 1.
         backend = next(p for p in gone_runs[0]["pools"] if p["pool"] == "backend")
-        assert (backend["current"], backend["target"]) == (1, 3)
+        assert backend["current"] in (1, 2) and backend["target"] == 3, backend
         assert gone_retries > 0  # the requests sent to the lost replicas went to another one
     finally:
         monitor.stop()
@@ -202,6 +204,7 @@ def kill_tree(pid: int) -> int:
     return len(procs)
 
 
+@pytest.mark.long
 def test_the_monitor_killed_in_the_middle_of_a_scale_up_leaves_no_orphan_and_keeps_the_cooldown(
     engine, stack, tmp_path, figures
 ):
@@ -274,6 +277,7 @@ def test_the_monitor_killed_in_the_middle_of_a_scale_up_leaves_no_orphan_and_kee
         put_back(stack)
 
 
+@pytest.mark.long
 def test_without_its_access_log_and_stub_status_the_monitor_never_scales_down_and_says_so(
     engine, stack, tmp_path, figures
 ):

@@ -105,6 +105,7 @@ def test_bad_input_fails_before_any_load(stack, tmp_path):
         assert not out.exists()
 
 
+@pytest.mark.long
 def test_the_spike_short_profile_writes_its_timeline_and_plot_and_restores_the_pools(engine, stack, tmp_path):
     before = sizes(engine, stack)
     out = tmp_path / "spike.json"

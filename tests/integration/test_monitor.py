@@ -151,6 +151,7 @@ def test_spike_scales_the_backend_up_fast_and_quiet_scales_it_down_with_no_faile
         playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=3")
 
 
+@pytest.mark.long
 def test_a_restarted_monitor_keeps_the_cooldown_of_the_last_scale_event(engine, stack, tmp_path):
     # A scale event now, then a monitor that would scale down at once were it not for the cooldown.
     assert playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=5").rc == 0
