@@ -114,11 +114,11 @@ def parse_expected(expect_current: object, chosen: list[str], replicas: object) 
 
 
 def stale_target(pool: str, current: int, expected: int) -> PoolTarget:
-    """A request planned on `expected` replicas when the pool has `current`: another run changed it since,
-    and what that run left stands; the requester plans again from it."""
+    """A request planned on `expected` replicas when the pool has `current`: something changed the pool since
+    (another scale run, a replica gone), and what it left stands; the requester plans again from it."""
     message = (
-        f"{pool}: planned at {expected} replicas, the pool has {current} now (another scale run changed it):"
-        " nothing done, the request is stale"
+        f"{pool}: planned at {expected} replicas, the pool has {current} now: nothing done, the request is"
+        " stale (planned again from what the pool has)"
     )
     return PoolTarget(pool=pool, current=current, target=current, clamped=False, message=message)
 
