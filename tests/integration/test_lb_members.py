@@ -228,12 +228,16 @@ def answers(stack) -> bool:
 @pytest.mark.long
 def test_members_survive_a_reload_and_a_restart_of_the_lb(engine, stack):
     before = {pool: stack.lb_pool(pool) for pool in ("frontend", "backend")}
+    since = stack.lb_api("GET", "/status")[1]["counters_since"]
     lb = engine.containers.get(f"{stack.name}-lb")
     assert lb.exec_run(["nginx", "-s", "reload", "-c", "/etc/tenfold-nginx/nginx.conf"]).exit_code == 0
     time.sleep(1)
     assert {p: stack.lb_pool(p)["members"] for p in before} == {p: before[p]["members"] for p in before}
+    assert stack.lb_api("GET", "/status")[1]["counters_since"] == since  # a reload keeps the counters
+    time.sleep(max(0.0, since + 1.1 - time.time()))  # the start time is in whole seconds
     lb.restart(timeout=30)
     assert wait_for(lambda: answers(stack), timeout=30)
+    assert stack.lb_api("GET", "/status")[1]["counters_since"] > since  # a restart starts them again
     after = {pool: stack.lb_pool(pool) for pool in ("frontend", "backend")}
     assert {p: (a["generation"], a["members"]) for p, a in after.items()} == {
         p: (b["generation"], [{**m, "inflight": 0, "failing": False} for m in b["members"]])
@@ -270,6 +274,13 @@ def test_the_lb_counts_served_and_rejected_requests_apart(stack):
     was = before["pools"]["backend"]["rejected"]
     assert rejected.get("429", 0) - was.get("429", 0) == refused
     assert rejected.get("413", 0) - was.get("413", 0) == 1
+
+    # The histogram in /status, which the monitor reads: per-bucket counts that add up to the count.
+    assert after["bucket_bounds"] == [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    assert before["counters_since"] == after["counters_since"] <= time.time()
+    for figures in after["pools"]["backend"]["served"].values():
+        timing = figures["response_time"]
+        assert len(timing["buckets"]) == 12 and sum(timing["buckets"]) == timing["count"]
 
     code, text = stack.lb_api("GET", "/metrics")
     metrics = text["text"]

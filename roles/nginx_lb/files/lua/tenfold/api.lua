@@ -1,7 +1,7 @@
 -- The LB's local control and status API (the status server, on 127.0.0.1 only):
 --   GET /members[/<pool>]        each pool's generation and members, with requests in flight
 --   PUT /members/<pool>          {"generation": N, "members": [{"id", "address", "port", "state"}]}
---   GET /status                  members and counters as JSON
+--   GET /status                  members and counters as JSON (the monitor's source)
 --   GET /metrics                 the same in Prometheus' text format
 local cjson = require("cjson.safe")
 local balancer = require("tenfold.balancer")
@@ -110,14 +110,20 @@ function M.status()
             for _, n in pairs(figures.buckets) do
                 count = count + n
             end
+            local buckets = {}
+            for i = 1, #stats.BUCKETS + 1 do
+                buckets[i] = figures.buckets[i] or 0
+            end
             pool.served[id] = {
                 requests = figures.requests,
                 failures = figures.failures,
-                response_time = { count = count, sum = figures.sum },
+                response_time = { count = count, sum = figures.sum, buckets = buckets },
             }
         end
         body.pools[name] = pool
     end
+    -- Bucket i counts the answers slower than bound i-1 and no slower than bound i; the last has the rest.
+    body.bucket_bounds, body.counters_since = stats.BUCKETS, stats.started()
     ngx.header["Content-Type"] = "application/json"
     ngx.header["Cache-Control"] = "no-store"
     ngx.say(list_json(body))

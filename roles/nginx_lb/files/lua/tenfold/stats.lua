@@ -22,6 +22,16 @@ local function incr(key, by)
     end
 end
 
+-- init_by_lua: when the counters started. A reload keeps the shared dict and so this time; a restart starts
+-- both afresh, which is how a reader of the counters tells a restart from a quiet spell.
+function M.init()
+    dict:add("started", os.time())
+end
+
+function M.started()
+    return dict:get("started")
+end
+
 -- A request a member answered (its upstream response time: the tries' times added up).
 function M.served(pool, id, status, response_time)
     local member = pool .. "|" .. id
