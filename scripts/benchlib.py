@@ -133,8 +133,8 @@ def monitor_settings(
     return {
         "stack": stack,
         "project_dir": str(ROOT),
-        "status_url": f"http://127.0.0.1:{status_port}/nginx_status",
-        "members_url": f"http://127.0.0.1:{status_port}/members",
+        "lb_status_url": f"http://127.0.0.1:{status_port}/status",
+        "stub_status_url": f"http://127.0.0.1:{status_port}/nginx_status",
         "events_log": str(events_log),
         "metrics_log": str(workdir / "metrics.json"),
         "decisions_log": str(workdir / "decisions.log"),

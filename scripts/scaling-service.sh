@@ -103,10 +103,10 @@ status() {
 import json, sys, time
 state = json.load(open(sys.argv[1]))
 age = time.time() - state["at"]
-fresh = state.get("log_state", "ok") == "ok"
+traffic = state.get("traffic_state", "ok")
 print(f"last collection {age:.0f}s ago{' (dry run)' if state['dry_run'] else ''}"
       f"{', a scale run in progress' if state['scale_run_in_progress'] else ''}"
-      f", traffic {'fresh' if fresh else state.get('log_state') + ': no scaling on traffic'}")
+      f", traffic {'fresh' if traffic == 'ok' else traffic + ': no scaling on traffic'}")
 for pool, d in sorted(state["decisions"].items()):
     print(f"  {pool:<9} {d['action']:<4} {d['current']} -> {d['desired']}: {d['reason']}")
 for warning in state["warnings"]:

@@ -1,6 +1,7 @@
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""The LB's members, as nginx itself holds them: GET http://127.0.0.1:<status port>/members.
+"""The LB's members, as nginx itself holds them: GET http://127.0.0.1:<status port>/members (or /status,
+which lists them the same way beside the counters).
 
 {"pools": {"backend": {"pool": "backend", "generation": 7, "members": [
     {"id": "tenfold-backend-1", "address": "127.0.0.1", "port": 18201, "state": "active",

@@ -27,9 +27,8 @@ import tenfold_lock
 import tenfold_policy as policy
 
 from tenfold_monitor import events
-from tenfold_monitor.accesslog import DEFAULT_MAX_BYTES
 from tenfold_monitor.actuator import Actuator
-from tenfold_monitor.collect import Collector, PoolSnapshot, Snapshot
+from tenfold_monitor.collect import TRAFFIC_STATES, Collector, PoolSnapshot, Snapshot
 
 LOG = logging.getLogger("tenfold.monitor")
 # A daily report still running after this long is stopped (it reads at most the metrics log's backups).
@@ -44,9 +43,8 @@ class Settings:
     project_dir: str = "."
     interval_s: float = 2.0
     dry_run: bool = False
-    access_log: str = ""  # default: /var/log/tenfold/<stack>/access.json.log
-    status_url: str = "http://127.0.0.1:8081/nginx_status"
-    members_url: str = "http://127.0.0.1:8081/members"  # the LB's members API: which replicas serve
+    lb_status_url: str = "http://127.0.0.1:8081/status"  # the LB's members and counters
+    stub_status_url: str = "http://127.0.0.1:8081/nginx_status"  # the LB's connections
     events_log: str = "logs/scale-events.jsonl"
     metrics_log: str = "logs/performance-metrics.json"
     decisions_log: str = "logs/auto-scale.log"
@@ -58,8 +56,6 @@ class Settings:
     metrics_max_bytes: int = 64 * 1024 * 1024
     metrics_backups: int = 4
     window_s: float = 10.0
-    # Access-log bytes read per tick at most: a log that grows faster is "behind" (no scaling on traffic).
-    log_read_bytes: int = DEFAULT_MAX_BYTES
     scale_command: list[str] = field(default_factory=lambda: [".venv/bin/ansible-playbook", "scale.yml"])
     prometheus_port: int = 0  # 0: no Prometheus endpoint
     pools: dict[str, dict[str, Any]] = field(
@@ -76,8 +72,6 @@ class Settings:
         settings = cls(**values)
         if settings.interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {settings.interval_s}")
-        if settings.log_read_bytes < 4096:
-            raise ValueError(f"log_read_bytes must be at least 4096, got {settings.log_read_bytes}")
         for pool, config in settings.pools.items():
             policy.PolicyConfig.from_mapping(config)  # fails early, naming the bad field
             if not pool:
@@ -111,12 +105,10 @@ class Monitor:
         stack = settings.stack
         self.collector = collector or Collector(
             stack,
-            Path(settings.access_log or f"/var/log/tenfold/{stack}/access.json.log"),
-            settings.status_url,
-            settings.members_url,
+            settings.lb_status_url,
+            settings.stub_status_url,
             pools=tuple(settings.pools),
             window_s=settings.window_s,
-            max_read_bytes=settings.log_read_bytes,
         )
         self.policies = {
             name: policy.Policy(policy.PolicyConfig.from_mapping(config))
@@ -228,8 +220,7 @@ class Monitor:
             "scale_run_in_progress": self.actuator.busy(),
             "decisions": self.last_decisions,
             "warnings": snapshot.warnings,
-            "log_state": snapshot.log_state,
-            "log_behind_bytes": snapshot.log_behind_bytes,
+            "traffic_state": snapshot.traffic_state,
         }
         path = self.settings.path(self.settings.state_file)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -355,7 +346,7 @@ def _prometheus(port: int):
         "serving": Gauge("tenfold_pool_serving_replicas", "Replicas healthy and in the LB", labels),
         "desired": Gauge("tenfold_pool_desired_replicas", "Replicas the policy wants", labels),
         "rps": Gauge("tenfold_pool_requests_per_second", "Requests/s over the window", labels),
-        "error_rate": Gauge("tenfold_pool_error_ratio", "Share of 5xx and upstream failures", labels),
+        "error_rate": Gauge("tenfold_pool_error_ratio", "Share of 5xx answers", labels),
         "rejected": Gauge(
             "tenfold_pool_rejected_requests", "Requests the LB turned away itself, in the window", labels
         ),
@@ -365,10 +356,8 @@ def _prometheus(port: int):
     }
     host_cpu = Gauge("tenfold_host_cpu_percent", "Host CPU %", ["stack"])
     host_memory = Gauge("tenfold_host_memory_percent", "Host memory %", ["stack"])
-    fresh = Gauge(
-        "tenfold_monitor_traffic_fresh", "1 when the access log is current and read whole, else 0", ["stack"]
-    )
-    behind = Gauge("tenfold_monitor_access_log_behind_bytes", "Access-log bytes not read yet", ["stack"])
+    fresh = Gauge("tenfold_monitor_traffic_fresh", "1 when the traffic figures are trusted", ["stack"])
+    states = Gauge("tenfold_monitor_traffic_state", "1 for this tick's traffic state", ["stack", "state"])
     start_http_server(port, addr="127.0.0.1")
 
     def update(snapshot: Snapshot, decisions: list[policy.Decision]) -> None:
@@ -391,8 +380,9 @@ def _prometheus(port: int):
                 else:  # unknown now: no series, rather than the last value as if it were current
                     with contextlib.suppress(KeyError):
                         gauges[key].remove(snapshot.stack, name)
-        fresh.labels(snapshot.stack).set(1 if snapshot.log_state == "ok" else 0)
-        behind.labels(snapshot.stack).set(snapshot.log_behind_bytes)
+        fresh.labels(snapshot.stack).set(1 if snapshot.traffic_state == "ok" else 0)
+        for state in TRAFFIC_STATES:
+            states.labels(snapshot.stack, state).set(1 if snapshot.traffic_state == state else 0)
         if snapshot.host_cpu_percent is not None:
             host_cpu.labels(snapshot.stack).set(snapshot.host_cpu_percent)
         if snapshot.host_memory_percent is not None:

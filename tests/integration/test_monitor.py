@@ -39,7 +39,7 @@ class MonitorProcess:
     """`python -m tenfold_monitor run` for the test stack, with its own settings and log files."""
 
     def __init__(self, stack, workdir: Path, settings: dict | None = None, **policy) -> None:
-        """`policy` sets the backend pool's policy; `settings`, the monitor's own (status_url, say)."""
+        """`policy` sets the backend pool's policy; `settings`, the monitor's own (lb_status_url, say)."""
         self.workdir = workdir
         self.settings = workdir / "monitor.json"
         pool = {"min_replicas": 3, "max_replicas": 10, "target_rps_per_replica": 15.0, **policy}

@@ -1,9 +1,10 @@
 """tenfold_monitor.collect against a real container: one backend replica of this test's own stack.
 
 The replica (stack `collecttest`, published on 127.0.0.1:29301) is measured through the real Docker engine
-and its real /health; the LB's members are the session stack's LB's (its members API), the access log is a
-file in tmp_path, and stub_status points at a closed port, so the snapshot must say the LB figures are
-unknown rather than zero.
+and its real /health; the LB is the session stack's, whose backend pool briefly has this replica as its
+only member: real HTTPS requests through it make the LB's counters, which the collector reads from its
+GET /status. stub_status points at a closed port, so the snapshot must say the connections are unknown
+rather than zero.
 The container is removed afterwards, also when the test fails.
 """
 
@@ -14,7 +15,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import docker
 import pytest
@@ -84,60 +84,46 @@ def member(state: str) -> dict:
     return {"id": f"{STACK}-backend-1", "address": "127.0.0.1", "port": PORT, "state": state}
 
 
-def closed_port_url() -> str:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/nginx_status"
+        return sock.getsockname()[1]
 
 
-def log_entries(now: float) -> list[dict]:
-    base = {"pool": "backend", "request_uri": "/api/whoami", "upstream_addr": f"127.0.0.1:{PORT}"}
-    entries = [
-        {**base, "msec": now - 1 - i * 0.1, "status": 200, "request_time": 0.002, "upstream_status": "200"}
-        for i in range(4)
-    ]
-    entries.append(
-        {**base, "msec": now - 0.5, "status": 502, "request_time": 0.001, "upstream_status": "502"}
+def test_collect_measures_a_real_replica_and_the_lbs_counters_of_what_it_served(replica: None, stack) -> None:
+    """Four answers of about 30 ms from the replica, then a 502 from a member nobody listens on."""
+    collector = Collector(
+        STACK, f"http://127.0.0.1:{stack.status_port}/status", f"http://127.0.0.1:{free_port()}/nginx_status"
     )
-    entries.append(
-        {"pool": "lb", "msec": now - 0.5, "status": 200, "request_time": 0.0, "request_uri": "/health"}
-    )
-    return entries
-
-
-def test_collect_measures_a_real_replica_and_computes_serving_from_the_lb_members(
-    replica: None, stack, tmp_path: Path
-) -> None:
-    """The LB is the session stack's, whose backend pool briefly has this test's replica as its member."""
-    log = tmp_path / "access.json.log"
-    now = time.time()
-    log.write_text("".join(json.dumps(entry) + "\n" for entry in log_entries(now)))
-    members_url = f"http://127.0.0.1:{stack.status_port}/members"
-    collector = Collector(STACK, log, closed_port_url(), members_url, log_from_start=True)
+    client = stack.client("127.0.0.1")  # not on the allowlist; five requests are far below its limits
     with members_restored(stack, "backend"), contextlib.closing(collector):
         assert put(stack, "backend", [member("active")])[0] == 200
-        snap = collector.collect(now)
+        first = collector.collect(time.time())
+        assert first.traffic_state == "warming"  # one sample: nothing to take a difference with yet
+        for _ in range(4):
+            assert client.get("/api/work?ms=30").status == 200
+        closed = {"id": f"{STACK}-backend-9", "address": "127.0.0.1", "port": free_port(), "state": "active"}
+        assert put(stack, "backend", [closed])[0] == 200
+        assert client.get("/api/work?ms=30").status == 502
+        assert put(stack, "backend", [member("active")])[0] == 200
+        time.sleep(max(0.0, first.at + 1.2 - time.time()))  # at least a second between the samples
+        snap = collector.collect(time.time())
         backend = snap.pools["backend"]
+        assert snap.traffic_state == "ok", snap.warnings
         assert (backend.replicas, backend.serving, backend.starting, backend.lb_members) == (1, 1, 0, 1)
         assert backend.inflight == 0
+        assert backend.requests == 5 and backend.error_rate == pytest.approx(0.2)
+        assert backend.rps == pytest.approx(5 / (snap.at - first.at))
+        assert 0.025 < backend.p50_s <= 0.05  # the replicas' ~30 ms, from the LB's histogram
+        assert backend.rejected == 0
         assert backend.memory_percent is not None and 0 < backend.memory_percent < 100
-        # one-shot stats: the first reading has no previous one to take CPU use against
-        assert backend.cpu_percent is None
+        assert backend.cpu_percent is not None and 0 <= backend.cpu_percent <= 100
         assert not any("no stats sample" in w for w in snap.warnings)
-        assert backend.requests == 5 and backend.rps == pytest.approx(0.5)
-        assert backend.error_rate == pytest.approx(0.2)
-        assert snap.log_state == "ok"
-        assert snap.pools["frontend"].replicas == 0 and snap.pools["frontend"].rps == 0.0
+        assert snap.pools["frontend"].replicas == 0
         assert snap.lb_active_connections is None and snap.lb_request_rate is None
         assert any("stub_status unreachable" in w for w in snap.warnings)
         assert snap.host_memory_percent is not None and snap.host_memory_percent > 0
         assert json.loads(snap.to_json())["pools"]["backend"]["inflight"] == 0
-
-        second = collector.collect(time.time())
-        backend = second.pools["backend"]
-        assert backend.cpu_percent is not None and 0 <= backend.cpu_percent <= 100
-        assert backend.memory_percent is not None and 0 < backend.memory_percent < 100
 
         # Draining: still the LB's member, not serving, not stranded either.
         assert put(stack, "backend", [member("draining")])[0] == 200

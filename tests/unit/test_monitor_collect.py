@@ -1,4 +1,5 @@
-"""tenfold_monitor's collectors: traffic window, stub_status, container figures, LB members, the snapshot."""
+"""tenfold_monitor's collectors: the LB's counters over a window, stub_status, container figures, LB members,
+and the snapshot."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import docker
 import pytest
+from tenfold_monitor import collect, stubstatus
 from tenfold_monitor import containers as ct
-from tenfold_monitor import stubstatus
-from tenfold_monitor.collect import Collector, log_state, pool_snapshot
+from tenfold_monitor import lbcounters as lbc
+from tenfold_monitor.collect import Collector, pool_snapshot
 from tenfold_monitor.containers import ContainerMetrics
 from tenfold_monitor.lbmembers import (
     LbMember,
@@ -24,233 +26,212 @@ from tenfold_monitor.lbmembers import (
     parse_members,
     read_members,
 )
-from tenfold_monitor.window import TrafficWindow, is_failure, nearest_rank, request_of, upstream_statuses
 
 NOW = 1_795_782_000.0
 
 
-def entry(
-    at: float,
-    pool: str = "backend",
-    status: int = 200,
-    rt: float = 0.01,
-    upstream: str = "200",
-    request_time: float | None = None,
-) -> dict:
-    """An access-log entry as the LB writes it; `upstream=""` is a request no replica was asked for."""
+BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+
+def served(requests: dict[str, int], times: dict[float, int] | None = None, failures: int = 0) -> dict:
+    """A member's counters as GET /status shows them; `times` maps a bucket's upper bound (inf: the last)
+    to its count (all answers fall in the 0.01 s bucket when not given)."""
+    times = times if times is not None else {0.01: sum(requests.values())}
+    buckets = [0] * (len(BOUNDS) + 1)
+    for bound, count in times.items():
+        buckets[len(BOUNDS) if bound == float("inf") else BOUNDS.index(bound)] += count
     return {
-        "msec": at,
-        "pool": pool,
-        "status": status,
-        "request_time": rt if request_time is None else request_time,
-        "upstream_addr": "127.0.0.1:28201" if upstream else "",
-        "upstream_status": upstream,
-        "upstream_response_time": str(rt) if upstream else "",
-        "request_uri": "/api/whoami",
+        "requests": requests,
+        "failures": failures,
+        "response_time": {"count": sum(buckets), "sum": 0.0, "buckets": buckets},
     }
 
 
-# --- window: rate, errors, percentiles -------------------------------------------------------------
-def test_rps_is_requests_in_the_window_over_its_length():
-    window = TrafficWindow(window_s=10)
-    window.add(entry(NOW - 9.5 + i * 0.1) for i in range(50))
-    traffic = window.snapshot(NOW)["backend"]
-    assert traffic.requests == 50
-    assert traffic.rps == pytest.approx(5.0)
-    assert traffic.span_s == 10
+def lb_status(
+    pools: dict[str, dict] | None = None,
+    since: float = NOW - 3600,
+    members: dict[str, list[dict]] | None = None,
+) -> dict:
+    """The decoded answer of GET /status: each pool's members, and its counters {served, rejected, lb}."""
+    pools = pools if pools is not None else {"backend": {}, "frontend": {}}
+    members = members or {}
+    return {
+        "bucket_bounds": BOUNDS,
+        "counters_since": since,
+        "pools": {
+            name: {
+                "pool": name,
+                "generation": 1,
+                "members": members.get(name, []),
+                "served": counters.get("served", {}),
+                "rejected": counters.get("rejected", {}),
+                "lb": counters.get("lb", {}),
+            }
+            for name, counters in pools.items()
+        },
+    }
 
 
-def test_the_window_length_is_configurable():
-    window = TrafficWindow(window_s=2)
-    window.add([entry(NOW - 3), entry(NOW - 1.5), entry(NOW - 0.5)])
-    traffic = window.snapshot(NOW)["backend"]
-    assert traffic.requests == 2
-    assert traffic.rps == pytest.approx(1.0)
+def sample(at: float, backend: dict, since: float = NOW - 3600) -> lbc.Counters:
+    return lbc.parse_counters(lb_status({"backend": backend, "frontend": {}}, since), at)
 
 
-def test_entries_older_than_the_window_are_evicted_by_their_own_time():
-    window = TrafficWindow(window_s=10)
-    window.add([entry(NOW - 12), entry(NOW - 10), entry(NOW - 9.99), entry(NOW - 1)])
-    assert window.snapshot(NOW)["backend"].requests == 2
-    assert window.snapshot(NOW + 5)["backend"].requests == 1
-    assert window.snapshot(NOW + 9.5)["backend"].requests == 0
+# --- the LB's counters: rate, errors, latency, rejected ------------------------------------------
+def test_counters_of_a_pool_add_up_its_members_and_the_lbs_own_5xx():
+    counters = sample(
+        NOW,
+        {
+            "served": {"b1": served({"2xx": 90, "5xx": 4}), "b2": served({"2xx": 10, "4xx": 2})},
+            "lb": {"5xx": 3, "4xx": 7},  # 502s with no member left: demand; a 499 or 400: not
+            "rejected": {"429": 500, "444": 20},
+        },
+    ).pools["backend"]
+    assert (counters.requests, counters.errors, counters.rejected) == (109, 7, 520)
+    assert sum(counters.buckets) == 106  # the members' answers only
 
 
-def test_entries_arriving_out_of_order_are_placed_by_their_time():
-    window = TrafficWindow(window_s=10)
-    window.add([entry(NOW - 1), entry(NOW - 11), entry(NOW - 2)])  # two workers' buffers interleaved
-    traffic = window.snapshot(NOW)["backend"]
-    assert traffic.requests == 2
-    assert traffic.samples_at == NOW - 1
-
-
-def test_error_rate_counts_5xx_answers_and_upstream_failures():
-    window = TrafficWindow(window_s=10)
+def test_rate_errors_and_rejected_are_differences_over_the_time_between_samples():
+    window = lbc.CounterWindow(10)
+    window.add(sample(NOW, {"served": {"b1": served({"2xx": 100})}, "rejected": {"429": 10}}))
     window.add(
-        [
-            entry(NOW - 1, status=200),
-            entry(NOW - 1, status=500, upstream="500"),
-            entry(NOW - 1, status=502, upstream=""),  # no upstream answered at all
-            entry(NOW - 1, status=504, upstream="504"),
-            entry(NOW - 1, status=200, upstream="502, 200"),  # a failed try, retried on the next server
-            entry(NOW - 1, status=200, upstream="504 : 200"),
-            entry(NOW - 1, status=404, upstream="404"),
-            entry(NOW - 1, status=429, upstream=""),  # rate-limited by the LB: rejected, not demand
-        ]
+        sample(NOW + 4, {"served": {"b1": served({"2xx": 180, "5xx": 20})}, "rejected": {"429": 5010}})
     )
-    traffic = window.snapshot(NOW)["backend"]
-    assert traffic.errors == 5
-    assert traffic.requests == 7
-    assert traffic.error_rate == pytest.approx(5 / 7)
-    assert traffic.rejected == 1
+    traffic = window.traffic(("backend", "frontend"))
+    backend = traffic["backend"]
+    assert (backend.requests, backend.errors, backend.span_s) == (100, 20, 4)
+    assert backend.rps == pytest.approx(25.0)
+    assert backend.error_rate == pytest.approx(0.2)
+    assert backend.rejected == 5000  # counted apart: no demand
+    idle = traffic["frontend"]
+    assert (idle.requests, idle.rps, idle.error_rate, idle.p95_s) == (0, 0.0, 0.0, None)
 
 
-@pytest.mark.parametrize("status", [408, 413, 429, 444])
-def test_requests_the_lb_rejected_are_counted_apart_and_are_no_demand(status):
-    window = TrafficWindow(window_s=10)
-    window.add(entry(NOW - 1, status=status, upstream="", request_time=10.0) for _ in range(500))
-    window.add(entry(NOW - 1) for _ in range(20))
-    traffic = window.snapshot(NOW)["backend"]
-    assert (traffic.requests, traffic.rejected, traffic.errors) == (20, 500, 0)
-    assert traffic.rps == pytest.approx(2.0)
-    assert traffic.p95_s == pytest.approx(0.01)  # the clients' 10 s do not count
+def test_requests_waiting_in_flight_are_demand_too():
+    # Saturated replicas answer 10 a second; 40 more arrived and wait on them.
+    def at(t: float, answered: int, inflight: int) -> lbc.Counters:
+        busy = [{"id": "b1", "address": "127.0.0.1", "port": 1, "state": "active", "inflight": inflight}]
+        raw = lb_status({"backend": {"served": {"b1": served({"2xx": answered})}}, "frontend": {}})
+        raw["pools"]["backend"]["members"] = busy
+        return lbc.parse_counters(raw, t)
+
+    window = lbc.CounterWindow(10)
+    window.add(at(NOW, 100, 5))
+    window.add(at(NOW + 2, 120, 45))
+    backend = window.traffic()["backend"]
+    assert backend.requests == 20 and backend.rps == pytest.approx((20 + 40) / 2)
+    window.add(at(NOW + 4, 200, 0))  # the queue drained: answers, no new arrivals beyond them
+    assert window.traffic(span_s=2)["backend"].rps == pytest.approx((80 - 45) / 2)
 
 
-def test_other_answers_of_the_lb_itself_are_neither_demand_nor_rejected():
-    window = TrafficWindow(window_s=10)
-    window.add([entry(NOW - 1, status=400, upstream=""), entry(NOW - 1, status=301, upstream="")])
-    traffic = window.snapshot(NOW)["backend"]
-    assert (traffic.requests, traffic.rejected) == (0, 0)
+def test_a_flood_of_rejected_requests_is_no_demand():
+    window = lbc.CounterWindow(10)
+    window.add(sample(NOW, {"served": {"b1": served({"2xx": 10})}}))
+    window.add(sample(NOW + 2, {"served": {"b1": served({"2xx": 12})}, "rejected": {"429": 190000}}))
+    backend = window.traffic()["backend"]
+    assert backend.rps == pytest.approx(1.0) and backend.rejected == 190000
 
 
-def test_latency_is_the_replicas_time_not_the_clients():
-    window = TrafficWindow(window_s=10)
-    # A slow upload: 12 s for the client, 20 ms on the replica.
-    window.add([entry(NOW - 1, rt=0.02, request_time=12.0)])
-    assert window.snapshot(NOW)["backend"].p95_s == pytest.approx(0.02)
+def test_latency_quantiles_come_from_the_histogram_of_the_window_only():
+    window = lbc.CounterWindow(10)
+    # Before the window: slow answers that must not count.
+    window.add(sample(NOW, {"served": {"b1": served({"2xx": 100}, {10: 100})}}))
+    fast = {10: 100, 0.05: 90, 0.25: 10}
+    window.add(sample(NOW + 2, {"served": {"b1": served({"2xx": 200}, fast)}}))
+    backend = window.traffic()["backend"]
+    assert backend.p50_s == pytest.approx(0.025 + 0.025 * (50 / 90))  # inside (0.025, 0.05]
+    assert backend.p95_s == pytest.approx(0.1 + 0.15 * (5 / 10))  # inside (0.1, 0.25]
+    assert backend.p99_s == pytest.approx(0.1 + 0.15 * (9 / 10))
 
 
-def test_upstream_time_of_a_retried_request_is_the_sum_of_its_tries():
-    request = request_of(
-        {
-            "msec": NOW,
-            "pool": "backend",
-            "status": 200,
-            "upstream_addr": "127.0.0.1:1, 127.0.0.1:2",
-            "upstream_status": "502, 200",
-            "upstream_response_time": "0.004, 0.030",
-        }
-    )
-    assert request is not None and request.upstream_time == pytest.approx(0.034)
+@pytest.mark.parametrize(
+    ("counts", "q", "expected"),
+    [
+        ([0] * 12, 0.95, None),
+        ([10] + [0] * 11, 0.5, 0.0025),  # the first bucket starts at 0
+        ([0] * 11 + [4], 0.5, 10.0),  # all slower than the last bound: that bound
+        ([0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0], 1.0, 0.25),
+        ([5, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0], 0.5, 0.005),
+    ],
+)
+def test_histogram_quantile_interpolates_within_a_bucket_as_prometheus_does(counts, q, expected):
+    result = lbc.histogram_quantile(q, tuple(BOUNDS), tuple(counts))
+    assert result == (None if expected is None else pytest.approx(expected))
 
 
-def test_failure_rules():
-    assert is_failure(503, "")
-    assert is_failure(200, "502, 200")
-    assert not is_failure(200, "200")
-    assert not is_failure(499, "-")
-    assert not is_failure(None, None)
-    assert upstream_statuses("502, 504 : 200") == [502, 504, 200]
-    assert upstream_statuses("-") == []
+def test_the_window_keeps_the_samples_of_its_length_only():
+    window = lbc.CounterWindow(10)
+    for i in range(8):  # a sample every 2 s, 10 more requests each time
+        window.add(sample(NOW + 2 * i, {"served": {"b1": served({"2xx": 10 * i})}}))
+    backend = window.traffic()["backend"]
+    assert backend.span_s == 10 and backend.requests == 50
+    short = window.traffic(span_s=4)["backend"]  # a shorter window over the same samples
+    assert short.span_s == 4 and short.rps == pytest.approx(5.0)
 
 
-def test_percentiles_are_nearest_rank_of_upstream_response_time():
-    window = TrafficWindow(window_s=10)
-    window.add(entry(NOW - 1, rt=n / 1000) for n in range(100, 0, -1))  # 0.001 .. 0.100 s, any order
-    traffic = window.snapshot(NOW)["backend"]
-    assert traffic.p50_s == pytest.approx(0.050)
-    assert traffic.p95_s == pytest.approx(0.095)
-    assert traffic.p99_s == pytest.approx(0.099)
+def test_no_figures_before_a_second_is_covered():
+    window = lbc.CounterWindow(10)
+    window.add(sample(NOW, {}))
+    assert window.traffic() is None and window.covered_s() == 0
+    window.add(sample(NOW + 0.5, {}))
+    assert window.traffic() is None
+    window.add(sample(NOW + 1.5, {}))
+    assert window.traffic()["backend"].span_s == 1.5
 
 
-def test_nearest_rank():
-    assert nearest_rank([1.0], 99) == 1.0
-    assert nearest_rank([1.0, 2.0, 3.0, 4.0], 50) == 2.0
-    assert nearest_rank([1.0, 2.0, 3.0, 4.0], 51) == 3.0
-    assert nearest_rank([1.0, 2.0, 3.0, 4.0], 100) == 4.0
-    assert nearest_rank([1.0, 2.0, 3.0, 4.0], 0) == 1.0
-    assert nearest_rank([], 50) is None
+def test_a_gap_longer_than_the_window_leaves_nothing_to_compare_with():
+    window = lbc.CounterWindow(10)
+    window.add(sample(NOW, {}))
+    window.add(sample(NOW + 2, {}))
+    window.add(sample(NOW + 30, {"served": {"b1": served({"2xx": 999})}}))
+    assert window.traffic() is None  # the next sample gives figures again
 
 
-def test_the_lbs_own_requests_and_unusable_entries_are_left_out():
-    window = TrafficWindow(window_s=10)
-    kept = window.add(
-        [
-            entry(NOW - 1, pool="lb"),
-            entry(NOW - 1, pool=""),
-            {"pool": "backend", "status": 200},  # no msec
-            {"msec": "soon", "pool": "backend"},
-            entry(NOW - 1, pool="frontend"),
-        ]
-    )
-    assert kept == 1
-    assert window.ignored == 4
-    assert set(window.snapshot(NOW)) == {"frontend"}
+@pytest.mark.parametrize(
+    "later",
+    [
+        {"since": NOW + 5},  # nginx restarted: a new start time
+        {"served": {"b1": served({"2xx": 5})}},  # a counter went back (the dict was emptied)
+        {"rejected": {"429": 1}},
+    ],
+)
+def test_counters_that_started_again_empty_the_window(later):
+    window = lbc.CounterWindow(10)
+    window.add(sample(NOW, {"served": {"b1": served({"2xx": 50})}, "rejected": {"429": 9}}))
+    since = later.pop("since", NOW - 3600)
+    base = {"served": {"b1": served({"2xx": 50})}, "rejected": {"429": 9}}
+    assert window.add(sample(NOW + 2, {**base, **later}, since=since)) is False
+    assert window.resets == 1 and window.traffic() is None
+    assert window.add(sample(NOW + 4, {**base, **later}, since=since)) is True
+    assert window.traffic()["backend"].requests == 0
 
 
-def test_an_idle_pool_is_a_real_zero_with_no_latency():
-    window = TrafficWindow(window_s=10)
-    window.add([entry(NOW - 30)])
-    snapshot = window.snapshot(NOW, pools=["frontend", "backend"])
-    for pool in ("frontend", "backend"):
-        assert snapshot[pool].rps == 0.0
-        assert snapshot[pool].requests == 0
-        assert snapshot[pool].error_rate == 0.0
-        assert snapshot[pool].p50_s is None and snapshot[pool].samples_at is None
+@pytest.mark.parametrize(
+    "broken",
+    [
+        [],
+        {"pools": "x"},
+        {"pools": {}, "bucket_bounds": []},
+        {"pools": {}, "bucket_bounds": [1, 0.5]},
+        {**lb_status({"backend": {"served": {"b1": {"requests": {"2xx": -1}}}}})},
+        {**lb_status({"backend": {"served": {"b1": served({"2xx": 1}) | {"response_time": {}}}}})},
+        {**lb_status({"backend": {"rejected": {"429": "many"}}})},
+        {**lb_status({"backend": {"lb": {"5xx": True}}})},
+    ],
+)
+def test_counters_that_are_not_the_lbs_are_an_error(broken):
+    with pytest.raises(ValueError):
+        lbc.parse_counters(broken, NOW)
 
 
-def test_while_the_window_fills_the_rate_is_over_the_time_covered():
-    window = TrafficWindow(window_s=10, since=NOW - 2)
-    window.add(entry(NOW - 1.5 + i * 0.1) for i in range(10))
-    traffic = window.snapshot(NOW)["backend"]
-    assert traffic.span_s == pytest.approx(2)
-    assert traffic.rps == pytest.approx(5.0)
-    assert TrafficWindow(window_s=10, since=NOW).snapshot(NOW, ["backend"])["backend"].rps is None
+def test_the_traffic_state_says_why_figures_are_missing():
+    assert collect.traffic_state(read=True, restarted=False, covered_s=2)[0] == "ok"
+    assert collect.traffic_state(read=True, restarted=False, covered_s=0.5)[0] == "warming"
+    assert collect.traffic_state(read=True, restarted=True, covered_s=0)[0] == "restarted"
+    state, warning = collect.traffic_state(read=False, restarted=False, covered_s=9)
+    assert state == "unreachable" and "no scaling" in warning
 
 
-def test_request_of_reads_numbers_written_as_strings():
-    request = request_of(
-        {
-            "msec": "1795782003.265",
-            "pool": "frontend",
-            "status": "502",
-            "upstream_addr": "127.0.0.1:28101",
-            "upstream_response_time": "0.2",
-        }
-    )
-    assert request is not None
-    assert (request.at, request.upstream_time, request.failed) == (1795782003.265, 0.2, True)
-
-
-# --- the log's state: idle versus missing -------------------------------------------------------------
-def test_a_missing_log_means_unknown_traffic():
-    state, warning = log_state(available=False, covered_s=10, quiet_s=0, unlogged_rps=0.0)
-    assert state == "missing" and warning
-
-
-def test_a_quiet_log_with_a_quiet_nginx_is_idle():
-    assert log_state(available=True, covered_s=10, quiet_s=60, unlogged_rps=0.1) == ("ok", None)
-
-
-def test_a_quiet_log_while_nginx_serves_requests_is_stale():
-    state, warning = log_state(available=True, covered_s=10, quiet_s=60, unlogged_rps=250.0)
-    assert state == "stale" and warning and "stale" in warning
-
-
-def test_a_quiet_log_without_stub_status_cannot_be_called_idle():
-    state, _ = log_state(available=True, covered_s=10, quiet_s=60, unlogged_rps=None)
-    assert state == "unverified"
-
-
-def test_a_log_that_just_had_lines_is_current_without_stub_status():
-    assert log_state(available=True, covered_s=10, quiet_s=2, unlogged_rps=None) == ("ok", None)
-
-
-def test_no_rate_before_the_window_covers_a_second():
-    assert log_state(available=True, covered_s=0.0, quiet_s=0, unlogged_rps=None)[0] == "warming"
-
-
-# --- stub_status ------------------------------------------------------------------------------------
+# --- stub_status -------------------------------------------------------------------------------------
 STUB = (
     "Active connections: 291 \n"
     "server accepts handled requests\n"
@@ -467,6 +448,7 @@ MEMBERS = members_answer(
         "frontend": [],
     }
 )
+MEMBER_LISTS = {name: pool["members"] for name, pool in json.loads(MEMBERS)["pools"].items()}
 
 
 def test_members_are_parsed_per_pool_with_their_state_and_inflight():
@@ -531,7 +513,7 @@ def test_a_pool_object_without_its_name_is_read_under_its_key():
 
 
 def test_an_lb_that_does_not_answer_is_unknown():
-    assert read_members(closed_port_url().replace("/nginx_status", "/members"), timeout=0.5) is None
+    assert read_members(closed_port_url("/members"), timeout=0.5) is None
     assert read_members("not a url") is None
 
 
@@ -610,14 +592,15 @@ def test_inflight_is_unknown_when_no_running_replica_answers_and_zero_without_re
     assert pool_snapshot("backend", [], [], None).inflight == 0
 
 
-# --- the collector, on files and a local status server -----------------------------------------------
+# --- the collector, on a local status server ------------------------------------------------------
 class _Stub:
-    """The LB's status server on 127.0.0.1: stub_status, whose request counter the test sets, and GET
-    /members, whose answer it sets. Like nginx, it counts every request it serves, members reads too."""
+    """The LB's status server on 127.0.0.1: stub_status, and GET /status (members and counters) and
+    /members, whose answers the test sets."""
 
     def __init__(self) -> None:
         self.requests = 1000
-        self.members_status = 200
+        self.status_code = 200
+        self.status_body = json.dumps(lb_status(members=MEMBER_LISTS))
         self.members_body = MEMBERS
         stub = self
 
@@ -631,8 +614,10 @@ class _Stub:
                         f" 100 100 {stub.requests} \nReading: 0 Writing: 1 Waiting: 6 \n"
                     ),
                 )
-                if self.path == "/members":
-                    status, body = stub.members_status, stub.members_body
+                if self.path == "/status":
+                    status, body = stub.status_code, stub.status_body
+                elif self.path == "/members":
+                    status, body = stub.status_code, stub.members_body
                 data = body.encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
@@ -643,10 +628,17 @@ class _Stub:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/nginx_status"
-        self.members_url = f"http://127.0.0.1:{self.server.server_port}/members"
+        base = f"http://127.0.0.1:{self.server.server_port}"
+        self.url, self.status_url, self.members_url = (
+            f"{base}/nginx_status",
+            f"{base}/status",
+            f"{base}/members",
+        )
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def set_counters(self, backend: dict, since: float = NOW - 3600) -> None:
+        self.status_body = json.dumps(lb_status({"backend": backend, "frontend": {}}, since, MEMBER_LISTS))
 
     def close(self) -> None:
         self.server.shutdown()
@@ -660,11 +652,11 @@ def stub() -> Iterator[_Stub]:
     server.close()
 
 
-def closed_port_url() -> str:
+def closed_port_url(path: str) -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/nginx_status"
+    return f"http://127.0.0.1:{port}{path}"
 
 
 def no_engine(tmp_path: Path) -> docker.DockerClient:
@@ -672,42 +664,34 @@ def no_engine(tmp_path: Path) -> docker.DockerClient:
     return docker.DockerClient(base_url=f"unix://{tmp_path}/no-docker.sock", version="1.41", timeout=1)
 
 
-def write_log(path: Path, entries: list[dict]) -> None:
-    with path.open("a") as handle:
-        handle.writelines(json.dumps(e) + "\n" for e in entries)
-
-
 def test_members_are_read_over_http_and_a_bad_answer_is_unknown(stub):
     assert read_members(stub.members_url) == parse_members(MEMBERS)
+    assert read_members(stub.status_url) == parse_members(MEMBERS)  # /status lists them the same way
     stub.members_body = "<html>oops</html>"
     assert read_members(stub.members_url) is None
-    stub.members_status, stub.members_body = 500, MEMBERS
+    stub.status_code, stub.members_body = 500, MEMBERS
     assert read_members(stub.members_url) is None
 
 
 def test_collector_reports_missing_sources_as_none_with_warnings(tmp_path):
-    members_url = closed_port_url().replace("/nginx_status", "/members")
+    status_url = closed_port_url("/status")
     collector = Collector(
-        "unit",
-        tmp_path / "access.json.log",
-        closed_port_url(),
-        members_url,
-        docker_client=no_engine(tmp_path),
+        "unit", status_url, closed_port_url("/nginx_status"), docker_client=no_engine(tmp_path)
     )
     try:
         snap = collector.collect(NOW)
     finally:
         collector.close()
     assert snap.lb_active_connections is None and snap.lb_request_rate is None
-    assert snap.log_state == "missing"
+    assert snap.traffic_state == "unreachable"
     backend = snap.pools["backend"]
     assert backend.replicas is None and backend.serving is None and backend.rps is None
-    assert backend.lb_members is None and backend.unlisted is None
+    assert backend.lb_members is None and backend.unlisted is None and backend.rejected is None
     text = " | ".join(snap.warnings)
     for what in (
         "stub_status unreachable",
-        "access log missing",
-        f"LB members {members_url} unreadable: serving unknown",
+        f"LB status {status_url} unreachable",
+        "LB counters unreachable: traffic unknown, no scaling on it",
         "Docker engine unreachable",
     ):
         assert what in text
@@ -715,96 +699,67 @@ def test_collector_reports_missing_sources_as_none_with_warnings(tmp_path):
 
 
 def test_collector_counts_the_pools_active_lb_members(tmp_path, stub):
-    collector = Collector(
-        "unit", tmp_path / "access.json.log", stub.url, stub.members_url, docker_client=no_engine(tmp_path)
-    )
+    collector = Collector("unit", stub.status_url, stub.url, docker_client=no_engine(tmp_path))
     try:
         snap = collector.collect(NOW)
         assert snap.pools["backend"].lb_members == 2  # the draining one gets no new requests
         assert snap.pools["frontend"].lb_members == 0
-        assert not any("LB members" in w for w in snap.warnings)
-        stub.members_body = '{"pools": {"backend": {"members": "none"}}}'
+        assert not any("members" in w for w in snap.warnings)
+        bad = json.loads(stub.status_body)
+        bad["pools"]["backend"]["members"] = "none"
+        stub.status_body = json.dumps(bad)
         unknown = collector.collect(NOW + 1)
         assert unknown.pools["backend"].lb_members is None
-        assert f"LB members {stub.members_url} unreadable: serving unknown" in unknown.warnings
+        assert f"LB status {stub.status_url}: members unreadable: serving unknown" in unknown.warnings
     finally:
         collector.close()
 
 
-def test_a_log_the_collector_cannot_read_to_its_end_in_a_tick_is_behind_and_gives_no_traffic(tmp_path, stub):
-    # As under a flood of long lines: more than a tick's read arrives every tick.
-    log = tmp_path / "access.json.log"
-    log.write_text("")
-    one = len(json.dumps(entry(NOW)) + "\n")
-    collector = Collector(
-        "unit", log, stub.url, stub.members_url, docker_client=no_engine(tmp_path), max_read_bytes=one * 50
-    )
+def test_collector_takes_traffic_from_the_lbs_counters_tick_by_tick(tmp_path, stub):
+    collector = Collector("unit", stub.status_url, stub.url, docker_client=no_engine(tmp_path))
     try:
-        collector.collect(NOW)
-        write_log(log, [entry(NOW + 0.5 + i * 0.001) for i in range(120)])
-        behind = collector.collect(NOW + 1)
-        assert behind.log_state == "behind"
-        assert behind.log_behind_bytes == log.stat().st_size - one * 50
-        assert behind.pools["backend"].rps is None and behind.pools["backend"].requests is None
-        assert any("access log behind: 0.0 MiB not read yet" in w for w in behind.warnings)
-        assert collector.collect(NOW + 2).log_state == "behind"
-        caught_up = collector.collect(NOW + 3)  # the last 20 lines: the end of the log
-        assert (caught_up.log_state, caught_up.log_behind_bytes) == ("ok", 0)
-        assert caught_up.pools["backend"].requests == 120
-    finally:
-        collector.close()
+        stub.set_counters({"served": {"b1": served({"2xx": 100})}})
+        first = collector.collect(NOW)
+        assert first.traffic_state == "warming" and first.pools["backend"].rps is None
+        assert any("traffic window filling" in w for w in first.warnings)
 
-
-def test_behind_comes_before_warming_and_after_missing():
-    assert (
-        log_state(available=True, covered_s=0, quiet_s=0, unlogged_rps=None, caught_up=False)[0] == "behind"
-    )
-    assert (
-        log_state(available=False, covered_s=0, quiet_s=0, unlogged_rps=None, caught_up=False)[0] == "missing"
-    )
-
-
-def test_collector_tells_an_idle_pool_from_a_stale_log(tmp_path, stub):
-    log = tmp_path / "access.json.log"
-    log.write_text("")
-    collector = Collector(
-        "unit",
-        log,
-        stub.url,
-        stub.members_url,
-        docker_client=no_engine(tmp_path),
-        stale_after_s=10,
-    )
-    try:
-        collector.collect(NOW)
-        write_log(
-            log, [entry(NOW + 1.5 + i * 0.01) for i in range(20)] + [{"broken": 1}, entry(NOW + 2, pool="lb")]
-        )
-        with log.open("a") as handle:
-            handle.write("not json\n")
+        stub.set_counters({"served": {"b1": served({"2xx": 140})}, "rejected": {"429": 9000}})
         busy = collector.collect(NOW + 2)
-        assert busy.log_state == "ok"
-        assert busy.pools["backend"].requests == 20
-        assert busy.pools["backend"].rps == pytest.approx(10.0)  # 20 requests over the 2 s covered so far
+        assert busy.traffic_state == "ok" and not any("traffic" in w for w in busy.warnings)
+        backend = busy.pools["backend"]
+        assert (backend.requests, backend.rps, backend.rejected) == (40, 20.0, 9000)
         assert busy.pools["frontend"].rps == 0.0  # idle, and known to be
-        assert busy.log_malformed == 1
-        assert any("malformed" in w for w in busy.warnings)
         assert busy.lb_active_connections == 7
 
-        idle = collector.collect(NOW + 20)  # nginx saw only the collector's own requests
-        assert idle.log_state == "ok" and idle.pools["backend"].rps == 0.0
-        assert idle.lb_request_rate == pytest.approx(2 / 18)  # a members read and a stub_status poll
+        stub.status_code = 503  # a tick the LB cannot be asked: nothing to go on, and nothing lost
+        blind = collector.collect(NOW + 4)
+        assert blind.traffic_state == "unreachable" and blind.pools["backend"].rps is None
+        stub.status_code = 200
+        stub.set_counters({"served": {"b1": served({"2xx": 200})}, "rejected": {"429": 9000}})
+        back = collector.collect(NOW + 6)
+        assert back.traffic_state == "ok" and back.pools["backend"].requests == 100  # since NOW
 
-        # A second later: 2 requests/s, every one the collector's own, and no line for 19 s. Were the
-        # members read taken for a visitor's request, 1 unlogged request/s would make the log "stale".
-        quick = collector.collect(NOW + 21)
-        assert quick.lb_request_rate == pytest.approx(2.0)
-        assert quick.log_state == "ok" and quick.pools["backend"].rps == 0.0
+        stub.set_counters({"served": {"b1": served({"2xx": 3})}}, since=NOW + 7)  # nginx restarted
+        restarted = collector.collect(NOW + 8)
+        assert restarted.traffic_state == "restarted" and restarted.pools["backend"].rps is None
+        assert any("started again" in w for w in restarted.warnings)
+        stub.set_counters({"served": {"b1": served({"2xx": 13})}}, since=NOW + 7)
+        again = collector.collect(NOW + 10)
+        assert again.traffic_state == "ok" and again.pools["backend"].rps == pytest.approx(5.0)
+    finally:
+        collector.close()
 
-        stub.requests += 5000  # nginx served plenty, but not a line reached the log
-        stale = collector.collect(NOW + 40)
-        assert stale.log_state == "stale"
-        assert stale.pools["backend"].rps is None and stale.pools["backend"].p95_s is None
-        assert any("stale" in w for w in stale.warnings)
+
+def test_counters_that_are_not_the_lbs_give_no_traffic(tmp_path, stub):
+    collector = Collector("unit", stub.status_url, stub.url, docker_client=no_engine(tmp_path))
+    try:
+        collector.collect(NOW)
+        broken = json.loads(stub.status_body)
+        del broken["bucket_bounds"]
+        stub.status_body = json.dumps(broken)
+        snap = collector.collect(NOW + 2)
+        assert snap.traffic_state == "unreachable" and snap.pools["backend"].rps is None
+        assert snap.pools["backend"].lb_members == 2  # the members are still readable
+        assert any("counters unreadable: the LB's status has no histogram bounds" in w for w in snap.warnings)
     finally:
         collector.close()

@@ -34,7 +34,6 @@ def test_gauges_carry_each_pools_figures_and_the_decision():
         p50_s=0.05,
         p95_s=0.21,
         p99_s=0.4,
-        traffic_at=1.0,
         rejected=9000,
     )
     snapshot = Snapshot(
@@ -44,8 +43,7 @@ def test_gauges_carry_each_pools_figures_and_the_decision():
         host_memory_percent=20.0,
         lb_active_connections=12,
         lb_request_rate=130.0,
-        log_state="ok",
-        log_malformed=0,
+        traffic_state="ok",
         window_s=10.0,
         pools={"backend": pool},
     )

@@ -34,10 +34,9 @@ class FixedCollector:
             p50_s=None,
             p95_s=None,
             p99_s=None,
-            traffic_at=None,
             unlisted=self.unlisted,
         )
-        return Snapshot(now, "s", 10.0, 20.0, 1, 0.0, "ok", 0, 5.0, {"backend": pool}, [])
+        return Snapshot(now, "s", 10.0, 20.0, 1, 0.0, "ok", 5.0, {"backend": pool}, [])
 
     def close(self) -> None:
         pass

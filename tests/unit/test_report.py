@@ -70,7 +70,6 @@ def pool(name: str, **figures) -> PoolSnapshot:
         "p50_s": None,
         "p95_s": None,
         "p99_s": None,
-        "traffic_at": None,
         **figures,
     }
     return PoolSnapshot(**values)
@@ -95,8 +94,7 @@ def metrics_line(at: float, backend: PoolSnapshot, frontend: PoolSnapshot, actio
         host_memory_percent=10.0,
         lb_active_connections=3,
         lb_request_rate=12.0,
-        log_state="ok",
-        log_malformed=0,
+        traffic_state="ok",
         window_s=WINDOW_S,
         pools={"frontend": frontend, "backend": backend},
     )
@@ -401,8 +399,7 @@ def test_the_rejected_peak_is_reported_apart_from_demand():
             host_memory_percent=None,
             lb_active_connections=None,
             lb_request_rate=None,
-            log_state="ok",
-            log_malformed=0,
+            traffic_state="ok",
             window_s=WINDOW_S,
             pools={"backend": pool("backend", rps=2.0, requests=10, rejected=rejected)},
         ).to_json()

@@ -52,8 +52,8 @@ def test_settings_carry_the_inventory_bounds_and_the_stack(host):
     assert settings["dry_run"] is True
     assert settings["prometheus_port"] == 0
     assert settings["project_dir"] == str(ROOT)
-    assert settings["access_log"] == "/var/log/tenfold/molmon/access.json.log"
-    assert settings["members_url"] == "http://127.0.0.1:8081/members"
+    assert settings["lb_status_url"] == "http://127.0.0.1:8081/status"
+    assert settings["stub_status_url"] == "http://127.0.0.1:8081/nginx_status"
     pools = settings["pools"]
     assert (pools["frontend"]["min_replicas"], pools["frontend"]["max_replicas"]) == (2, 6)
     assert (pools["backend"]["min_replicas"], pools["backend"]["max_replicas"]) == (1, 8)
