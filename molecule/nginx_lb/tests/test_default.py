@@ -327,3 +327,14 @@ def test_the_per_address_connection_bound_is_in_the_kernel_for_the_lbs_ports():
     assert table.returncode == 0, table.stderr
     assert f"tcp dport {{ {HTTP}, {HTTPS} }} ct state new" in table.stdout
     assert "ip saddr ct count over 100" in table.stdout
+
+
+def test_a_unit_loads_the_bound_at_boot_and_is_a_valid_one():
+    unit = Path("/etc/systemd/system/tenfold-lb-limits-mollb.service")
+    text = unit.read_text()
+    assert "ExecStart=/usr/sbin/nft -f /etc/tenfold/mollb/lb-limits.nft" in text
+    assert "WantedBy=multi-user.target" in text
+    check = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True
+    )
+    assert check.returncode == 0 and check.stderr == "", check.stderr
