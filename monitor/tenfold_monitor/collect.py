@@ -44,6 +44,7 @@ from tenfold_monitor.lbcounters import (
 from tenfold_monitor.lbmembers import LbMember, active_endpoints, endpoints, fetch, member_key, parse_members
 
 DEFAULT_POOLS = ("frontend", "backend")
+DEFAULT_PANIC_WINDOW_S = 3.0
 TRAFFIC_STATES = ("ok", "warming", "restarted", "unreachable")
 
 
@@ -64,6 +65,7 @@ class PoolSnapshot:
     p95_s: float | None
     p99_s: float | None
     unlisted: int | None = None  # running, and no LB member at all (neither active nor draining)
+    panic_rps: float | None = None  # arrivals/s over the short (panic) window
     rejected: int | None = None  # requests the LB turned away itself (429/444/413/408): no demand
 
 
@@ -117,6 +119,7 @@ def pool_snapshot(
     containers: Sequence[ContainerMetrics] | None,
     members: Sequence[LbMember] | None,
     traffic: PoolTraffic | None,
+    panic: PoolTraffic | None = None,
 ) -> PoolSnapshot:
     """One pool's figures. `containers` None: Docker unknown; `members` (the pool's LB members) None: LB
     membership unknown; `traffic` None: the LB's counters cannot be trusted this tick.
@@ -148,6 +151,7 @@ def pool_snapshot(
         p95_s=None if traffic is None else traffic.p95_s,
         p99_s=None if traffic is None else traffic.p99_s,
         rejected=None if traffic is None else traffic.rejected,
+        panic_rps=None if traffic is None or panic is None else panic.rps,
         unlisted=None
         if running is None or known is None
         else sum(1 for c in running if member_key(c.address) not in known),
@@ -196,6 +200,7 @@ class Collector:
         *,
         pools: Sequence[str] = DEFAULT_POOLS,
         window_s: float = DEFAULT_WINDOW_S,
+        panic_window_s: float = DEFAULT_PANIC_WINDOW_S,
         status_timeout: float = 1.0,
         health_timeout: float = HEALTH_TIMEOUT_S,
         docker_client: Any | None = None,
@@ -207,6 +212,7 @@ class Collector:
         self.status_timeout = status_timeout
         self.health_timeout = health_timeout
         self.window = CounterWindow(window_s)
+        self.panic_window_s = panic_window_s
         self._docker = docker_client
         self._host = HostSampler()
         self._engine_memory = EngineMemory()  # per container: previous stats reading, limits
@@ -221,12 +227,14 @@ class Collector:
         containers = self._containers(warnings)
         names = ordered_pools(self.pools, [c.pool for c in containers or []])
         traffic = self.window.traffic(tuple(names)) if state == "ok" else None
+        panic = self.window.traffic(tuple(names), self.panic_window_s) if state == "ok" else None
         pools = {
             pool: pool_snapshot(
                 pool,
                 containers,
                 None if members is None else members.get(pool, []),
                 None if traffic is None else traffic.get(pool),
+                None if panic is None else panic.get(pool),
             )
             for pool in names
         }

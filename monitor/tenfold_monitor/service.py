@@ -41,7 +41,7 @@ class Settings:
 
     stack: str = "tenfold"
     project_dir: str = "."
-    interval_s: float = 2.0
+    interval_s: float = 1.0
     dry_run: bool = False
     lb_status_url: str = "http://127.0.0.1:8081/status"  # the LB's members and counters
     stub_status_url: str = "http://127.0.0.1:8081/nginx_status"  # the LB's connections
@@ -56,6 +56,7 @@ class Settings:
     metrics_max_bytes: int = 64 * 1024 * 1024
     metrics_backups: int = 4
     window_s: float = 10.0
+    panic_window_s: float = 3.0  # the short window beside it (the policy's panic rule)
     scale_command: list[str] = field(default_factory=lambda: [".venv/bin/ansible-playbook", "scale.yml"])
     prometheus_port: int = 0  # 0: no Prometheus endpoint
     pools: dict[str, dict[str, Any]] = field(
@@ -72,6 +73,11 @@ class Settings:
         settings = cls(**values)
         if settings.interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {settings.interval_s}")
+        if not 0 < settings.panic_window_s <= settings.window_s:
+            raise ValueError(
+                f"panic_window_s must be above 0 and at most window_s ({settings.window_s:g}),"
+                f" got {settings.panic_window_s}"
+            )
         for pool, config in settings.pools.items():
             policy.PolicyConfig.from_mapping(config)  # fails early, naming the bad field
             if not pool:
@@ -96,6 +102,7 @@ def pool_metrics(snapshot: Snapshot, pool: PoolSnapshot) -> policy.PoolMetrics |
         memory_percent=pool.memory_percent,
         error_rate=pool.error_rate,
         p95_s=pool.p95_s,
+        panic_rps=pool.panic_rps,
     )
 
 
@@ -109,6 +116,7 @@ class Monitor:
             settings.stub_status_url,
             pools=tuple(settings.pools),
             window_s=settings.window_s,
+            panic_window_s=settings.panic_window_s,
         )
         self.policies = {
             name: policy.Policy(policy.PolicyConfig.from_mapping(config))

@@ -27,6 +27,11 @@ rules with numbers; the choices the issue left open are these:
   an earlier step that are still starting are part of it. An emergency blocks any scale-down. A pool with
   no serving replica under traffic (overloaded replicas fail their health checks too) recommends at least
   `current + 1`, so overload never looks like a dead pool.
+- **Panic** (Knative's panic window): when the request rate over the last few seconds (`panic_rps`, a
+  short window beside the stable one) is at least `panic_threshold` times what the serving replicas are
+  sized for (`serving * target_rps_per_replica`), the pool goes at once to `ceil(panic_rps / target)`,
+  bounded by the up limit and `max_replicas` like any scale-up; no scale-down while it panics. A spike
+  shows in the short window seconds before the stable one has caught up with it.
 - **Up** is fast: no stabilization, at most `max(2 * current, current + 4)` per decision, and no sooner
   than `up_cooldown_s` after the pool's last scale event.
 - **Down** is careful. A decision can support a scale-down only when its metrics are fresh and complete
@@ -82,7 +87,10 @@ class PolicyConfig:
     # Mean CPU % / memory % above which the pool grows by at least 1 (the seed's monitor; None: off).
     cpu_trigger: float | None = 75.0
     memory_trigger: float | None = 75.0
-    # Share of failed requests (5xx, upstream failures; 0..1) above which the pool scales up at once.
+    # Demand over the short window (panic_rps) at least this many times what the serving replicas are
+    # sized for sends the pool at once to the size it needs (None: no panic mode).
+    panic_threshold: float | None = 2.0
+    # Share of failed requests (5xx answers; 0..1) above which the pool scales up at once.
     emergency_error_rate: float | None = 0.05
     # p95 response time, in seconds, above which the pool scales up at once.
     emergency_p95_s: float | None = 1.0
@@ -128,6 +136,7 @@ _OPTIONAL_POSITIVE = (
     "memory_trigger",
     "emergency_error_rate",
     "emergency_p95_s",
+    "panic_threshold",
 )
 
 
@@ -190,6 +199,8 @@ class PoolMetrics:
     error_rate: float | None = None
     # 95th percentile response time, in seconds.
     p95_s: float | None = None
+    # Requests/s over the short (panic) window; None when unknown.
+    panic_rps: float | None = None
 
     def __post_init__(self) -> None:
         problems = _metrics_problems(self)
@@ -215,7 +226,7 @@ def _metrics_problems(metrics: PoolMetrics) -> list[str]:
             problems.append(f"{name} must be a whole number of 0 or more, got {value!r}")
     if not problems and metrics.serving > metrics.replicas:
         problems.append(f"serving ({metrics.serving}) cannot exceed replicas ({metrics.replicas})")
-    for name in ("rps", "cpu_percent", "memory_percent", "error_rate", "p95_s"):
+    for name in ("rps", "cpu_percent", "memory_percent", "error_rate", "p95_s", "panic_rps"):
         value = getattr(metrics, name)
         if value is not None and not (_is_number(value) and value >= 0):
             problems.append(f"{name} must be a finite number of 0 or more, or None, got {value!r}")
@@ -237,9 +248,10 @@ class Decision:
     recommendations: dict[str, int] = field(default_factory=dict)
     emergency: bool = False
     # The rules that held the decision back or capped it: up_cooldown, up_limit, cooldown, window,
-    # window_not_full, stale, no_metrics, missing, starting, hysteresis, emergency, min_replicas,
+    # window_not_full, stale, no_metrics, missing, starting, hysteresis, emergency, panic, min_replicas,
     # max_replicas.
     limits: tuple[str, ...] = ()
+    panic: bool = False  # demand over the short window called for the panic rule
 
     def as_dict(self) -> dict:
         return {
@@ -250,6 +262,7 @@ class Decision:
             "reason": self.reason,
             "recommendations": dict(self.recommendations),
             "emergency": self.emergency,
+            "panic": self.panic,
             "limits": list(self.limits),
         }
 
@@ -409,11 +422,28 @@ def _emergency_recs(config: PolicyConfig, metrics: PoolMetrics) -> list[Recommen
     return recs
 
 
+def _panic_recs(config: PolicyConfig, metrics: PoolMetrics) -> list[Recommendation]:
+    rps, threshold = metrics.panic_rps, config.panic_threshold
+    if rps is None or threshold is None or rps == 0:
+        return []
+    sized_for = metrics.serving * config.target_rps_per_replica
+    if rps < threshold * sized_for - _EPSILON:
+        return []
+    rec = _ceil(rps / config.target_rps_per_replica)
+    times = f"{rps / sized_for:.1f}x" if sized_for else "no replica serving, and"
+    why = (
+        f"panic: {rps:.1f} req/s over the short window, {times} what {metrics.serving} serving replicas are"
+        f" sized for ({config.target_rps_per_replica:g} each) → {rec}"
+    )
+    return [Recommendation("panic", rec, why)]
+
+
 def recommendations(config: PolicyConfig, metrics: PoolMetrics) -> list[Recommendation]:
     """Every signal's and rule's recommendation, in the order that names the winner of a tie in the reason:
-    emergencies, then the proportional signals, then the triggers."""
+    emergencies, the panic rule, then the proportional signals, then the triggers."""
     return [
         *_emergency_recs(config, metrics),
+        *_panic_recs(config, metrics),
         *_utilization_recs(config, metrics),
         *_rps_rec(config, metrics),
         *_trigger_recs(config, metrics),
@@ -426,7 +456,9 @@ def _missing(metrics: PoolMetrics) -> list[str]:
     return [name for name in needed if metrics.signals()[name] is None]
 
 
-def _down_blockers(config: PolicyConfig, metrics: PoolMetrics, emergency: bool) -> list[tuple[str, str]]:
+def _down_blockers(
+    config: PolicyConfig, metrics: PoolMetrics, emergency: bool, panic: bool
+) -> list[tuple[str, str]]:
     """Why this sample cannot support a scale-down, as (limit, words); empty when it can."""
     blockers = []
     missing = _missing(metrics)
@@ -437,6 +469,8 @@ def _down_blockers(config: PolicyConfig, metrics: PoolMetrics, emergency: bool) 
         blockers.append(("starting", f"{starting} of {metrics.replicas} replicas not serving yet"))
     if emergency:
         blockers.append(("emergency", "an emergency holds"))
+    if panic:
+        blockers.append(("panic", "the short window's demand panics"))
     hot = [
         f"{name} {_pct(value)}"
         for name, value in (("cpu", metrics.cpu_percent), ("memory", metrics.memory_percent))
@@ -534,11 +568,12 @@ def _action(current: int, desired: int) -> str:
     return "up" if desired > current else "down" if desired < current else "hold"
 
 
-def _head(current: int, desired: int, emergency: bool) -> str:
+def _head(current: int, desired: int, emergency: bool, panic: bool) -> str:
     action = _action(current, desired)
     if action == "hold":
         return f"hold at {current}"
-    return f"{'emergency ' if emergency and action == 'up' else ''}{action} {current} → {desired}"
+    kind = "emergency " if emergency else "panic " if panic else ""
+    return f"{kind if action == 'up' else ''}{action} {current} → {desired}"
 
 
 def _hold(pool: str, current: int, why: str, limit: str) -> Decision:
@@ -556,11 +591,12 @@ def _decide_fresh(
     current = metrics.replicas
     recs = recommendations(config, metrics)
     emergency = any(rec.emergency for rec in recs)
+    panic = any(rec.name == "panic" for rec in recs)
     best = max(
         recs, key=lambda rec: rec.replicas, default=Recommendation("none", current, "no signal to act on")
     )
     target = _clamp(best.replicas, config)
-    blockers = _down_blockers(config, metrics, emergency)
+    blockers = _down_blockers(config, metrics, emergency, panic)
     window = window.observe(
         now, max(target, current) if blockers else target, current, config.stabilization_window_s
     )
@@ -571,7 +607,7 @@ def _decide_fresh(
     else:
         step = _Step(current)
     step = _bound(step, config, best.replicas)
-    reason = "; ".join((f"{_head(current, step.replicas, emergency)}: {best.why}", *step.notes))
+    reason = "; ".join((f"{_head(current, step.replicas, emergency, panic)}: {best.why}", *step.notes))
     decision = Decision(
         pool=pool,
         current=current,
@@ -581,6 +617,7 @@ def _decide_fresh(
         recommendations={rec.name: rec.replicas for rec in recs},
         emergency=emergency,
         limits=step.limits,
+        panic=panic,
     )
     return decision, window
 

@@ -132,7 +132,11 @@ def test_spike_scales_the_backend_up_fast_and_quiet_scales_it_down_with_no_faile
             assert wait_for(lambda: events_since(before), timeout=40)
             time.sleep(3)
         assert spike.tally.failed == 0, dict(spike.tally.failures)
-        print(f"\nspike: decision {reaction:.1f}s after the spike started; {spike.tally.sent} requests")
+        first = next(d for _, d in monitor.decisions() if d["pool"] == "backend" and d["action"] == "up")
+        print(
+            f"\nspike: decision {reaction:.1f}s after the spike started ({first['reason']});"
+            f" {spike.tally.sent} requests"
+        )
         assert reaction <= 10, f"the monitor decided {reaction:.1f}s after the spike started"
 
         # Quiet (a trickle of traffic): after the stabilization window the monitor scales back down.

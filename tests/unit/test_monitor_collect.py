@@ -7,13 +7,13 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import docker
 import pytest
-from tenfold_monitor import collect, stubstatus
+from tenfold_monitor import collect, service, stubstatus
 from tenfold_monitor import containers as ct
 from tenfold_monitor import lbcounters as lbc
 from tenfold_monitor.collect import Collector, pool_snapshot
@@ -746,6 +746,23 @@ def test_collector_takes_traffic_from_the_lbs_counters_tick_by_tick(tmp_path, st
         stub.set_counters({"served": {"b1": served({"2xx": 13})}}, since=NOW + 7)
         again = collector.collect(NOW + 10)
         assert again.traffic_state == "ok" and again.pools["backend"].rps == pytest.approx(5.0)
+    finally:
+        collector.close()
+
+
+def test_the_short_window_sees_a_spike_before_the_stable_one_does(tmp_path, stub):
+    collector = Collector(
+        "unit", stub.status_url, stub.url, window_s=10, panic_window_s=3, docker_client=no_engine(tmp_path)
+    )
+    try:
+        for i, answered in enumerate([0, 20, 40, 60, 80, 380]):  # 10 req/s, then 150 req/s for 2 s
+            stub.set_counters({"served": {"b1": served({"2xx": answered})}})
+            snap = collector.collect(NOW + 2 * i)
+        backend = snap.pools["backend"]
+        assert backend.rps == pytest.approx(380 / 10)
+        assert backend.panic_rps == pytest.approx(300 / 2)  # the one sample within 3 s: 2 s back
+        metrics = service.pool_metrics(snap, replace(backend, replicas=3, serving=3))
+        assert metrics.panic_rps == backend.panic_rps and metrics.rps == backend.rps
     finally:
         collector.close()
 

@@ -9,7 +9,7 @@ from tenfold_monitor.service import Settings
 def test_defaults_load_and_each_pool_gets_the_seed_policy():
     settings = Settings.load(None)
     assert settings.stack == "tenfold"
-    assert settings.interval_s == 2.0
+    assert settings.interval_s == 1.0 and settings.panic_window_s == 3.0
     assert set(settings.pools) == {"frontend", "backend"}
 
 

@@ -33,6 +33,7 @@ def sample(
     memory: float | None = 50.0,
     error_rate: float | None = 0.0,
     p95_s: float | None = 0.2,
+    panic_rps: float | None = None,
 ) -> tp.PoolMetrics:
     """A healthy pool at its targets unless told otherwise."""
     return tp.PoolMetrics(
@@ -44,6 +45,7 @@ def sample(
         memory_percent=memory,
         error_rate=error_rate,
         p95_s=p95_s,
+        panic_rps=panic_rps,
     )
 
 
@@ -706,3 +708,52 @@ def test_property_a_noisy_flat_signal_within_the_tolerance_never_changes_the_poo
     for now, metrics in flat_run(config, replicas, steps, rng):
         decision = policy.decide("backend", now, metrics, None)
         assert (decision.action, decision.desired) == ("hold", replicas), decision.reason
+
+
+# --- panic window ---------------------------------------------------------------------------------
+# n serving replicas are sized for n * 33 req/s; the panic threshold is twice that.
+@pytest.mark.parametrize(
+    ("replicas", "serving", "panic_rps", "desired", "panic"),
+    [
+        (3, 3, 197.0, 3, False),  # below 2 * 99: the stable window decides (rps 99: at target)
+        (3, 3, 198.0, 6, True),  # 2x exactly: ceil(198 / 33) = 6
+        (4, 4, 264.0, 8, True),  # ceil(264 / 33) = 8
+        (3, 3, 297.0, 7, True),  # needs 9; the up limit max(2 * 3, 3 + 4) caps one decision at 7
+        (8, 8, 660.0, 10, True),  # needs 20; max_replicas 10
+        (5, 2, 140.0, 5, True),  # 3 still starting: 66 sized for; needs 5, as many as exist: hold
+        (3, 3, None, 3, False),  # the short window unknown: no panic
+    ],
+)
+def test_demand_over_the_short_window_at_twice_the_capacity_goes_at_once_to_its_size(
+    replicas, serving, panic_rps, desired, panic
+):
+    decision = decide(sample(replicas=replicas, serving=serving, cpu=50.0, panic_rps=panic_rps))
+    assert (decision.desired, decision.panic) == (desired, panic), decision.reason
+    if decision.action == "up":
+        assert decision.reason.startswith(f"panic up {replicas} → {desired}: panic: "), decision.reason
+
+
+def test_panic_keeps_the_up_cooldown_and_the_bounds():
+    metrics = sample(panic_rps=600.0, cpu=50.0)
+    assert decide(metrics, last_scale_at=-2.0).action == "hold"  # 2 s after a scale event (cooldown 5 s)
+    capped = decide(metrics, config=replace(DEFAULT, max_replicas=5))
+    assert capped.desired == 5 and "max_replicas" in capped.limits
+
+
+def test_after_a_panic_no_scale_down_within_the_stabilization_window():
+    policy = tp.Policy(replace(DEFAULT, cooldown_s=0.0))
+    for t in range(0, int(WINDOW) + 1, 10):  # a quiet pool of 6 whose window has filled
+        policy.decide(
+            "backend", float(t), sample(at=float(t), replicas=6, rps=5.0, cpu=5.0, memory=5.0), None
+        )
+    now = WINDOW + 1
+    spike = sample(at=now, replicas=6, rps=5.0, cpu=5.0, memory=5.0, panic_rps=400.0)
+    assert policy.decide("backend", now, spike, None).panic
+    quiet = sample(at=now + 1, replicas=6, rps=5.0, cpu=5.0, memory=5.0, panic_rps=5.0)
+    after = policy.decide("backend", now + 1, quiet, None)
+    assert after.action == "hold" and "window" in after.limits, after.reason
+
+
+def test_panic_off_is_the_stable_window_alone():
+    decision = decide(sample(panic_rps=1000.0, cpu=50.0), config=replace(DEFAULT, panic_threshold=None))
+    assert decision.action == "hold" and not decision.panic
