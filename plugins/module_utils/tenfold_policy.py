@@ -568,11 +568,12 @@ def _action(current: int, desired: int) -> str:
     return "up" if desired > current else "down" if desired < current else "hold"
 
 
-def _head(current: int, desired: int, emergency: bool, panic: bool) -> str:
+def _head(current: int, desired: int, best: Recommendation) -> str:
+    """The reason's head names the kind of the winning recommendation: emergency, panic or none."""
     action = _action(current, desired)
     if action == "hold":
         return f"hold at {current}"
-    kind = "emergency " if emergency else "panic " if panic else ""
+    kind = "emergency " if best.emergency else "panic " if best.name == "panic" else ""
     return f"{kind if action == 'up' else ''}{action} {current} → {desired}"
 
 
@@ -607,7 +608,7 @@ def _decide_fresh(
     else:
         step = _Step(current)
     step = _bound(step, config, best.replicas)
-    reason = "; ".join((f"{_head(current, step.replicas, emergency, panic)}: {best.why}", *step.notes))
+    reason = "; ".join((f"{_head(current, step.replicas, best)}: {best.why}", *step.notes))
     decision = Decision(
         pool=pool,
         current=current,

@@ -757,3 +757,12 @@ def test_after_a_panic_no_scale_down_within_the_stabilization_window():
 def test_panic_off_is_the_stable_window_alone():
     decision = decide(sample(panic_rps=1000.0, cpu=50.0), config=replace(DEFAULT, panic_threshold=None))
     assert decision.action == "hold" and not decision.panic
+
+
+def test_the_reason_names_the_winner_when_a_panic_and_an_emergency_both_hold():
+    # p95 above 1 s: the emergency's full step from 3 is 7; 400 req/s panics for ceil(400 / 33) = 13.
+    decision = decide(sample(panic_rps=400.0, p95_s=2.0, cpu=50.0), config=replace(DEFAULT, max_replicas=20))
+    assert decision.emergency and decision.panic
+    assert decision.reason.startswith("panic up 3 → 7: panic: "), decision.reason  # capped by the up limit
+    slow = decide(sample(panic_rps=210.0, p95_s=2.0, cpu=50.0))  # panic asks for 7, as the emergency does
+    assert slow.reason.startswith("emergency up 3 → 7: p95 2.00 s"), slow.reason
