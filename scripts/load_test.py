@@ -257,8 +257,10 @@ def locust_version() -> str:
 class Monitor:
     """`python -m tenfold_monitor run` for the target stack, its settings and logs in `workdir`."""
 
-    def __init__(self, target: Target, workdir: Path, settings: dict) -> None:
+    def __init__(self, target: Target, workdir: Path, settings: dict, code: Path = ROOT / "monitor") -> None:
+        """`code`: the monitor package's directory (another checkout's, to compare two versions)."""
         self.workdir = workdir
+        self.code = code
         self.metrics = workdir / "metrics.json"
         self.events = workdir / "scale-events.jsonl"
         values = monitor_settings(
@@ -271,7 +273,7 @@ class Monitor:
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
-            "PYTHONPATH": str(ROOT / "monitor"),
+            "PYTHONPATH": str(self.code),
             "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
             "TENFOLD_SCALE_EVENTS_LOG": str(self.events),
             "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
