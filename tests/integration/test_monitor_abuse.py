@@ -103,6 +103,7 @@ def test_slow_bodies_from_one_address_scale_nothing(engine, stack, tmp_path, fig
     )
 
 
+@pytest.mark.long  # the counters cannot fall behind by design; the unit tests hold the states
 def test_a_flood_of_long_lines_does_not_blind_the_monitor(engine, stack, tmp_path, figures):
     # Every request is a 6 kB line of the access log; the monitor's figures come from the LB's counters, so
     # it reads all of every tick (no "behind" state to fall into), sees the flood as rejected, and holds.
