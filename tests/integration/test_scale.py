@@ -125,6 +125,7 @@ def test_replicas_that_never_become_healthy_are_removed_and_nothing_changes(engi
     assert "Reconcile" in event["failed_task"]
 
 
+@pytest.mark.long
 def test_scale_run_the_lb_does_not_take_puts_the_pools_back(engine, stack):
     """The LB's members API does not answer (a status port nothing listens on): nothing changes."""
     backend = stack.lb_pool("backend")
@@ -175,6 +176,7 @@ def start_scale(*extra: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.long
 def test_two_concurrent_scale_runs_do_not_interleave(engine, stack):
     before = events_count()
     first = start_scale("pool=backend", "replicas=5")
