@@ -25,9 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import load_test as lt
-from benchlib import DOC, machine, write_section
+from benchlib import DOC, machine, section_head, write_section
 
-WATCHED = ("roles/nginx_lb/templates/lb-limits.nft.j2", "scripts/bench-conn-bound.py")
+SCRIPT = "scripts/bench-conn-bound.py"
+WATCHED = ("roles/nginx_lb/templates/lb-limits.nft.j2", SCRIPT)
 MODES = ("bound", "no bound")
 
 
@@ -91,20 +92,14 @@ def run(args: argparse.Namespace, target: lt.Target) -> dict[str, list[dict]]:
 
 def section(args: argparse.Namespace, results: dict[str, list[dict]], when: str) -> str:
     facts = machine(WATCHED)
+    command = (
+        f".venv/bin/python scripts/bench-conn-bound.py --vars STACK.yml --rounds {args.rounds}"
+        f" --connections {args.connections} --write-docs"
+    )
     lines = [
-        "## The per-address connection bound",
-        "",
-        f"Written by `scripts/bench-conn-bound.py` on {when}:",
-        "",
-        "```bash",
-        f".venv/bin/python scripts/bench-conn-bound.py --vars STACK.yml --rounds {args.rounds} "
-        f"--connections {args.connections} --write-docs",
-        "```",
-        "",
-        "| machine | |",
-        "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in facts.items()),
-        "",
+        *section_head(
+            "The per-address connection bound", "scripts/bench-conn-bound.py", when, command, facts
+        ),
         *textwrap.wrap(
             f"**Method.** {args.connections} TCP connects to the LB's HTTPS port per run, one after another,"
             f" from {len(args.sources)} addresses off the allowlist in turn"

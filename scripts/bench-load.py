@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import load_test as lt
 import tenfold_load as tl
-from benchlib import DOC, ROOT, busy_share, machine, machine_cpu, write_section
+from benchlib import DOC, ROOT, busy_share, machine, machine_cpu, machine_table, write_section
 
 WATCHED = ("scripts", "monitor", "roles", "plugins")
 PLOT = ROOT / "docs" / "benchmarks-spike.png"
@@ -47,12 +47,6 @@ def paragraph(text: str) -> str:
 
 def ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
-
-
-def machine_table(facts: dict[str, str]) -> list[str]:
-    rows = ["| machine | |", "| --- | --- |"]
-    rows += [f"| {key} | {value} |" for key, value in facts.items()]
-    return rows
 
 
 def direct_vs_lb(args: argparse.Namespace, target: lt.Target, workdir: Path) -> list[dict]:

@@ -35,7 +35,17 @@ from pathlib import Path
 import load_test as lt
 import tenfold_load as tl
 import yaml
-from benchlib import BIN, DOC, ROOT, ansible_playbook, json_lines, leftovers, machine, write_section
+from benchlib import (
+    BIN,
+    DOC,
+    ROOT,
+    ansible_playbook,
+    json_lines,
+    leftovers,
+    machine,
+    section_head,
+    write_section,
+)
 
 WATCHED = ("monitor", "plugins/module_utils/tenfold_policy.py", "scripts/bench-spike.py")
 VARIANTS = ("monitor off", "monitor before", "monitor now")
@@ -280,18 +290,7 @@ def section(args, runs: list[dict], when: str, facts: dict) -> str:
         f" --max-concurrency {args.max_concurrency} --write-docs"
     )
     lines = [
-        "## The 10x spike, three ways",
-        "",
-        f"Written by `scripts/bench-spike.py` on {when}:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        "| machine | |",
-        "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in facts.items()),
-        "",
+        *section_head("The 10x spike, three ways", "scripts/bench-spike.py", when, command, facts),
         *textwrap.wrap(method, 110),
         "",
         "| variant | first decision to grow (s) | first new replica serving (s) | failed / sent"

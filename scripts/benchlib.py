@@ -120,6 +120,27 @@ def machine(watched: Sequence[str], extra: dict[str, str] | None = None) -> dict
     }
 
 
+def machine_table(facts: dict[str, str]) -> list[str]:
+    """The machine a benchmark ran on, as a Markdown table."""
+    return ["| machine | |", "| --- | --- |", *(f"| {key} | {value} |" for key, value in facts.items())]
+
+
+def section_head(title: str, script: str, when: str, command: str, facts: dict[str, str]) -> list[str]:
+    """The start of a doc section: its title, who wrote it when, the command, the machine."""
+    return [
+        f"## {title}",
+        "",
+        f"Written by `{script}` on {when}:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        *machine_table(facts),
+        "",
+    ]
+
+
 def monitor_settings(
     stack: str,
     status_port: int,
