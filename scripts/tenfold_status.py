@@ -31,20 +31,19 @@ import requests.exceptions
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "monitor") not in sys.path:
-    sys.path.insert(0, str(ROOT / "monitor"))  # parsers and stats arithmetic shared with the monitor
+for _shared in ("plugins/module_utils", "monitor"):  # names, parsers and stats arithmetic of the monitor's
+    if str(ROOT / _shared) not in sys.path:
+        sys.path.insert(0, str(ROOT / _shared))
 
 from tenfold_monitor.containers import cpu_percent, memory_usage, published  # noqa: E402
 from tenfold_monitor.lbmembers import LbMember, member_key, read_members  # noqa: E402
 from tenfold_monitor.lbmembers import parse_members as parse_members  # noqa: E402 (kept as a name here)
+from tenfold_pool import LABEL_POOL, LABEL_REPLICA, LABEL_STACK, WARM_SUFFIX  # noqa: E402
 
 DEFAULT_STACK = "tenfold"
 DEFAULT_STATUS_PORT = 8081  # nginx_lb_status_port's default
 NOT_IN_LB = "absent"  # Replica.lb_state of a replica the LB does not list
 KNOWN_POOLS = ("frontend", "backend")
-LABEL_STACK = "tenfold.stack"
-LABEL_POOL = "tenfold.pool"
-LABEL_REPLICA = "tenfold.replica"
 RECENT_EVENTS = 5
 STATS_WORKERS = 32
 
@@ -87,6 +86,11 @@ class Replica:
     lb_inflight: int | None = None  # requests the LB has in flight on it (None when it is no member)
     lb_failing: bool | None = None  # passively marked failed: the LB rests it for fail_timeout
 
+    @property
+    def warm(self) -> bool:
+        """Kept started out of the LB for a scale-up to promote: not part of the pool's size."""
+        return self.name.endswith(WARM_SUFFIX)
+
 
 @dataclass(frozen=True)
 class PoolStatus:
@@ -96,6 +100,7 @@ class PoolStatus:
     running: int
     healthy: int
     in_lb: int | None  # the pool's active LB members
+    warm: int = 0  # warm replicas running and healthy, out of the LB
 
 
 @dataclass(frozen=True)
@@ -218,15 +223,17 @@ def pool_statuses(
 ) -> list[PoolStatus]:
     out = []
     for pool in ordered_pools([r.pool for r in replicas] + list(wanted)):
-        mine = [r for r in replicas if r.pool == pool]
+        mine = [r for r in replicas if r.pool == pool and not r.warm]
+        ready = [r for r in replicas if r.pool == pool and r.state == "running" and r.health == "healthy"]
         out.append(
             PoolStatus(
                 pool=pool,
                 wanted=wanted.get(pool, len(mine)),
                 wanted_from="event" if pool in wanted else "containers",
                 running=sum(r.state == "running" for r in mine),
-                healthy=sum(r.state == "running" and r.health == "healthy" for r in mine),
+                healthy=sum(not r.warm for r in ready),
                 in_lb=None if members is None else sum(m.serving for m in members.get(pool, [])),
+                warm=sum(r.warm for r in ready),
             )
         )
     return out
@@ -281,18 +288,20 @@ def pools_table(pools: list[PoolStatus]) -> list[str]:
             str(p.running),
             str(p.healthy),
             "?" if p.in_lb is None else str(p.in_lb),
+            str(p.warm),
         ]
         for p in pools
     ]
-    return columns(["POOL", "WANTED", "RUNNING", "HEALTHY", "IN LB"], rows, frozenset({1, 2, 3, 4}))
+    headers = ["POOL", "WANTED", "RUNNING", "HEALTHY", "IN LB", "WARM"]
+    return columns(headers, rows, frozenset({1, 2, 3, 4, 5}))
 
 
 def lb_cells(replica: Replica) -> list[str]:
-    """IN LB (active, draining, no; ? unknown) and LB INFLIGHT (- when no member) of a replica."""
+    """IN LB (active, draining, no, warm; ? unknown) and LB INFLIGHT (- when no member) of a replica."""
     if replica.lb_state is None:
         return ["?", "?"]
     if replica.lb_state == NOT_IN_LB:
-        return ["no", "-"]
+        return ["warm" if replica.warm else "no", "-"]
     return [replica.lb_state, "?" if replica.lb_inflight is None else str(replica.lb_inflight)]
 
 

@@ -67,6 +67,7 @@ class PoolSnapshot:
     unlisted: int | None = None  # running, and no LB member at all (neither active nor draining)
     panic_rps: float | None = None  # arrivals/s over the short (panic) window
     rejected: int | None = None  # requests the LB turned away itself (429/444/413/408): no demand
+    warm: int | None = None  # warm replicas running and healthy, out of the LB, ready to be promoted
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,13 @@ def pool_snapshot(
     """One pool's figures. `containers` None: Docker unknown; `members` (the pool's LB members) None: LB
     membership unknown; `traffic` None: the LB's counters cannot be trusted this tick.
 
+    Warm replicas are left out of every count but `warm`: they serve nothing until a scale run promotes them.
     A replica serves when the LB sends it new requests: an active member. A draining member is a replica
     being taken out by a scale run, so it is not `unlisted`: only a replica the LB does not know at all is
     (one a killed scale run started, say), which `Monitor.readmit` puts back.
     """
-    running = None if containers is None else [c for c in containers if c.pool == pool and c.running]
+    mine = None if containers is None else [c for c in containers if c.pool == pool and c.running]
+    running = None if mine is None else [c for c in mine if not c.warm]
     active = None if members is None else active_endpoints(members)
     known = None if members is None else endpoints(members)
     serving = None
@@ -151,6 +154,7 @@ def pool_snapshot(
         p95_s=None if traffic is None else traffic.p95_s,
         p99_s=None if traffic is None else traffic.p99_s,
         rejected=None if traffic is None else traffic.rejected,
+        warm=None if mine is None else sum(1 for c in mine if c.warm and c.health == "healthy"),
         panic_rps=None if traffic is None or panic is None else panic.rps,
         unlisted=None
         if running is None or known is None

@@ -24,13 +24,11 @@ from typing import Any
 
 import docker.errors
 import requests.exceptions
+from tenfold_pool import LABEL_POOL, LABEL_REPLICA, LABEL_STACK, WARM_SUFFIX
 
 from tenfold_monitor.lbmembers import member_key
 
 CONTAINER_PORT = "8080/tcp"
-LABEL_STACK = "tenfold.stack"
-LABEL_POOL = "tenfold.pool"
-LABEL_REPLICA = "tenfold.replica"
 DEFAULT_WORKERS = 32
 HEALTH_TIMEOUT_S = 1.0
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
@@ -51,6 +49,11 @@ class ContainerMetrics:
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+    @property
+    def warm(self) -> bool:
+        """Started for a scale-up to promote, out of the LB: no capacity, no demand, never readmitted."""
+        return self.name.endswith(WARM_SUFFIX)
 
 
 # --- stats arithmetic (pure) ----------------------------------------------------------------------

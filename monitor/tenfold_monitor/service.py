@@ -352,6 +352,7 @@ def _prometheus(port: int):
     gauges = {
         "replicas": Gauge("tenfold_pool_replicas", "Running replicas", labels),
         "serving": Gauge("tenfold_pool_serving_replicas", "Replicas healthy and in the LB", labels),
+        "warm": Gauge("tenfold_pool_warm_replicas", "Warm replicas healthy and out of the LB", labels),
         "desired": Gauge("tenfold_pool_desired_replicas", "Replicas the policy wants", labels),
         "rps": Gauge("tenfold_pool_requests_per_second", "Requests/s over the window", labels),
         "error_rate": Gauge("tenfold_pool_error_ratio", "Share of 5xx answers", labels),
@@ -374,6 +375,7 @@ def _prometheus(port: int):
             values = {
                 "replicas": pool.replicas,
                 "serving": pool.serving,
+                "warm": pool.warm,
                 "desired": desired.get(name),
                 "rps": pool.rps,
                 "error_rate": pool.error_rate,

@@ -29,6 +29,8 @@ from ansible.module_utils.tenfold_pool import (
     PoolError,
     PoolSpec,
     Replica,
+    replica_name,
+    warm_name,
 )
 
 
@@ -78,29 +80,34 @@ def pool_containers(cli: Any, stack: str, pool: str) -> list[tuple[Replica, Any]
             index = int(labels.get(LABEL_REPLICA, "0"))
         except ValueError:
             index = 0
+        warm = container.name == warm_name(stack, pool, index)
+        if not warm and container.name != replica_name(stack, pool, index):
+            index = 0  # a stray copy (a "-previous" left by a killed run, say): removed by the plan
         replica = Replica(
             name=container.name,
             index=index,
             config_hash=labels.get(LABEL_CONFIG, ""),
             running=container.status == "running",
+            warm=warm,
         )
         result.append((replica, container))
     return result
 
 
 def replica_count(cli: Any, stack: str, pool: str) -> int:
-    """How many replicas (containers with a replica index) the pool has on this engine, in any state."""
-    return sum(1 for replica, _ in pool_containers(cli, stack, pool) if replica.index >= 1)
+    """How many serving replicas (not warm ones) the pool has on this engine, in any state."""
+    return sum(1 for r, _ in pool_containers(cli, stack, pool) if r.index >= 1 and not r.warm)
 
 
 def running_replicas(cli: Any, stack: str, pool: str) -> list[int]:
-    """The indexes of the pool's replicas that run, in order (an exited or removed one leaves a gap)."""
+    """The indexes of the pool's serving replicas that run, in order (an exited or removed one leaves a
+    gap). Warm replicas are not counted: they serve nothing until a scale run promotes them."""
     found = pool_containers(cli, stack, pool)
-    return sorted({replica.index for replica, _ in found if replica.running and replica.index >= 1})
+    return sorted({r.index for r, _ in found if r.running and r.index >= 1 and not r.warm})
 
 
-def create(cli: Any, spec: PoolSpec, index: int) -> Any:
-    config = spec.container_config(index)
+def create(cli: Any, spec: PoolSpec, index: int, warm: bool = False) -> Any:
+    config = spec.container_config(index, warm)
     config["labels"] = {**config["labels"], LABEL_CONFIG: spec.config_hash(index)}
     try:
         container = cli.containers.create(**config)
@@ -139,6 +146,13 @@ def get_json(url: str, timeout: float = 1.0) -> dict | None:
             return json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def rename(container: Any, name: str) -> None:
+    try:
+        container.rename(name)
+    except DockerException as exc:
+        raise EngineError(f"could not rename {container.name} to {name}: {exc}") from exc
 
 
 def wait_healthy(container: Any, url: str, timeout: float) -> str | None:

@@ -18,6 +18,9 @@ LABEL_STACK = "tenfold.stack"
 LABEL_POOL = "tenfold.pool"
 LABEL_REPLICA = "tenfold.replica"
 LABEL_CONFIG = "tenfold.config-hash"
+# A warm replica is named like the serving replica it will become, plus this suffix: labels cannot change,
+# a name can (promotion is a rename), and `docker ps` shows which is which.
+WARM_SUFFIX = "-warm"
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*$", re.IGNORECASE)
@@ -57,6 +60,18 @@ def replica_name(stack: str, pool: str, index: int) -> str:
     return f"{stack}-{pool}-{index}"
 
 
+def warm_name(stack: str, pool: str, index: int) -> str:
+    return replica_name(stack, pool, index) + WARM_SUFFIX
+
+
+def warm_count(replicas: int, warm: int, max_replicas: int) -> int:
+    """Warm replicas a pool of `replicas` keeps: they count toward max_replicas (so its ports and its
+    resources stay bounded by it), and a pool scaled to nothing keeps none."""
+    if replicas < 1:
+        return 0
+    return max(0, min(warm, max_replicas - replicas))
+
+
 def replica_port(port_base: int, index: int) -> int:
     return port_base + index
 
@@ -91,14 +106,16 @@ class PoolSpec:
             LABEL_REPLICA: str(index),
         }
 
-    def container_config(self, index: int) -> dict:
-        """Keyword arguments for docker-py's containers.create(), minus the config-hash label."""
+    def container_config(self, index: int, warm: bool = False) -> dict:
+        """Keyword arguments for docker-py's containers.create(), minus the config-hash label.
+
+        A warm replica differs only in its container name: promotion renames it, nothing else changes."""
         name = replica_name(self.stack, self.pool, index)
         env = {"INSTANCE_NAME": name, "POOL": self.pool, "PORT": str(self.container_port)}
         env.update({str(k): str(v) for k, v in self.env.items()})
         return {
             "image": self.image_id,
-            "name": name,
+            "name": warm_name(self.stack, self.pool, index) if warm else name,
             "hostname": name,
             "labels": self.labels(index),
             "environment": env,
@@ -139,47 +156,78 @@ class Replica:
     index: int
     config_hash: str
     running: bool
+    warm: bool = False
 
 
 @dataclass
 class Plan:
+    """What to do per replica index. Indexes above `replicas` are warm slots: their creates, recreates and
+    starts make warm replicas; promote renames warm replicas into serving slots, demote the reverse."""
+
+    replicas: int = 0
     create: list[int] = field(default_factory=list)
     recreate: list[int] = field(default_factory=list)
     start: list[int] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
     keep: list[int] = field(default_factory=list)
+    promote: list[int] = field(default_factory=list)
+    demote: list[int] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.create or self.recreate or self.start or self.remove)
+        return bool(self.create or self.recreate or self.start or self.remove or self.promote or self.demote)
+
+    def is_warm(self, index: int) -> bool:
+        return index > self.replicas
+
+    def without_new_warm(self) -> Plan:
+        """This plan less the warm replicas it would create, recreate or start (scale.yml starts them once
+        the LB has the pool's new members, off the critical path)."""
+        return Plan(
+            replicas=self.replicas,
+            create=[i for i in self.create if not self.is_warm(i)],
+            recreate=[i for i in self.recreate if not self.is_warm(i)],
+            start=[i for i in self.start if not self.is_warm(i)],
+            remove=list(self.remove),
+            keep=list(self.keep),
+            promote=list(self.promote),
+            demote=list(self.demote),
+        )
 
 
-def plan(existing: list[Replica], replicas: int, wanted_hash: dict[int, str]) -> Plan:
-    """Decide what to do so that replicas 1..N exist, run and carry the wanted config.
+def plan(existing: list[Replica], replicas: int, wanted_hash: dict[int, str], warm: int = 0) -> Plan:
+    """Decide what to do so that replicas 1..N serve and N+1..N+warm are warm, each running the wanted
+    config.
 
-    Replicas above N are removed, highest index first; so are containers whose name or index does not
-    match the pool's naming (stray copies), so the pool always converges to exactly 1..N.
+    A warm replica in a serving slot is promoted and a serving one in a warm slot demoted (renames: the
+    container and its config stay). Replicas above N+warm are removed, highest index first; so are
+    containers whose name or index does not match the pool's naming (stray copies), so the pool always
+    converges to exactly 1..N+warm. For a slot with two candidates, the one already in the slot's state wins.
     """
-    if replicas < 0:
-        raise PoolError(f"replicas must be 0 or more, got {replicas}")
-    result = Plan()
+    if replicas < 0 or warm < 0:
+        raise PoolError(f"replicas and warm replicas must be 0 or more, got {replicas} and {warm}")
+    result = Plan(replicas=replicas)
+    slots = replicas + warm
     by_index: dict[int, Replica] = {}
-    for replica in sorted(existing, key=lambda r: (r.index, r.name)):
-        if 1 <= replica.index <= replicas and replica.index not in by_index:
+    for replica in sorted(existing, key=lambda r: (r.index, r.warm != (r.index > replicas), r.name)):
+        if 1 <= replica.index <= slots and replica.index not in by_index:
             by_index[replica.index] = replica
         else:
             result.remove.append(replica.name)
     result.remove.sort(key=lambda n: _index_of(n, existing), reverse=True)
-    for index in range(1, replicas + 1):
+    for index in range(1, slots + 1):
         current = by_index.get(index)
         if current is None:
             result.create.append(index)
-        elif current.config_hash != wanted_hash[index]:
+            continue
+        if current.config_hash != wanted_hash[index]:
             result.recreate.append(index)
-        elif not current.running:
-            result.start.append(index)
-        else:
-            result.keep.append(index)
+            continue
+        if current.warm and not result.is_warm(index):
+            result.promote.append(index)
+        elif not current.warm and result.is_warm(index):
+            result.demote.append(index)
+        (result.keep if current.running else result.start).append(index)
     return result
 
 

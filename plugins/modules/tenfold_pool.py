@@ -17,6 +17,10 @@ description:
     O(health_timeout), the replicas this run created are removed, a recreated replica's previous container is
     put back, and the module fails with the replica's last log lines. The pool is then as it was.
   - A replica is recreated when its configuration (image ID, limits, environment, ports...) changes.
+  - With O(warm_replicas), replicas C(replicas+1..replicas+warm) run too, healthy and named
+    C(<stack>-<pool>-<i>-warm); they are not members, so the load balancer never sends them a request. A
+    scale-up promotes them first (a health check, then a rename; no container starts on the critical path);
+    a scale-down demotes the serving replicas it leaves behind into warm ones.
   - Each container gets CPU and memory limits, reservations at O(reservation_ratio) of the limits (memory
     reservation and a CPU-shares weight), a healthcheck, a restart policy, a read-only root filesystem, all
     capabilities dropped and no-new-privileges.
@@ -37,6 +41,19 @@ options:
       - With O(preserve_current), only the size of a pool that has no replica yet.
     type: int
     required: true
+  warm_replicas:
+    description:
+      - Replicas kept started and healthy beyond O(replicas), out of the load balancer, for scale-ups to
+        promote. They count toward O(max_replicas) (a pool at its maximum keeps none); a pool of no replica
+        keeps none.
+    type: int
+    default: 0
+  start_warm:
+    description:
+      - Start the warm replicas that are missing. C(scale.yml) sets it to false for the run's first step, so
+        that the new serving replicas reach the load balancer first, and starts them at its end.
+    type: bool
+    default: true
   preserve_current:
     description:
       - Keep a running pool at its current size (clamped to O(min_replicas) and O(max_replicas)) instead of
@@ -48,7 +65,9 @@ options:
     type: int
     default: 0
   max_replicas:
-    description: With O(preserve_current), the most replicas the pool is kept at.
+    description:
+      - With O(preserve_current), the most replicas the pool is kept at.
+      - Serving and warm replicas together never exceed it.
     type: int
     default: 65535
   image:
@@ -179,8 +198,26 @@ removed:
   returned: always
   type: list
   elements: str
+promoted:
+  description: Names of the warm replicas that became serving replicas (health-checked, then renamed).
+  returned: always
+  type: list
+  elements: str
+demoted:
+  description: Names of the serving replicas that became warm ones (a scale-down keeps them started).
+  returned: always
+  type: list
+  elements: str
+warm:
+  description: Names of the pool's warm replicas after the run.
+  returned: always
+  type: list
+  elements: str
+  sample: ["tenfold-backend-4-warm"]
 removed_members:
-  description: The replicas removed (or, in check mode, to be removed), as RV(members) lists them.
+  description:
+    - The serving replicas that leave the pool (removed, or demoted into warm ones), as RV(members) lists
+      them; in check mode, those that would.
   returned: always
   type: list
   elements: dict
@@ -199,9 +236,11 @@ from ansible.module_utils.tenfold_docker import (
     image_id,
     pool_containers,
     remove,
+    rename,
     wait_healthy,
 )
 from ansible.module_utils.tenfold_pool import (
+    Plan,
     PoolError,
     PoolSpec,
     check_name,
@@ -211,6 +250,8 @@ from ansible.module_utils.tenfold_pool import (
     probe_address,
     replica_name,
     replica_port,
+    warm_count,
+    warm_name,
 )
 
 
@@ -219,6 +260,8 @@ def argument_spec() -> dict:
         "stack": {"type": "str", "required": True},
         "pool": {"type": "str", "required": True},
         "replicas": {"type": "int", "required": True},
+        "warm_replicas": {"type": "int", "default": 0},
+        "start_warm": {"type": "bool", "default": True},
         "preserve_current": {"type": "bool", "default": False},
         "min_replicas": {"type": "int", "default": 0},
         "max_replicas": {"type": "int", "default": 65535},
@@ -251,6 +294,8 @@ def build_spec(params: dict, resolved_image: str) -> PoolSpec:
     check_name("pool", params["pool"])
     if params["replicas"] < 0:
         raise PoolError(f"replicas must be 0 or more, got {params['replicas']}")
+    if params["warm_replicas"] < 0:
+        raise PoolError(f"warm_replicas must be 0 or more, got {params['warm_replicas']}")
     if not 0 < params["cpus"] <= 64:
         raise PoolError(f"cpus must be more than 0 and at most 64, got {params['cpus']}")
     if not 0 < params["reservation_ratio"] <= 1:
@@ -258,10 +303,10 @@ def build_spec(params: dict, resolved_image: str) -> PoolSpec:
     for key in ("port_base", "container_port"):
         if not 1 <= params[key] <= 65535:
             raise PoolError(f"{key} must be a port number (1-65535), got {params[key]}")
-    if params["port_base"] + params["replicas"] > 65535:
-        raise PoolError(
-            f"port_base {params['port_base']} + replicas {params['replicas']} runs past port 65535"
-        )
+    replicas = params["replicas"]
+    slots = replicas + warm_count(replicas, params["warm_replicas"], params["max_replicas"])
+    if params["port_base"] + slots > 65535:
+        raise PoolError(f"port_base {params['port_base']} + {slots} replicas runs past port 65535")
     return PoolSpec(
         stack=params["stack"],
         pool=params["pool"],
@@ -291,7 +336,7 @@ def app_env(params: dict) -> dict:
 
 def wanted_replicas(params: dict, existing: list) -> int:
     """The pool's size: `replicas`, or with preserve_current the running pool's size within its bounds."""
-    current = sum(1 for replica in existing if replica.index >= 1)
+    current = sum(1 for replica in existing if replica.index >= 1 and not replica.warm)
     if not params["preserve_current"] or current == 0:
         return params["replicas"]
     if params["min_replicas"] > params["max_replicas"]:
@@ -303,12 +348,25 @@ def wanted_replicas(params: dict, existing: list) -> int:
 class PoolReconciler:
     """Carries out a plan against the engine, undoing its own work when a replica is not healthy."""
 
-    def __init__(self, module: AnsibleModule, cli: Any, spec: PoolSpec) -> None:
+    def __init__(self, module: AnsibleModule, cli: Any, spec: PoolSpec, todo: Plan) -> None:
         self.module = module
         self.cli = cli
         self.spec = spec
+        self.todo = todo
         self.probe = probe_address(spec.bind_address)
-        self.result: dict[str, list[str]] = {"created": [], "recreated": [], "started": [], "removed": []}
+        self.promoted: list[int] = []
+        self.result: dict[str, list[str]] = {
+            "created": [],
+            "recreated": [],
+            "started": [],
+            "removed": [],
+            "promoted": [],
+            "demoted": [],
+        }
+
+    def name(self, index: int) -> str:
+        stack, pool = self.spec.stack, self.spec.pool
+        return warm_name(stack, pool, index) if self.todo.is_warm(index) else replica_name(stack, pool, index)
 
     def health_url(self, index: int) -> str:
         port = replica_port(self.spec.port_base, index)
@@ -317,12 +375,30 @@ class PoolReconciler:
     def gate(self, container: Any, index: int) -> str | None:
         return wait_healthy(container, self.health_url(index), self.module.params["health_timeout"])
 
+    def promote(self, indexes: list[int], by_index: dict[int, Any]) -> None:
+        """Warm replicas become serving ones: each is checked healthy right before its rename."""
+        for index in indexes:
+            container = by_index[index]
+            if container.status == "running":
+                problem = self.gate(container, index)
+                if problem:
+                    self.undo_promotions(by_index)
+                    raise PoolError(f"warm replica is not healthy, nothing promoted: {problem}")
+            rename(container, self.name(index))
+            self.promoted.append(index)
+            self.result["promoted"].append(self.name(index))
+
+    def undo_promotions(self, by_index: dict[int, Any]) -> None:
+        for index in self.promoted:
+            rename(by_index[index], warm_name(self.spec.stack, self.spec.pool, index))
+        self.promoted, self.result["promoted"] = [], []
+
     def create_all(self, indexes: list[int]) -> None:
         """Start the new replicas together, then gate each; on a failure remove every one of them."""
         started = []
         try:
             for index in indexes:
-                started.append(create(self.cli, self.spec, index))
+                started.append(create(self.cli, self.spec, index, self.todo.is_warm(index)))
             for container, index in zip(started, indexes, strict=True):
                 problem = self.gate(container, index)
                 if problem:
@@ -335,13 +411,13 @@ class PoolReconciler:
 
     def recreate(self, index: int, old: Any) -> None:
         """Replace one replica; if the replacement is unhealthy, put the previous container back."""
-        name = replica_name(self.spec.stack, self.spec.pool, index)
+        name = old.name
         parked = f"{name}-previous"
         old.rename(parked)
         old.stop(timeout=self.spec.stop_timeout)
         new = None
         try:
-            new = create(self.cli, self.spec, index)
+            new = create(self.cli, self.spec, index, self.todo.is_warm(index))
             problem = self.gate(new, index)
             if problem:
                 raise PoolError(f"replacement replica never became healthy: {problem}")
@@ -352,7 +428,7 @@ class PoolReconciler:
             old.start()
             raise
         remove(old, stop_timeout=self.spec.stop_timeout)
-        self.result["recreated"].append(name)
+        self.result["recreated"].append(self.name(index))
 
     def start(self, index: int, container: Any) -> None:
         container.start()
@@ -361,6 +437,26 @@ class PoolReconciler:
             raise PoolError(f"replica did not come back healthy: {problem}")
         self.result["started"].append(container.name)
 
+    def carry_out(self, containers: dict[str, Any], by_index: dict[int, Any]) -> None:
+        """Serving capacity first: promotions (renames) before anything starts; warm replicas last."""
+        for name in self.todo.remove:
+            remove(containers[name], self.spec.stop_timeout)
+            self.result["removed"].append(name)
+        for index in self.todo.demote:
+            rename(by_index[index], self.name(index))
+            self.result["demoted"].append(self.name(index))
+        self.promote(self.todo.promote, by_index)
+        try:
+            for index in self.todo.start:
+                self.start(index, by_index[index])
+            for index in self.todo.recreate:
+                self.recreate(index, by_index[index])
+            if self.todo.create:
+                self.create_all(self.todo.create)
+        except PoolError:
+            self.undo_promotions(by_index)
+            raise
+
 
 def run(module: AnsibleModule) -> dict:
     params = dict(module.params)
@@ -368,24 +464,34 @@ def run(module: AnsibleModule) -> dict:
     found = pool_containers(cli, params["stack"], params["pool"])
     params["replicas"] = wanted_replicas(params, [replica for replica, _ in found])
     spec = build_spec(params, image_id(cli, params["image"]) if params["replicas"] > 0 else "")
+    warm = warm_count(params["replicas"], params["warm_replicas"], params["max_replicas"])
+    slots = params["replicas"] + warm
+    wanted = {i: spec.config_hash(i) for i in range(1, slots + 1)}
+    todo = plan([replica for replica, _ in found], params["replicas"], wanted, warm)
+    if not params["start_warm"]:
+        todo = todo.without_new_warm()
     containers = {replica.name: container for replica, container in found}
-    by_index = {replica.index: container for replica, container in found}
-    wanted = {i: spec.config_hash(i) for i in range(1, params["replicas"] + 1)}
-    todo = plan([replica for replica, _ in found], params["replicas"], wanted)
+    # A slot's container: the one the plan kept for it (already in the slot's state when there were two).
+    by_index = {r.index: containers[r.name] for r, _ in found if r.index >= 1 and r.name not in todo.remove}
 
+    work = PoolReconciler(module, cli, spec, todo)
+    kept = set(todo.keep + todo.start + todo.create + todo.recreate)
     before = [replica.name for replica, _ in sorted(found, key=lambda pair: (pair[0].index, pair[0].name))]
-    after = [replica_name(spec.stack, spec.pool, i) for i in range(1, params["replicas"] + 1)]
+    after = [work.name(i) for i in range(1, slots + 1) if i in kept]
     advertise = params["advertise_address"] or probe_address(spec.bind_address)
     result: dict[str, Any] = {
         "changed": todo.changed,
-        "created": [replica_name(spec.stack, spec.pool, i) for i in todo.create],
-        "recreated": [replica_name(spec.stack, spec.pool, i) for i in todo.recreate],
-        "started": [replica_name(spec.stack, spec.pool, i) for i in todo.start],
+        "created": [work.name(i) for i in todo.create],
+        "recreated": [work.name(i) for i in todo.recreate],
+        "started": [work.name(i) for i in todo.start],
         "removed": list(todo.remove),
+        "promoted": [work.name(i) for i in todo.promote],
+        "demoted": [work.name(i) for i in todo.demote],
+        "warm": [work.name(i) for i in range(params["replicas"] + 1, slots + 1) if i in kept],
         "removed_members": [
             member(spec, replica.index, advertise)
             for replica, _ in found
-            if replica.name in todo.remove and replica.index >= 1
+            if replica.index > params["replicas"] and not replica.warm
         ],
         "replicas": params["replicas"],
         "members": [member(spec, i, advertise) for i in range(1, params["replicas"] + 1)],
@@ -400,16 +506,7 @@ def run(module: AnsibleModule) -> dict:
     if module.check_mode or not todo.changed:
         return result
 
-    work = PoolReconciler(module, cli, spec)
-    for name in todo.remove:
-        remove(containers[name], spec.stop_timeout)
-        work.result["removed"].append(name)
-    for index in todo.start:
-        work.start(index, by_index[index])
-    for index in todo.recreate:
-        work.recreate(index, by_index[index])
-    if todo.create:
-        work.create_all(todo.create)
+    work.carry_out(containers, by_index)
     result.update(work.result)
     return result
 

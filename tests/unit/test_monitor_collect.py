@@ -572,6 +572,17 @@ def test_a_running_replica_the_lb_does_not_list_is_unlisted_and_a_wildcard_bind_
     assert (pool.serving, pool.lb_members, pool.unlisted) == (1, 1, 1)
 
 
+def test_a_warm_replica_counts_only_as_warm_never_as_replica_starting_or_unlisted():
+    warm = ContainerMetrics(
+        "t-backend-4-warm", "backend", 4, "running", "healthy", "127.0.0.1:18204", 1, 1, 0
+    )
+    booting = ContainerMetrics(
+        "t-backend-5-warm", "backend", 5, "running", "starting", "127.0.0.1:18205", 1, 1, 0
+    )
+    pool = pool_snapshot("backend", [replica(1), replica(2), warm, booting], members_of(18201, 18202), None)
+    assert (pool.replicas, pool.serving, pool.starting, pool.unlisted, pool.warm) == (2, 2, 0, 0, 1)
+
+
 def test_a_pool_without_members_is_known_and_empty():
     empty = pool_snapshot("backend", [replica(1)], [], None)
     assert (empty.serving, empty.starting, empty.lb_members, empty.unlisted) == (0, 1, 0, 1)

@@ -20,10 +20,13 @@ def spec(**overrides):
     return tp.PoolSpec(**values)
 
 
-def replica(index, config_hash="h", running=True, name=None):
-    return tp.Replica(
-        name=name or f"s-backend-{index}", index=index, config_hash=config_hash, running=running
-    )
+def replica(index, config_hash="h", running=True, name=None, warm=False):
+    default = tp.warm_name("s", "backend", index) if warm else f"s-backend-{index}"
+    return tp.Replica(name=name or default, index=index, config_hash=config_hash, running=running, warm=warm)
+
+
+def hashes(count):
+    return dict.fromkeys(range(1, count + 1), "h")
 
 
 def test_empty_pool_creates_every_replica():
@@ -61,6 +64,70 @@ def test_stray_duplicates_and_unnumbered_containers_are_removed():
     existing = [replica(1), replica(1, name="s-backend-1-previous"), replica(0, name="s-backend-x")]
     result = tp.plan(existing, 1, {1: "h"})
     assert sorted(result.remove) == ["s-backend-1-previous", "s-backend-x"]
+
+
+def test_a_pool_keeps_its_warm_replicas_above_the_serving_ones():
+    result = tp.plan([], 3, hashes(4), warm=1)
+    assert result.create == [1, 2, 3, 4]
+    assert [result.is_warm(i) for i in result.create] == [False, False, False, True]
+
+
+def test_scale_up_promotes_the_warm_replica_and_starts_its_replacement():
+    existing = [replica(1), replica(2), replica(3), replica(4, warm=True)]
+    result = tp.plan(existing, 4, hashes(5), warm=1)
+    assert result.promote == [4]
+    assert result.create == [5] and result.is_warm(5)
+    assert not result.remove
+
+
+def test_scale_up_past_the_warm_ones_creates_the_rest_cold():
+    existing = [replica(1), replica(2), replica(3), replica(4, warm=True)]
+    result = tp.plan(existing, 6, hashes(7), warm=1)
+    assert result.promote == [4]
+    assert result.create == [5, 6, 7]
+
+
+def test_the_first_step_of_a_scale_up_leaves_the_replacements_for_later():
+    existing = [replica(1), replica(2), replica(3), replica(4, warm=True)]
+    first = tp.plan(existing, 5, hashes(6), warm=1).without_new_warm()
+    assert first.promote == [4]
+    assert first.create == [5]
+
+
+def test_scale_down_demotes_the_drained_replica_and_removes_the_warm_ones_above():
+    existing = [replica(i) for i in range(1, 6)] + [replica(6, warm=True)]
+    result = tp.plan(existing, 3, hashes(4), warm=1)
+    assert result.demote == [4]
+    assert result.remove == ["s-backend-6-warm", "s-backend-5"]
+    assert result.keep == [1, 2, 3, 4]
+
+
+def test_a_warm_replica_with_an_old_config_is_recreated_as_warm():
+    existing = [replica(1), replica(2, warm=True, config_hash="old")]
+    result = tp.plan(existing, 1, hashes(2), warm=1)
+    assert result.recreate == [2] and result.is_warm(2)
+    assert not result.promote
+
+
+def test_for_one_slot_the_container_already_in_its_state_wins():
+    existing = [replica(1), replica(2, warm=True), replica(2)]
+    result = tp.plan(existing, 1, hashes(2), warm=1)
+    assert result.remove == ["s-backend-2"]
+    assert not result.demote and result.keep == [1, 2]
+
+
+def test_warm_replicas_count_toward_the_maximum():
+    assert tp.warm_count(3, 1, 10) == 1
+    assert tp.warm_count(9, 2, 10) == 1
+    assert tp.warm_count(10, 1, 10) == 0
+    assert tp.warm_count(0, 1, 10) == 0
+
+
+def test_a_warm_replica_differs_from_its_serving_self_only_in_its_name():
+    warm, serving = spec().container_config(4, warm=True), spec().container_config(4)
+    assert warm.pop("name") == "s-backend-4-warm"
+    assert serving.pop("name") == "s-backend-4"
+    assert warm == serving
 
 
 def test_negative_replicas_is_an_error():

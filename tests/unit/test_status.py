@@ -254,9 +254,11 @@ def test_memory_leaves_out_inactive_page_cache():
 
 
 # --- combining and rendering --------------------------------------------------------------------------
-def replica(index: int, pool: str = "backend", state: str = "running", health: str = "healthy") -> object:
+def replica(
+    index: int, pool: str = "backend", state: str = "running", health: str = "healthy", warm: bool = False
+) -> object:
     return ts.Replica(
-        name=f"tenfold-{pool}-{index}",
+        name=f"tenfold-{pool}-{index}" + ("-warm" if warm else ""),
         pool=pool,
         index=index,
         state=state,
@@ -274,6 +276,7 @@ def sample_status() -> object:
         replica(1),
         replica(2, health="starting"),
         replica(3, state="exited", health="unhealthy"),
+        replica(4, warm=True),
     ]
     members = ts.parse_members(
         members_answer(
@@ -326,17 +329,18 @@ tenfold stack 'tenfold'  (2026-11-27 12:30:00Z)
 
 Load balancer: tenfold-lb  running  healthy
 
-POOL      WANTED  RUNNING  HEALTHY  IN LB
-frontend      1*        1        1      1
-backend        4        2        1      2
+POOL      WANTED  RUNNING  HEALTHY  IN LB  WARM
+frontend      1*        1        1      1     0
+backend        4        2        1      2     1
 * no successful scale run recorded: wanted = containers found
 ! backend: the LB lists 127.0.0.1:18209, which no container publishes
 
-REPLICA             STATE    HEALTH     CPU %  MEMORY          ADDRESS          IN LB     LB INFLIGHT
-tenfold-frontend-1  running  healthy      1.2  50 MiB / 1 GiB  127.0.0.1:18101  active              4
-tenfold-backend-1   running  healthy      1.2  50 MiB / 1 GiB  127.0.0.1:18201  active              2
-tenfold-backend-2   running  starting     1.2  50 MiB / 1 GiB  127.0.0.1:18202  draining            1
-tenfold-backend-3   exited   unhealthy      -  -               127.0.0.1:18203  no                  -
+REPLICA                 STATE    HEALTH     CPU %  MEMORY          ADDRESS          IN LB     LB INFLIGHT
+tenfold-frontend-1      running  healthy      1.2  50 MiB / 1 GiB  127.0.0.1:18101  active              4
+tenfold-backend-1       running  healthy      1.2  50 MiB / 1 GiB  127.0.0.1:18201  active              2
+tenfold-backend-2       running  starting     1.2  50 MiB / 1 GiB  127.0.0.1:18202  draining            1
+tenfold-backend-3       exited   unhealthy      -  -               127.0.0.1:18203  no                  -
+tenfold-backend-4-warm  running  healthy      1.2  50 MiB / 1 GiB  127.0.0.1:18204  warm                -
 
 Last 5 scale events:
 TIME (UTC)            TRIGGER  POOLS         DURATION  RESULT
@@ -360,7 +364,7 @@ def test_table_says_membership_is_unknown_when_the_members_api_does_not_answer()
     )
     lines = ts.render_table(unknown).splitlines()
     assert "LB members unknown: no readable answer from http://127.0.0.1:8081/members (?)." in lines
-    assert "backend      1*        1        1      ?" in lines
+    assert "backend      1*        1        1      ?     0" in lines
     row = next(line for line in lines if line.startswith("tenfold-backend-1"))
     assert row.split()[-3:] == ["127.0.0.1:18201", "?", "?"]
 
