@@ -317,7 +317,14 @@ class Monitor:
 def pool_sizes(stack: str) -> dict[str, int]:
     """Running containers per pool of the stack, from Docker."""
     out = subprocess.run(
-        ["docker", "ps", "--filter", f"label=tenfold.stack={stack}", "--format", '{{.Label "tenfold.pool"}}'],
+        [
+            "docker",
+            "ps",
+            "--filter",
+            f"label=tenfold.stack={stack}",
+            "--format",
+            '{{.Label "tenfold.pool"}} {{.Names}}',
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -326,8 +333,9 @@ def pool_sizes(stack: str) -> dict[str, int]:
     if out.returncode != 0:
         raise LoadTestError(f"docker ps failed: {out.stderr.strip()}")
     sizes = {pool: 0 for pool in POOLS}
-    for pool in out.stdout.split():
-        if pool in sizes:
+    for line in out.stdout.splitlines():
+        pool, _, name = line.partition(" ")
+        if pool in sizes and not name.endswith("-warm"):  # warm replicas are not the pool's size
             sizes[pool] += 1
     return sizes
 

@@ -148,6 +148,13 @@ def get_json(url: str, timeout: float = 1.0) -> dict | None:
         return None
 
 
+def start(container: Any) -> None:
+    try:
+        container.start()
+    except DockerException as exc:
+        raise EngineError(f"could not start {container.name}: {exc}") from exc
+
+
 def rename(container: Any, name: str) -> None:
     try:
         container.rename(name)

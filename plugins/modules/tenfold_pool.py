@@ -237,6 +237,7 @@ from ansible.module_utils.tenfold_docker import (
     pool_containers,
     remove,
     rename,
+    start,
     wait_healthy,
 )
 from ansible.module_utils.tenfold_pool import (
@@ -376,14 +377,19 @@ class PoolReconciler:
         return wait_healthy(container, self.health_url(index), self.module.params["health_timeout"])
 
     def promote(self, indexes: list[int], by_index: dict[int, Any]) -> None:
-        """Warm replicas become serving ones: each is checked healthy right before its rename."""
+        """Warm replicas become serving ones: each is checked healthy right before its rename (one that
+        stopped is started first)."""
         for index in indexes:
             container = by_index[index]
-            if container.status == "running":
+            try:
+                if container.status == "exited" or container.status == "created":
+                    start(container)
                 problem = self.gate(container, index)
                 if problem:
-                    self.undo_promotions(by_index)
                     raise PoolError(f"warm replica is not healthy, nothing promoted: {problem}")
+            except PoolError:
+                self.undo_promotions(by_index)
+                raise
             rename(container, self.name(index))
             self.promoted.append(index)
             self.result["promoted"].append(self.name(index))
@@ -431,7 +437,7 @@ class PoolReconciler:
         self.result["recreated"].append(self.name(index))
 
     def start(self, index: int, container: Any) -> None:
-        container.start()
+        start(container)
         problem = self.gate(container, index)
         if problem:
             raise PoolError(f"replica did not come back healthy: {problem}")
@@ -448,7 +454,8 @@ class PoolReconciler:
         self.promote(self.todo.promote, by_index)
         try:
             for index in self.todo.start:
-                self.start(index, by_index[index])
+                if index not in self.todo.promote:  # promote started it
+                    self.start(index, by_index[index])
             for index in self.todo.recreate:
                 self.recreate(index, by_index[index])
             if self.todo.create:

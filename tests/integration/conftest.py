@@ -79,9 +79,13 @@ def stack_containers(engine: docker.DockerClient, name: str) -> list:
     return engine.containers.list(all=True, filters={"label": f"tenfold.stack={name}"}, ignore_removed=True)
 
 
-def pool_containers(engine: docker.DockerClient, stack: Stack, pool: str) -> list:
-    """The pool's containers (any state), by replica index."""
-    found = [c for c in stack_containers(engine, stack.name) if c.labels.get("tenfold.pool") == pool]
+def pool_containers(engine: docker.DockerClient, stack: Stack, pool: str, warm: bool = False) -> list:
+    """The pool's serving replicas (any state), by replica index; with warm=True, its warm ones instead."""
+    found = [
+        c
+        for c in stack_containers(engine, stack.name)
+        if c.labels.get("tenfold.pool") == pool and c.name.endswith("-warm") == warm
+    ]
     return sorted(found, key=lambda c: int(c.labels["tenfold.replica"]))
 
 

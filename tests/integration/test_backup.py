@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 import tenfold_backup as tb
-from conftest import stack_containers
+from conftest import pool_containers
 from helpers import EVENTS_LOG, Backups, playbook
 
 pytestmark = pytest.mark.integration
 
 
 def replicas(engine, stack, pool: str) -> int:
-    return sum(1 for c in stack_containers(engine, stack.name) if c.labels.get("tenfold.pool") == pool)
+    return len(pool_containers(engine, stack, pool))
 
 
 @pytest.fixture

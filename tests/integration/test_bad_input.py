@@ -219,6 +219,8 @@ ROWS = [
           "app_pools_frontend_replicas=2 must lie within app_pools_frontend_min_replicas=3"),
     extra("site-replicas-not-a-number", "site.yml", "app_pools_backend_replicas=abc",
           "argument 'app_pools_backend_replicas' is of type str and we were unable to convert to int"),
+    extra("site-warm-replicas-negative", "site.yml", "app_pools_frontend_warm_replicas=-1",
+          "app_pools_frontend_warm_replicas=-1 must be 0 or more"),
     extra("site-unknown-frontend-method", "site.yml", "nginx_lb_frontend_method=random",
           "value of nginx_lb_frontend_method must be one of: hash, ip_hash, got: random"),
     extra("site-unknown-backend-method", "site.yml", "nginx_lb_backend_method=fastest",

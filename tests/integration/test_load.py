@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import stack_containers
+from conftest import pool_containers
 from helpers import ROOT, STACK_VARS, playbook
 
 pytestmark = pytest.mark.integration
@@ -42,12 +42,7 @@ def load_test(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 def sizes(engine, stack) -> dict[str, int]:
-    found = dict.fromkeys(POOLS, 0)
-    for container in stack_containers(engine, stack.name):
-        pool = container.labels.get("tenfold.pool")
-        if pool in found and container.status == "running":
-            found[pool] += 1
-    return found
+    return {pool: sum(c.status == "running" for c in pool_containers(engine, stack, pool)) for pool in POOLS}
 
 
 def test_the_scenarios_short_profile_writes_a_complete_result_file_and_a_summary(stack, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from benchlib import monitor_settings
-from conftest import stack_containers
+from conftest import pool_containers
 from helpers import (
     BIN,
     EVENTS_LOG,
@@ -32,7 +32,7 @@ SPIKE_SOURCES = [f"127.0.5.{i}" for i in range(1, 49)]
 
 
 def backend_replicas(engine, stack) -> int:
-    return sum(1 for c in stack_containers(engine, stack.name) if c.labels.get("tenfold.pool") == "backend")
+    return len(pool_containers(engine, stack, "backend"))
 
 
 class MonitorProcess:

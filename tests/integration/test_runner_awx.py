@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import tenfold_backup as tb
 import yaml
-from conftest import stack_containers
+from conftest import pool_containers
 from helpers import BIN, ROOT, STACK_VARS
 
 pytestmark = pytest.mark.integration
@@ -66,9 +66,7 @@ def job_events(pdd: Path, ident: str) -> list[dict]:
 
 def test_scale_runs_under_ansible_runner_and_records_its_event(engine, stack, private_data_dir):
     pdd, events = private_data_dir
-    backends = sum(
-        1 for c in stack_containers(engine, stack.name) if c.labels.get("tenfold.pool") == "backend"
-    )
+    backends = len(pool_containers(engine, stack, "backend"))
     run = runner(pdd, "scale.yml", "scale", {"pool": "backend", "replicas": backends})
     status = (pdd / "artifacts" / "scale" / "status").read_text().strip()
     stdout = (pdd / "artifacts" / "scale" / "stdout").read_text()

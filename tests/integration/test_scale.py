@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import stack_containers
+from conftest import pool_containers, stack_containers
 from helpers import (
     BIN,
     EVENTS_LOG,
@@ -47,8 +47,7 @@ def scale(*extra: str):
 
 
 def replicas(engine, stack, pool: str) -> list[int]:
-    found = [c for c in stack_containers(engine, stack.name) if c.labels.get("tenfold.pool") == pool]
-    return sorted(int(c.labels["tenfold.replica"]) for c in found)
+    return [int(c.labels["tenfold.replica"]) for c in pool_containers(engine, stack, pool)]
 
 
 def members(stack, pool: str) -> list[int]:

@@ -30,9 +30,20 @@ def test_replica_runs_limited_and_hardened(host, pool, index):
     assert body["instance"] == f"{STACK}-{pool}-{index}"
 
 
+@pytest.mark.parametrize("pool", sorted(POOLS))
+def test_each_pool_keeps_a_warm_replica_ready_above_its_serving_ones(host, pool):
+    port_base, memory = POOLS[pool]
+    info = inspect(host, f"{STACK}-{pool}-3-warm")
+    assert info["State"]["Running"]
+    assert info["Config"]["Labels"]["tenfold.replica"] == "3"
+    assert info["HostConfig"]["Memory"] == memory
+    body = json.loads(host.check_output(f"curl -fsS http://127.0.0.1:{port_base + 3}/health"))
+    assert body["instance"] == f"{STACK}-{pool}-3"  # the name it serves under once promoted
+
+
 def test_pools_network_exists(host):
     assert host.run(f"docker network inspect {STACK}-apps").rc == 0
 
 
-def test_no_third_replica(host):
+def test_no_third_serving_replica(host):
     assert host.run(f"docker inspect {STACK}-backend-3").rc != 0
