@@ -23,12 +23,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import docker
 import tenfold_lock
 import tenfold_policy as policy
 
 from tenfold_monitor import events
 from tenfold_monitor.actuator import Actuator
 from tenfold_monitor.collect import TRAFFIC_STATES, Collector, PoolSnapshot, Snapshot
+from tenfold_monitor.promote import FastPath
 
 LOG = logging.getLogger("tenfold.monitor")
 # A daily report still running after this long is stopped (it reads at most the metrics log's backups).
@@ -57,6 +59,9 @@ class Settings:
     metrics_backups: int = 4
     window_s: float = 10.0
     panic_window_s: float = 3.0  # the short window beside it (the policy's panic rule)
+    # Promote a pool's warm replicas in the monitor's own process (lock, health check, LB members, event),
+    # then let scale.yml start the rest; false: every scale-up goes through scale.yml.
+    fast_path: bool = True
     scale_command: list[str] = field(default_factory=lambda: [".venv/bin/ansible-playbook", "scale.yml"])
     prometheus_port: int = 0  # 0: no Prometheus endpoint
     pools: dict[str, dict[str, Any]] = field(
@@ -132,6 +137,15 @@ class Monitor:
             settings.metrics_max_bytes,
             settings.metrics_backups,
         )
+        self.fast_path = None
+        if settings.fast_path and not settings.dry_run:
+            self.fast_path = FastPath(
+                stack,
+                docker.from_env,
+                settings.lb_status_url.rsplit("/", 1)[0],
+                self.lock_path(),
+                settings.path(settings.events_log),
+            )
         self.last_decisions: dict[str, dict] = {}
         self.unlisted_ticks: dict[str, int] = {}  # pool -> ticks in a row with replicas outside the LB
         self.started = time.time()
@@ -163,12 +177,12 @@ class Monitor:
             metrics = pool_metrics(snapshot, pool) if pool else None
             decision = pool_policy.decide(name, now, metrics, scaled_at.get(name))
             decisions.append(decision)
-            self.act(decision)
+            self.act(decision, pool)
             self.readmit(decision, pool)
         self.record(snapshot, decisions)
         return decisions
 
-    def act(self, decision: policy.Decision) -> None:
+    def act(self, decision: policy.Decision, pool: PoolSnapshot | None = None) -> None:
         summary = (
             f"{decision.pool}: {decision.action} {decision.current} -> {decision.desired}: {decision.reason}"
         )
@@ -177,9 +191,18 @@ class Monitor:
             return
         if self.settings.dry_run:
             LOG.info("dry run, not acting: %s", summary)
-        elif self.scale_run_in_progress():
+            return
+        if self.scale_run_in_progress():
             LOG.info("a scale run is in progress, waiting to plan again from what it leaves: %s", summary)
-        elif self.actuator.start(decision.pool, decision.desired, decision.current):
+            return
+        current = decision.current
+        if decision.action == "up" and self.fast_path is not None and pool is not None and pool.warm:
+            promotion = self.fast_path.promote(decision.pool, decision.current, decision.desired)
+            level = logging.INFO if promotion.result == "ok" else logging.WARNING
+            LOG.log(level, "fast path %s: %s (decision: %s)", promotion.result, promotion.reason, summary)
+            current = promotion.target
+        # scale.yml does the rest: replicas past the warm ones, and the promoted ones' warm replacements.
+        if self.actuator.start(decision.pool, decision.desired, current):
             LOG.info("scaling: %s", summary)
 
     def readmit(self, decision: policy.Decision, pool: PoolSnapshot | None) -> None:
@@ -211,9 +234,11 @@ class Monitor:
         """The monitor's own scale run, or any other run that holds scale.yml's lock, is going."""
         if self.actuator.busy():
             return True
-        lock = self.settings.path(self.settings.scale_lock or f"logs/scale-{self.settings.stack}.lock")
-        holder = tenfold_lock.read_owner(str(lock))
+        holder = tenfold_lock.read_owner(str(self.lock_path()))
         return holder is not None and tenfold_lock.is_alive(holder)
+
+    def lock_path(self) -> Path:
+        return self.settings.path(self.settings.scale_lock or f"logs/scale-{self.settings.stack}.lock")
 
     def record(self, snapshot: Snapshot, decisions: list[policy.Decision]) -> None:
         line = json.loads(snapshot.to_json())

@@ -32,12 +32,10 @@ options:
 """
 
 import importlib.util
-import json
 import os
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +43,18 @@ from ansible import context
 from ansible.plugins.callback import CallbackBase
 
 AWX_ENV = ("AWX_JOB_ID", "JOB_ID", "AWX_HOST")
-_LOCK_UTIL = Path(__file__).resolve().parents[1] / "module_utils" / "tenfold_lock.py"
+_UTILS = Path(__file__).resolve().parents[1] / "module_utils"
 
 
-def _lock_code() -> Any:
-    """module_utils/tenfold_lock.py, loaded from its file as plugins/action/tenfold_lock.py loads it."""
-    name = "tenfold_lock_controller"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _LOCK_UTIL)
+def _util(name: str) -> Any:
+    """module_utils/<name>.py, loaded from its file as plugins/action/tenfold_lock.py loads it."""
+    key = f"{name}_controller"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, _UTILS / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
+        sys.modules[key] = module
         spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return sys.modules[key]
 
 
 def _message(msg: Any) -> str | None:
@@ -102,7 +96,7 @@ class CallbackModule(CallbackBase):
         if result._task.action.split(".")[-1] != "tenfold_lock":
             return
         if outcome.get("acquired") and outcome.get("owner") and self._lease is None:
-            code = _lock_code()
+            code = _util("tenfold_lock")
             owner = code.Owner(**outcome["owner"])
             self._lease = code.keep_renewing(outcome["path"], owner, code.RENEW_EVERY_S)
         elif outcome.get("released") is not None and self._lease is not None:
@@ -129,27 +123,24 @@ class CallbackModule(CallbackBase):
         scale = custom.get("tenfold_scale")
         if scale is None or context.CLIARGS.get("check"):
             return  # not a scale run, or one that only showed what it would do
-        end = time.time()
         totals = [stats.summarize(host) for host in stats.processed]
         failed = (
             bool(self._failed_task)
             or self._unreachable
             or any(t["failures"] or t["unreachable"] for t in totals)
         )
-        event = {
-            "start": _iso(self._start),
-            "end": _iso(end),
-            "duration_s": round(end - self._start, 3),
-            "trigger": self._trigger(),
-            "stack": scale.get("stack"),
-            "request": scale.get("request", {}),
-            "pools": scale.get("pools", []),
-            "result": "failed" if failed else "ok",
-            "failed_task": self._failed_task,
-            "error": self._failed_msg,
-        }
-        if scale.get("recovered_from"):
-            event["recovered_from"] = scale["recovered_from"]  # the killed run whose lock this one took
+        event = _util("tenfold_events").event(
+            start=self._start,
+            end=time.time(),
+            trigger=self._trigger(),
+            stack=scale.get("stack"),
+            request=scale.get("request", {}),
+            pools=scale.get("pools", []),
+            result="failed" if failed else "ok",
+            failed_task=self._failed_task,
+            error=self._failed_msg,
+            recovered_from=scale.get("recovered_from"),
+        )
         self._append(event)
 
     def _trigger(self) -> str:
@@ -165,8 +156,6 @@ class CallbackModule(CallbackBase):
         if not os.path.isabs(path):
             path = os.path.join(self._playbook_dir, path)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(event, sort_keys=True) + "\n")
+            _util("tenfold_events").append(path, event)
         except OSError as exc:
             self._display.warning(f"tenfold_scale_events: could not write {path}: {exc}")

@@ -30,6 +30,9 @@ class PoolTarget:
     target: int
     clamped: bool
     message: str
+    # The run reconciles the pool: it was asked about it (even at its size: its warm replicas are topped up)
+    # and the request is not stale.
+    reconcile: bool = True
 
     @property
     def direction(self) -> str:
@@ -47,6 +50,7 @@ class PoolTarget:
             "direction": self.direction,
             "clamped": self.clamped,
             "message": self.message,
+            "reconcile": self.reconcile,
         }
 
 
@@ -120,7 +124,9 @@ def stale_target(pool: str, current: int, expected: int) -> PoolTarget:
         f"{pool}: planned at {expected} replicas, the pool has {current} now: nothing done, the request is"
         " stale (planned again from what the pool has)"
     )
-    return PoolTarget(pool=pool, current=current, target=current, clamped=False, message=message)
+    return PoolTarget(
+        pool=pool, current=current, target=current, clamped=False, message=message, reconcile=False
+    )
 
 
 def _parse_counts(

@@ -48,12 +48,16 @@ options:
         keeps none.
     type: int
     default: 0
-  start_warm:
+  warm_start:
     description:
-      - Start the warm replicas that are missing. C(scale.yml) sets it to false for the run's first step, so
-        that the new serving replicas reach the load balancer first, and starts them at its end.
-    type: bool
-    default: true
+      - How the warm replicas that are missing start. C(wait) starts them and waits until each answers its
+        health endpoint, as new serving replicas do; C(start) starts them without waiting (their health is
+        checked when they are promoted); C(later) leaves them for a later run.
+      - C(scale.yml) uses C(later) in its first step, so that the new serving replicas reach the load
+        balancer first, and C(start) in its last.
+    type: str
+    default: wait
+    choices: [wait, start, later]
   preserve_current:
     description:
       - Keep a running pool at its current size (clamped to O(min_replicas) and O(max_replicas)) instead of
@@ -262,7 +266,7 @@ def argument_spec() -> dict:
         "pool": {"type": "str", "required": True},
         "replicas": {"type": "int", "required": True},
         "warm_replicas": {"type": "int", "default": 0},
-        "start_warm": {"type": "bool", "default": True},
+        "warm_start": {"type": "str", "default": "wait", "choices": ["wait", "start", "later"]},
         "preserve_current": {"type": "bool", "default": False},
         "min_replicas": {"type": "int", "default": 0},
         "max_replicas": {"type": "int", "default": 65535},
@@ -406,6 +410,8 @@ class PoolReconciler:
             for index in indexes:
                 started.append(create(self.cli, self.spec, index, self.todo.is_warm(index)))
             for container, index in zip(started, indexes, strict=True):
+                if self.todo.is_warm(index) and self.module.params["warm_start"] == "start":
+                    continue  # checked when it is promoted
                 problem = self.gate(container, index)
                 if problem:
                     raise PoolError(f"new replica never became healthy: {problem}")
@@ -475,7 +481,7 @@ def run(module: AnsibleModule) -> dict:
     slots = params["replicas"] + warm
     wanted = {i: spec.config_hash(i) for i in range(1, slots + 1)}
     todo = plan([replica for replica, _ in found], params["replicas"], wanted, warm)
-    if not params["start_warm"]:
+    if params["warm_start"] == "later":
         todo = todo.without_new_warm()
     containers = {replica.name: container for replica, container in found}
     # A slot's container: the one the plan kept for it (already in the slot's state when there were two).

@@ -93,15 +93,18 @@ EXAMPLES = r"""
 
 RETURN = r"""
 pools:
-  description: One entry per pool of the stack, in the order given.
+  description:
+    - One entry per pool of the stack, in the order given.
+    - C(reconcile) is true for the pools the request names, unless it is stale; C(scale.yml) reconciles
+      those at its end, which starts their missing warm replicas even when their size does not change.
   returned: always
   type: list
   elements: dict
   sample:
     - {"pool": "backend", "current": 3, "target": 4, "direction": "up", "clamped": false,
-       "message": "backend: 3 -> 4 replicas"}
+       "message": "backend: 3 -> 4 replicas", "reconcile": true}
     - {"pool": "frontend", "current": 3, "target": 3, "direction": "none", "clamped": false,
-       "message": "frontend: not part of this request"}
+       "message": "frontend: not part of this request", "reconcile": false}
 targets:
   description: The replica count each pool should end with, by pool name.
   returned: always
@@ -194,7 +197,9 @@ def main() -> None:
                 wanted = replicas[name] if isinstance(replicas, dict) else replicas
                 plan.append(target_for(name, current, bounds, direction, step, wanted))
             else:
-                plan.append(PoolTarget(name, current, current, False, f"{name}: not part of this request"))
+                plan.append(
+                    PoolTarget(name, current, current, False, f"{name}: not part of this request", False)
+                )
         address = params["advertise_address"] or probe_address(params["bind_address"])
         members = current_members(params["stack"], params["pools"], running, address)
     except (ScaleRequestError, PoolError) as exc:

@@ -1,14 +1,21 @@
 """Warm replicas on the session stack: started and healthy out of the LB, they get no request; a scale-up
 promotes the warm container itself (no container starts before the LB has it) and starts a replacement; a
-scale-down turns the drained replica into the warm one; a warm replica that is not healthy is not promoted."""
+scale-down turns the drained replica into the warm one; a warm replica that is not healthy is not promoted.
+The monitor's fast path promotes one in its own process, under scale.yml's lock, and records the event."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
 
+import docker
 import pytest
-from conftest import pool_containers, snapshot
-from helpers import playbook
+import tenfold_lock
+from conftest import plain, pool_containers, put, snapshot
+from helpers import EVENTS_LOG, ROOT, events_count, events_since, playbook
+from tenfold_lb import Client
+from tenfold_monitor.promote import FastPath
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +105,87 @@ def test_a_warm_replica_that_stopped_is_started_then_promoted(engine, stack):
     finally:
         down = scale_to(size)
     assert down.rc == 0, down.output[-3000:]
+
+
+def fast_path(stack, lb: type[Client] = Client) -> FastPath:
+    """The monitor's fast path on the session stack: its lock and events file are scale.yml's."""
+    path = FastPath(
+        stack.name,
+        docker.from_env,
+        f"http://127.0.0.1:{stack.status_port}",
+        ROOT / "logs" / f"scale-{stack.name}.lock",
+        EVENTS_LOG,
+    )
+    path.lb = lb(path.lb.url)
+    return path
+
+
+def test_the_monitors_fast_path_promotes_a_warm_replica_and_scale_yml_replaces_it(engine, stack):
+    size = len(pool_containers(engine, stack, POOL))
+    (warm,) = pool_containers(engine, stack, POOL, warm=True)
+    before = events_count()
+    try:
+        promotion = fast_path(stack).promote(POOL, size, size + 1)
+        assert promotion.result == "ok", promotion.reason
+        assert promotion.promoted == (f"{stack.name}-{POOL}-{size + 1}",)
+        promoted = pool_containers(engine, stack, POOL)[-1]
+        assert (promoted.name, promoted.id) == (promotion.promoted[0], warm.id)
+        assert active_ports(stack) == [port(stack, i) for i in range(1, size + 2)]
+        (event,) = events_since(before)
+        assert (event["trigger"], event["result"], event["request"]["path"]) == ("monitor", "ok", "warm")
+        assert [(p["pool"], p["current"], p["target"]) for p in event["pools"]] == [(POOL, size, size + 1)]
+        assert not (ROOT / "logs" / f"scale-{stack.name}.lock").exists()
+        assert not pool_containers(engine, stack, POOL, warm=True)
+        # What the monitor runs next: scale.yml at the new size starts the promoted one's replacement.
+        rest = scale_to(size + 1, "-e", f"expect_current={size + 1}")
+        assert rest.rc == 0, rest.output[-3000:]
+        (replacement,) = pool_containers(engine, stack, POOL, warm=True)
+        assert replacement.name == f"{stack.name}-{POOL}-{size + 2}-warm"
+    finally:
+        down = scale_to(size)
+    assert down.rc == 0, down.output[-3000:]
+
+
+def test_the_fast_path_does_nothing_while_a_scale_run_holds_the_lock_or_the_pool_moved(engine, stack):
+    size = len(pool_containers(engine, stack, POOL))
+    before = snapshot(engine, stack), stack.lb_pool(POOL), events_count()
+    stale = fast_path(stack).promote(POOL, size - 1, size)
+    assert (stale.result, stale.promoted) == ("skipped", ())
+    assert "stale" in stale.reason
+    lock = ROOT / "logs" / f"scale-{stack.name}.lock"
+    run = subprocess.Popen(["sleep", "60"])  # a live scale run (not this process: the lock is re-entrant)
+    owner = tenfold_lock.owner_for(run.pid, run="test_warm: a scale run in progress")
+    lock.parent.mkdir(exist_ok=True)
+    lock.write_text(json.dumps(vars(owner)))
+    try:
+        held = fast_path(stack).promote(POOL, size, size + 1)
+    finally:
+        tenfold_lock.release(str(lock), owner)
+        run.kill()
+        run.wait()
+    assert (held.result, held.promoted) == ("skipped", ())
+    assert "another run holds" in held.reason
+    assert (snapshot(engine, stack), stack.lb_pool(POOL), events_count()) == before
+
+
+def test_a_member_write_the_lb_refuses_leaves_the_warm_replica_warm_and_is_recorded(engine, stack):
+    size = len(pool_containers(engine, stack, POOL))
+    (warm,) = pool_containers(engine, stack, POOL, warm=True)
+    members = stack.lb_pool(POOL)["members"]
+
+    class Raced(Client):
+        """Another writer changes the pool between the fast path's read and its write."""
+
+        def replace(self, pool, generation, wanted):
+            status, body = put(stack, pool, plain(members))
+            assert status == 200, body
+            return super().replace(pool, generation, wanted)
+
+    before = events_count()
+    promotion = fast_path(stack, Raced).promote(POOL, size, size + 1)
+    assert (promotion.result, promotion.promoted) == ("failed", ())
+    assert "409" in promotion.reason
+    assert [c.id for c in pool_containers(engine, stack, POOL, warm=True)] == [warm.id]
+    assert active_ports(stack) == [port(stack, i) for i in range(1, size + 1)]
+    (event,) = events_since(before)
+    assert (event["trigger"], event["result"]) == ("monitor", "failed")

@@ -222,7 +222,7 @@ def test_a_lock_file_written_before_leases_reads_with_the_default_lease(tmp_path
 
 def test_the_scale_events_callback_renews_the_lease_while_its_run_holds_the_lock(tmp_path, monkeypatch):
     callback = load_plugin("callback", "tenfold_scale_events")
-    code = callback._lock_code()
+    code = callback._util("tenfold_lock")
     monkeypatch.setattr(code, "RENEW_EVERY_S", 0.05)
     path = str(tmp_path / "scale.lock")
     me = code.owner_for(os.getpid())
