@@ -60,6 +60,8 @@ STACK = {
     "app_pools_backend_port_base": 47200,
     "nginx_lb_allowlist": [],
 }
+# The stack as main had it before warm replicas, for the "monitor before" variant.
+COLD = {"app_pools_frontend_warm_replicas": 0, "app_pools_backend_warm_replicas": 0}
 
 
 class Sampler(threading.Thread):
@@ -94,6 +96,10 @@ class Sampler(threading.Thread):
 
 def run_once(args, target: lt.Target, variant: str, workdir: Path, worktree: Path) -> dict:
     workdir.mkdir(parents=True)
+    # 3 replicas of each pool, and the variant's warm ones (a request at a pool's size tops them up or
+    # removes them); "before" had none.
+    lt.scale_to(target, {"frontend": 3, "backend": 3}, workdir, scale_env(workdir))
+    warm_rss = warm_rss_mib(target.stack) if variant == "monitor now" else None
     phases = tl.spike_phases(args.baseline_rps, 10.0, args.baseline_s, args.spike_s, args.after_s, 1.0)
     before_ids = {m["id"] for m in members(target) if m["state"] == "active"}
     monitor = None
@@ -126,12 +132,7 @@ def run_once(args, target: lt.Target, variant: str, workdir: Path, worktree: Pat
         if monitor:
             monitor.stop()
         # The monitor has stopped: nothing else moves the pool. Its scale events stay in the workdir.
-        env = {
-            **os.environ,
-            "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-            "TENFOLD_SCALE_EVENTS_LOG": str(workdir / "restore-events.jsonl"),
-        }
-        lt.restore(target, {"frontend": 3, "backend": 3}, workdir, env)
+        lt.restore(target, {"frontend": 3, "backend": 3}, workdir, scale_env(workdir))
     seconds = tl.read_seconds(run.seconds_file)
     evaluated = tl.evaluate_spike(seconds, start, phases, tl.Criteria())
     spike_at = start + args.baseline_s
@@ -148,7 +149,30 @@ def run_once(args, target: lt.Target, variant: str, workdir: Path, worktree: Pat
         "timeline": tl.timeline(seconds, start, phases),
         "members": [[round(at - start, 1), len(active)] for at, active, _ in sampler.rows],
         "events": json_lines(monitor.events) if monitor else [],
+        "warm_rss_mib": warm_rss,
     }
+
+
+def scale_env(workdir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "TENFOLD_SCALE_EVENTS_LOG": str(workdir / "restore-events.jsonl"),
+    }
+
+
+def warm_rss_mib(stack: str) -> float | None:
+    """RSS of the backend's warm replica: the sum over its processes (init, gunicorn and its worker)."""
+    name = f"{stack}-backend-4-warm"
+    for _ in range(30):  # a warm replica started by the restore may still be starting
+        out = subprocess.run(
+            ["docker", "top", name, "-o", "rss"], capture_output=True, text=True, timeout=30, check=False
+        )
+        rows = [line.strip() for line in out.stdout.splitlines()[1:] if line.strip().isdigit()]
+        if out.returncode == 0 and len(rows) >= 3:
+            return sum(int(kib) for kib in rows) / 1024
+        time.sleep(1)
+    return None
 
 
 def first_up_decision(metrics: list[dict], since: float) -> float | None:
@@ -238,6 +262,7 @@ def targets(runs: list[dict]) -> list[str]:
         for v in VARIANTS
     }
     base = median_of(now, lambda r: r["phases"]["baseline"]["p95_s"])
+    rss = median_of(now, lambda r: r.get("warm_rss_mib"))
     rows = [
         (
             "spike start -> first new replica serving <= 3 s",
@@ -251,7 +276,11 @@ def targets(runs: list[dict]) -> list[str]:
             f" off {p95['monitor off'] * 1000:.0f}, before {p95['monitor before'] * 1000:.0f})",
             p95["monitor now"] <= 2 * base and all(p95["monitor now"] < p95[v] for v in VARIANTS[:2]),
         ),
-        ("memory of a warm replica stated", "no warm replicas yet", False),
+        (
+            "memory of a warm replica stated (RSS)",
+            "-" if rss is None else f"{rss:.0f} MiB (backend replica, idle)",
+            rss is not None,
+        ),
     ]
     return [
         'Targets (issue "Capacity in seconds"), for the monitor of this checkout:',
@@ -275,10 +304,11 @@ def section(args, runs: list[dict], when: str, facts: dict) -> str:
         f" ({args.sources[0]}-{args.sources[-1]}), each far below the per-address limits: {base:g} req/s for"
         f" {args.baseline_s:g} s, then {spike_rps:g} req/s (10x) for {args.spike_s:g} s, then {base:g} req/s"
         f" for {args.after_s:g} s. Each of the {args.rounds} rounds runs the three variants in turn on the"
-        " same stack, the backend put back to 3 replicas before each: the monitor off; the monitor of"
-        f" `{args.before}` (main before the panic window, run from a worktree); the monitor of this"
-        f" checkout. Both monitors run with `target_rps_per_replica` {args.target_rps:g} and bounds 3-10"
-        " and scale through this checkout's `scale.yml`. *First new replica serving* is from the spike's"
+        " same stack, both pools put back to 3 replicas before each: the monitor off; the monitor of"
+        f" `{args.before}` (main before the panic window, run from a worktree), on a stack without warm"
+        " replicas as it had; the monitor of this checkout, with one warm replica per pool (its fast path"
+        f" promotes it). Both monitors run with `target_rps_per_replica` {args.target_rps:g} and bounds"
+        " 3-10 and scale through this checkout's `scale.yml`. *First new replica serving* is from the spike's"
         " start to the first LB sample (every 0.5 s) in which a replica that was not a member at the start"
         " had answered; the first decision to grow is the monitor's own (its metrics log); latencies are"
         " locust's, per phase over all its requests; figures are medians over the rounds (min-max for the"
@@ -358,9 +388,11 @@ def main() -> int:
         print("--rounds must be 1-5 and --sources at least 100 addresses", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="tenfold-bench-spike-"))
-    vars_file = workdir / "stack.yml"
-    vars_file.write_text(yaml.safe_dump({**STACK, "app_pools_backend_max_concurrency": args.max_concurrency}))
-    target = lt.load_target(vars_file)
+    stack = {**STACK, "app_pools_backend_max_concurrency": args.max_concurrency}
+    vars_file, cold_file = workdir / "stack.yml", workdir / "stack-cold.yml"
+    vars_file.write_text(yaml.safe_dump(stack))
+    cold_file.write_text(yaml.safe_dump({**stack, **COLD}))
+    target, cold = lt.load_target(vars_file), lt.load_target(cold_file)
     worktree = workdir / "before"
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     facts = machine(WATCHED, {"locust": lt.locust_version()})  # what ran, before anything changes
@@ -376,9 +408,8 @@ def main() -> int:
             for variant in order:
                 print(f"round {round_ + 1}: {variant} ...", flush=True)
                 name = f"r{round_ + 1}-{variant.replace(' ', '-')}"
-                runs.append(
-                    {**run_once(args, target, variant, workdir / name, worktree), "round": round_ + 1}
-                )
+                mine = cold if variant == "monitor before" else target
+                runs.append({**run_once(args, mine, variant, workdir / name, worktree), "round": round_ + 1})
                 (workdir / "runs.json").write_text(
                     json.dumps(runs, indent=1) + "\n"
                 )  # kept if a later run fails

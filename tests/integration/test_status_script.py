@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WRAPPER = ROOT / "scripts" / "auto-scale.sh"
 STACK = "statustest"
 IMAGE = "tenfold/backend:local"
-PORTS = {1: 29201, 2: 29202}
+PORTS = {1: 29201, 2: 29202, 3: 29203}  # 3: a warm replica
 HEALTHY_WITHIN_S = 60
 
 EVENTS = [
@@ -60,7 +60,7 @@ def start_replica(engine: docker.DockerClient, index: int) -> None:
     name = f"{STACK}-backend-{index}"
     engine.containers.run(
         IMAGE,
-        name=name,
+        name=name + ("-warm" if index == 3 else ""),
         detach=True,
         labels={"tenfold.stack": STACK, "tenfold.pool": "backend", "tenfold.replica": str(index)},
         environment={"INSTANCE_NAME": name, "POOL": "backend", "PORT": "8080"},
@@ -143,13 +143,15 @@ def test_status_table_shows_both_replicas_and_which_one_the_lb_serves(replicas, 
     table = run.stdout
     print(table)  # pytest -s shows the table, as docs/operations.md does
     found = rows(table)
-    assert set(found) == {f"{STACK}-backend-1", f"{STACK}-backend-2"}
+    assert set(found) == {f"{STACK}-backend-1", f"{STACK}-backend-2", f"{STACK}-backend-3-warm"}
     member, backup = found[f"{STACK}-backend-1"], found[f"{STACK}-backend-2"]
     assert member[1:3] == ["running", "healthy"] and backup[1:3] == ["running", "healthy"]
     assert member[-3:] == [f"127.0.0.1:{PORTS[1]}", "active", "0"]  # address, LB state, LB in flight
     assert backup[-3:] == [f"127.0.0.1:{PORTS[2]}", "no", "-"]
+    assert found[f"{STACK}-backend-3-warm"][-3:] == [f"127.0.0.1:{PORTS[3]}", "warm", "-"]
     assert "MiB / 256 MiB" in table
-    assert ["backend", "2", "2", "2", "1"] in [line.split() for line in table.splitlines()]  # 1 in the LB
+    # 2 serving (1 in the LB), 1 warm
+    assert ["backend", "2", "2", "2", "1", "1"] in [line.split() for line in table.splitlines()]
     assert f"Load balancer: {STACK}-lb  not found" in table
     assert "monitor  backend 1->2" in table and "3->9" not in table
 
@@ -160,7 +162,15 @@ def test_status_json_parses_and_holds_the_same_facts(replicas, files):
     data = json.loads(run.stdout)
     assert data["stack"] == STACK and data["lb"] is None and data["members_known"] is True
     assert data["pools"] == [
-        {"pool": "backend", "wanted": 2, "wanted_from": "event", "running": 2, "healthy": 2, "in_lb": 1}
+        {
+            "pool": "backend",
+            "wanted": 2,
+            "wanted_from": "event",
+            "running": 2,
+            "healthy": 2,
+            "in_lb": 1,
+            "warm": 1,
+        }
     ]
     by_name = {r["name"]: r for r in data["replicas"]}
     assert by_name[f"{STACK}-backend-1"]["in_lb"] is True
