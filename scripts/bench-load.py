@@ -214,8 +214,10 @@ def spike_section(args, doc: dict, when: str) -> str:
             f"""**Method.** `./scripts/load-test.sh spike`: {phases[0]["offered_rps"]:g} req/s for
             {phases[0]["end_s"]:g} s, then {phases[1]["offered_rps"]:g} req/s ({doc["factor"]:g}x) for
             {phases[1]["end_s"] - phases[1]["start_s"]:g} s, then {phases[2]["offered_rps"]:g} req/s for
-            {phases[2]["end_s"] - phases[2]["start_s"]:g} s, the same requests as the scenarios. The model
-            is **approximately open**: {model}. Locust's shape changes the number of users once a
+            {phases[2]["end_s"] - phases[2]["start_s"]:g} s, the same requests as the scenarios, from clients
+            as the Internet sends them: {doc["sources"]}, none on the allowlist, each far below the
+            per-address limits, one keep-alive connection per user, no retry (every failure counted). The
+            model is **approximately open**: {model}. Locust's shape changes the number of users once a
             second, so a phase's users arrive up to about 2 s after its scheduled start; the phases are
             evaluated on the schedule. The monitor (`python -m tenfold_monitor run`) ran throughout with its
             defaults (interval 2 s, window 10 s, target 33 req/s per replica, min 3, max 10, both pools),
@@ -367,8 +369,10 @@ def main() -> int:
     results = lt.run_scenarios(ns, target, criteria, workdir / "scenarios")
     (workdir / "load-test-results.json").write_text(json.dumps(results, indent=1) + "\n")
     print(tl.scenario_table(results["scenarios"]), flush=True)
+    spike_sources = lt.parse_sources(lt.SPIKE_SOURCES)
+    lt.check_spike_sources(spike_sources, lt.outside_allowlist(spike_sources, target.allowlist))
     spike_ns = argparse.Namespace(
-        **vars(ns),
+        **{**vars(ns), "sources": spike_sources},
         baseline_rps=args.baseline_rps,
         factor=10.0,
         baseline_s=args.baseline_s,

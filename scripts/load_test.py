@@ -40,6 +40,10 @@ LOCUSTFILE = ROOT / "scripts" / "load" / "locustfile.py"
 SHAPEFILE = ROOT / "scripts" / "load" / "spike_shape.py"
 DEFAULT_USERS = (10, 50, 100, 200, 500, 1000)
 DEFAULT_SOURCES = "127.0.3.1-127.0.3.16"
+# The spike's clients are as the Internet sends them: many addresses, none on the allowlist, each far below
+# the per-address limits (a spike of 500 users at 1 req/s: 2.5 connections and req/s per address).
+SPIKE_SOURCES = "127.0.5.1-127.0.5.200"
+SPIKE_MIN_SOURCES = 100
 POOLS = ("frontend", "backend")
 SHORT = {"duration": 3.0, "baseline_s": 6.0, "spike_s": 14.0, "after_s": 6.0, "baseline_rps": 20.0}
 CLOSED_MODEL = "closed: each user sends its next request when the last is answered (locust SiteUser)"
@@ -127,6 +131,20 @@ def parse_sources(text: str) -> list[str]:
         if not ipaddress.ip_address(address).is_loopback:
             raise LoadTestError(f"--sources: {address} is not a loopback address")
     return found
+
+
+def check_spike_sources(sources: Sequence[str], outside: Sequence[str]) -> None:
+    """The spike's clients: at least SPIKE_MIN_SOURCES addresses, none exempt from the LB's limits."""
+    if len(sources) < SPIKE_MIN_SOURCES:
+        raise LoadTestError(
+            f"--sources: the spike needs at least {SPIKE_MIN_SOURCES} client addresses, got {len(sources)}"
+        )
+    exempt = [s for s in sources if s not in set(outside)]
+    if exempt:
+        raise LoadTestError(
+            f"--sources: {exempt[0]} (and {len(exempt) - 1} more) is in nginx_lb_allowlist: the spike's"
+            " clients must meet the limits every client meets"
+        )
 
 
 def outside_allowlist(sources: Sequence[str], allowlist: Sequence[str]) -> list[str]:
@@ -469,8 +487,8 @@ def parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--sources",
-        default=DEFAULT_SOURCES,
-        help=f"load source addresses, allowlisted (default {DEFAULT_SOURCES})",
+        help=f"load source addresses: the scenarios' allowlisted (default {DEFAULT_SOURCES}); the spike's"
+        f" at least {SPIKE_MIN_SOURCES}, none allowlisted (default {SPIKE_SOURCES})",
     )
     common.add_argument(
         "--paths",
@@ -551,9 +569,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         apply_profile(args)
         criteria = tl.Criteria(args.min_rps, args.max_p95, args.max_errors)
         target = load_target(args.vars)
-        args.sources = parse_sources(args.sources)
+        spike = args.command == "spike"
+        args.sources = parse_sources(args.sources or (SPIKE_SOURCES if spike else DEFAULT_SOURCES))
         missing = outside_allowlist(args.sources, target.allowlist)
-        if missing:
+        if spike:
+            check_spike_sources(args.sources, missing)
+        elif missing:
             print(
                 f"warning: {len(missing)} load source(s) ({missing[0]}, ...) are not in nginx_lb_allowlist "
                 f"of {target.stack}: the rate limiter will answer them with 429",

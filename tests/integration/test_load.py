@@ -100,6 +100,20 @@ def test_bad_input_fails_before_any_load(stack, tmp_path):
         assert not out.exists()
 
 
+def test_the_spike_refuses_allowlisted_or_too_few_client_addresses(stack, tmp_path):
+    out = tmp_path / "never.json"
+    for sources, message in (
+        ("127.0.3.1-127.0.3.200", "127.0.3.1 (and 199 more) is in nginx_lb_allowlist"),
+        ("127.0.5.1-127.0.5.20", "the spike needs at least 100 client addresses, got 20"),
+    ):
+        run = load_test(
+            "spike", "--vars", str(STACK_VARS), "--short", "--sources", sources, "--out", str(out)
+        )
+        assert run.returncode == 2, (sources, run.stdout, run.stderr)
+        assert message in run.stderr
+        assert not out.exists()
+
+
 @pytest.mark.long
 def test_the_spike_short_profile_writes_its_timeline_and_plot_and_restores_the_pools(engine, stack, tmp_path):
     before = sizes(engine, stack)
