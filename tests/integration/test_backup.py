@@ -66,6 +66,10 @@ def test_restore_gives_back_byte_identical_files_and_the_recorded_replicas(engin
         assert restored_events[0].startswith(events[0])
     assert stat.S_IMODE((backups.tls / "privkey.pem").stat().st_mode) == 0o600
     assert {pool: replicas(engine, stack, pool) for pool in scale_before} == scale_before
+    # The archive records each pool's serving replicas; the warm ones follow from the inventory.
+    for pool, count in scale_before.items():
+        warm = [c.name for c in pool_containers(engine, stack, pool, warm=True)]
+        assert warm == [f"{stack.name}-{pool}-{count + 1}-warm"]
     assert stack.client().get("/api/whoami").status == 200
 
 
