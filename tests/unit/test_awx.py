@@ -40,9 +40,8 @@ def pins(path: Path) -> dict[str, str]:
     return found
 
 
-def test_awx_collections_are_pinned_like_requirements_yml_and_the_bundled_copies():
+def test_the_collections_are_pinned_like_the_bundled_copies():
     awx = collections(ROOT / "collections" / "requirements.yml")
-    assert awx == collections(ROOT / "requirements.yml")
     assert set(awx) >= {
         "community.docker",
         "community.crypto",
