@@ -14,8 +14,10 @@ Commands:
   status           each host: address, dockerd, sshd, cut or not
   cut HOST         take HOST off the network: packets to and from it are dropped (a lost host)
   restore HOST     put HOST back on the network
-  images [IMAGE..] put the controller's images (default: every tenfold/* image) on each fleet host,
-                   by docker save | ssh HOST docker load, only those whose image ID differs there
+  images [--host HOST].. [IMAGE..]
+                   put the controller's images (default: every tenfold/* image) on each fleet host
+                   (or those named), by docker save | ssh HOST docker load: only the images whose
+                   ID differs there, in one stream per host
   ssh HOST [CMD..] a shell (or CMD) on HOST as root
   hosts            the host names, one a line
 
@@ -76,7 +78,14 @@ ssh_opts() {
 		-o ConnectTimeout=5 -o LogLevel=ERROR
 }
 
-pid_alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A process that exited is gone even while it waits, a zombie, for its parent (here often PID 1) to reap it.
+running() {
+	local state
+	state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+	[[ -n $state && $state != Z ]]
+}
+
+pid_alive() { [[ -s $1 ]] && running "$(cat "$1")"; }
 
 # Stop the process of a pid file: TERM, a bounded wait, then KILL.
 stop_pidfile() {
@@ -85,7 +94,7 @@ stop_pidfile() {
 	pid=$(cat "$pidfile")
 	kill -TERM "$pid" 2>/dev/null || return 0
 	for ((i = 0; i < STOP_TRIES; i++)); do
-		kill -0 "$pid" 2>/dev/null || return 0
+		running "$pid" || return 0
 		sleep 0.5
 	done
 	log "pid $pid ($pidfile) still runs after $((STOP_TRIES / 2)) s: SIGKILL"
@@ -150,8 +159,9 @@ make_host_namespaces() {
 	done
 }
 
-# The host's Docker engine: its own config file, data-root, exec-root, pid file, socket and cgroup
-# parent. In the host's mount namespace its socket is also /run/docker.sock, the default a real host has.
+# The host's Docker engine: its own config file (/etc/docker/daemon.json of the host's mount namespace),
+# data-root, exec-root, pid file, socket and cgroup parent. In the host's mount namespace its socket is
+# also /run/docker.sock, the default a real host has, so nothing on the host needs DOCKER_HOST.
 start_dockerd() {
 	local h=$1 conf i
 	conf=$STATE/$h/_etc_docker/daemon.json
@@ -159,16 +169,13 @@ start_dockerd() {
 	cat >"$conf" <<EOF
 {
   "data-root": "$STATE/$h/docker",
-  "exec-root": "$RUN/$h/docker",
-  "pidfile": "$RUN/$h/dockerd.pid",
-  "hosts": ["unix://$RUN/$h/docker.sock"],
-  "cgroup-parent": "tenfold-fleet-${h#fleet-}",
   "storage-driver": "fuse-overlayfs",
   "log-driver": "json-file",
   "log-opts": {"max-size": "10m", "max-file": "3"}
 }
 EOF
-	in_host "$h" setsid dockerd --config-file /etc/docker/daemon.json \
+	in_host "$h" setsid dockerd --config-file /etc/docker/daemon.json --exec-root "$RUN/$h/docker" \
+		-H "unix://$RUN/$h/docker.sock" --pidfile "$RUN/$h/dockerd.pid" --cgroup-parent "tenfold-fleet-${h#fleet-}" \
 		>>"$STATE/$h/dockerd.log" 2>&1 </dev/null &
 	for ((i = 0; i < DOCKERD_TRIES; i++)); do
 		if [[ -S $RUN/$h/docker.sock ]] && timeout 5 docker -H "unix://$RUN/$h/docker.sock" version >/dev/null 2>&1; then
@@ -270,10 +277,24 @@ stop_host() {
 	stop_pidfile "$RUN/$h/dockerd.pid"
 	[[ -e /run/netns/$h ]] || return 0
 	for ((i = 0; i < STOP_TRIES; i++)); do
-		pids=$(ip netns pids "$h" 2>/dev/null) || break
+		pids=""
+		for pid in $(ip netns pids "$h" 2>/dev/null); do
+			running "$pid" && pids="$pids $pid"
+		done
 		[[ -n $pids ]] || break
 		for pid in $pids; do kill -"$([[ $i -lt 10 ]] && echo TERM || echo KILL)" "$pid" 2>/dev/null || true; done
 		sleep 0.5
+	done
+}
+
+stop_ssh_clients() {
+	local cmdline pid
+	for cmdline in /proc/[0-9]*/cmdline; do
+		pid=${cmdline#/proc/}
+		pid=${pid%/cmdline}
+		[[ $(cat "/proc/$pid/comm" 2>/dev/null) == ssh ]] || continue
+		[[ $(tr '\0' ' ' <"$cmdline" 2>/dev/null) == *"$KEY"* ]] || continue
+		kill -TERM "$pid" 2>/dev/null || true
 	done
 }
 
@@ -285,6 +306,9 @@ cmd_down() {
 	for h in "${HOSTS[@]}"; do
 		stop_host "$h"
 	done
+	# SSH connections the controller keeps open to the hosts (Ansible's ControlPersist masters), found by
+	# the fleet's key on their command line
+	stop_ssh_clients
 	# mounts the controller's namespace has under the fleet's directories (the namespace files)
 	findmnt -rn -o TARGET | grep -E "^($RUN|$STATE)(/|$)" | sort -r | while read -r dir; do
 		umount -l "$dir" || log "umount $dir failed"
@@ -307,8 +331,12 @@ cmd_down() {
 
 # ------------------------------------------------------------------------------------------- other
 
+# (the listing is read whole first: grep -q in a pipe may stop nft with SIGPIPE, which pipefail makes a
+# failure of the match)
 is_cut() {
-	in_switch nft list set bridge tenfold_fleet cut 2>/dev/null | grep -q "\"veth-fleet-${1#fleet-}\""
+	local set
+	set=$(in_switch nft list set bridge tenfold_fleet cut 2>/dev/null) || return 1
+	[[ $set == *"\"veth-fleet-${1#fleet-}\""* ]]
 }
 
 cmd_cut() {
@@ -354,14 +382,20 @@ cmd_ssh() {
 # (layers the images share travel once).
 cmd_images() {
 	local h image local_id remote_id stale
-	local -a images
+	local -a images targets=()
+	while [[ ${1:-} == --host ]]; do
+		(($# > 1)) || die "images --host HOST"
+		targets+=("$(host_name "$2")")
+		shift 2
+	done
+	((${#targets[@]} > 0)) || targets=("${HOSTS[@]}")
 	if (($# > 0)); then
 		images=("$@")
 	else
 		mapfile -t images < <(docker image ls --format '{{.Repository}}:{{.Tag}}' 'tenfold/*' | grep -v '<none>' | sort)
 	fi
 	((${#images[@]} > 0)) || die "no images to send"
-	for h in "${HOSTS[@]}"; do
+	for h in "${targets[@]}"; do
 		stale=()
 		for image in "${images[@]}"; do
 			local_id=$(docker image inspect -f '{{.Id}}' "$image") || die "no image $image here"
