@@ -55,10 +55,11 @@ up: deps venv ## Build the images and converge the stack (site.yml) on this mach
 down: venv ## Remove everything the stack created, and nothing else
 	$(BIN)/ansible-playbook playbooks/down.yml $(ARGS)
 
-lint: venv ## ruff and ansible-lint (production profile)
+lint: venv ## ruff, ansible-lint (production profile), and shellcheck where it is installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/ansible-lint
+	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh; else echo "shellcheck: not installed, skipped"; fi
 
 test-unit: images ## Unit tests (no running stack; the config render tests run nginx -t in the nginx image)
 	$(BIN)/pytest -q --durations=10 tests/unit
