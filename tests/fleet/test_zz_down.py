@@ -14,6 +14,15 @@ from conftest import Fleet, fleet_script
 pytestmark = pytest.mark.fleet
 
 
+def running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie waits only for its parent, often PID 1, to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def leftovers() -> list[str]:
     """Whatever of a fleet exists on this machine: namespaces, links, processes, mounts, files, cgroups."""
     found = []
@@ -46,7 +55,7 @@ def test_down_leaves_nothing_of_the_fleet(fleet: Fleet):
     down = fleet_script("down")
     assert down.rc == 0, down.err
     assert leftovers() == []
-    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+    assert [pid for pid in pids if running(pid)] == []
     assert docker.from_env().containers.list(all=True, filters={"label": "tenfold.fleet"}) == []
     # down again (the session's teardown does it too) is a no-op
     assert fleet_script("down").rc == 0
