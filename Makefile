@@ -76,11 +76,12 @@ test-molecule: venv ## Each role's molecule scenario (converge, idempotence, tes
 	  $(BIN)/molecule test -s $$s || { $(BIN)/molecule cleanup -s $$s >/dev/null 2>&1; exit 1; }; \
 	done
 
+# The suite takes its fleet down itself; the down after a failure is for a pytest that died before it could.
 test-fleet-short: deps venv images ## The short fleet tests: a fleet of three hosts up, checked, down (about 1 min)
-	$(BIN)/pytest -q --durations=10 -m "fleet and not long" tests/fleet
+	$(BIN)/pytest -q --durations=10 -m "fleet and not long" tests/fleet || { scripts/test-fleet.sh down; exit 1; }
 
 test-fleet: deps venv images ## The whole fleet suite (also every image to every fleet host)
-	$(BIN)/pytest -q --durations=15 -m fleet tests/fleet
+	$(BIN)/pytest -q --durations=15 -m fleet tests/fleet || { scripts/test-fleet.sh down; exit 1; }
 
 test: deps venv lint test-unit test-integration test-fleet-short test-molecule ## Everything: lint, unit, integration, short fleet, molecule
 

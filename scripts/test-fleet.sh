@@ -74,8 +74,9 @@ in_host() {
 in_switch() { nsenter --net="/run/netns/$SWITCH" -- "$@"; }
 
 ssh_opts() {
+	# a host cut mid-transfer fails the transfer in seconds (ServerAlive*), not when TCP gives up
 	echo -i "$KEY" -o BatchMode=yes -o UserKnownHostsFile="$KNOWN_HOSTS" -o StrictHostKeyChecking=yes \
-		-o ConnectTimeout=5 -o LogLevel=ERROR
+		-o ConnectTimeout=5 -o ServerAliveInterval=2 -o ServerAliveCountMax=3 -o LogLevel=ERROR
 }
 
 # A process that exited is gone even while it waits, a zombie, for its parent (here often PID 1) to reap it.

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,9 @@ INVENTORY = ROOT / "inventories" / "fleet"
 ANSIBLE = ROOT / ".venv" / "bin" / "ansible"
 # An image every fleet test can run: it serves GET /health on port 8080.
 PROBE_IMAGE = "tenfold/backend:local"
+# Held while a suite uses the fleet, and how long another suite waits for it (s).
+LOCK = Path("/run/lock/tenfold-fleet-tests.lock")
+LOCK_WAIT = 900
 
 pytestmark = pytest.mark.fleet
 
@@ -86,18 +92,38 @@ class Fleet:
         return docker.DockerClient(base_url=f"unix:///run/tenfold-fleet/{host}/docker.sock", timeout=60)
 
 
+@contextlib.contextmanager
+def fleet_lock() -> Iterator[None]:
+    """The machine has one fleet: a second fleet suite (another checkout's make test) waits for the first."""
+    deadline = time.monotonic() + LOCK_WAIT
+    with LOCK.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another fleet suite held {LOCK} for {LOCK_WAIT} s")
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def fleet() -> Iterator[Fleet]:
     assert os.geteuid() == 0, "the fleet tests need root (network namespaces, a dockerd per host)"
-    # what a killed earlier run left (the fleet's own names only)
-    fleet_script("down")
-    up = fleet_script("up")
-    try:
-        assert up.rc == 0, f"test-fleet.sh up failed: {up.err[-3000:]}"
-        yield Fleet(inventory_hosts())
-    finally:
-        down = fleet_script("down")
-        assert down.rc == 0, down.err[-3000:]
+    with fleet_lock():
+        # what a killed earlier run left (the fleet's own names only)
+        fleet_script("down")
+        up = fleet_script("up")
+        try:
+            assert up.rc == 0, f"test-fleet.sh up failed: {up.err[-3000:]}"
+            yield Fleet(inventory_hosts())
+        finally:
+            down = fleet_script("down")
+            assert down.rc == 0, down.err[-3000:]
 
 
 @pytest.fixture(scope="session")
