@@ -12,14 +12,18 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Extra arguments for ansible-playbook, e.g. make up ARGS="--check --diff".
 ARGS ?=
 MOLECULE_SCENARIOS := images app_pools tls nginx_lb monitor
+# The control machine's system packages; the last three are for the test fleet (scripts/test-fleet.sh):
+# an sshd per fleet host, ip, and the storage driver of the fleet hosts' Docker engines.
+DEB_PACKAGES := python3-venv mmdebstrap curl testssl.sh nftables openssh-server iproute2 fuse-overlayfs
 
-.PHONY: help deps venv sslyze images up down lint test test-unit test-integration test-long test-molecule clean
+.PHONY: help deps venv sslyze images up down lint test test-unit test-integration test-long test-molecule \
+	test-fleet test-fleet-short clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 deps: ## Install the control machine's system packages (Debian; needs root)
-	@missing=""; for p in python3-venv mmdebstrap curl testssl.sh nftables; do \
+	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -51,10 +55,11 @@ up: deps venv ## Build the images and converge the stack (site.yml) on this mach
 down: venv ## Remove everything the stack created, and nothing else
 	$(BIN)/ansible-playbook playbooks/down.yml $(ARGS)
 
-lint: venv ## ruff and ansible-lint (production profile)
+lint: venv ## ruff, ansible-lint (production profile), and shellcheck where it is installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/ansible-lint
+	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh; else echo "shellcheck: not installed, skipped"; fi
 
 test-unit: images ## Unit tests (no running stack; the config render tests run nginx -t in the nginx image)
 	$(BIN)/pytest -q --durations=10 tests/unit
@@ -71,7 +76,14 @@ test-molecule: venv ## Each role's molecule scenario (converge, idempotence, tes
 	  $(BIN)/molecule test -s $$s || { $(BIN)/molecule cleanup -s $$s >/dev/null 2>&1; exit 1; }; \
 	done
 
-test: deps venv lint test-unit test-integration test-molecule ## Everything: lint, unit, integration, molecule
+# The suite takes its fleet down itself; the down after a failure is for a pytest that died before it could.
+test-fleet-short: deps venv images ## The short fleet tests: a fleet of three hosts up, checked, down (about 1 min)
+	$(BIN)/pytest -q --durations=10 -m "fleet and not long" tests/fleet || { scripts/test-fleet.sh down; exit 1; }
+
+test-fleet: deps venv images ## The whole fleet suite (also every image to every fleet host)
+	$(BIN)/pytest -q --durations=15 -m fleet tests/fleet || { scripts/test-fleet.sh down; exit 1; }
+
+test: deps venv lint test-unit test-integration test-fleet-short test-molecule ## Everything: lint, unit, integration, short fleet, molecule
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .ruff_cache
