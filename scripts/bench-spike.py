@@ -166,11 +166,12 @@ def warm_rss_mib(stack: str) -> float | None:
     name = f"{stack}-backend-4-warm"
     for _ in range(30):  # a warm replica started by the restore may still be starting
         out = subprocess.run(
-            ["docker", "top", name, "-o", "rss"], capture_output=True, text=True, timeout=30, check=False
+            ["docker", "top", name, "-o", "pid,rss"], capture_output=True, text=True, timeout=30, check=False
         )
-        rows = [line.strip() for line in out.stdout.splitlines()[1:] if line.strip().isdigit()]
-        if out.returncode == 0 and len(rows) >= 3:
-            return sum(int(kib) for kib in rows) / 1024
+        rows = [line.split() for line in out.stdout.splitlines()[1:]]
+        kib = [int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()]
+        if out.returncode == 0 and len(kib) >= 3:
+            return sum(kib) / 1024
         time.sleep(1)
     return None
 
