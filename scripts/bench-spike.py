@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""The 10x spike with clients as the Internet sends them, three ways side by side in one run.
+"""The 10x spike with clients as the Internet sends them, four ways side by side in one run.
 
 A stack of its own (`tenfoldspike`, no allowlist) whose backend replicas each work on few requests at once
 (`--max-concurrency`), so the baseline replicas' concurrency, not the machine, is what a 10x spike on
 `/api/work` runs into. locust's paced users (one keep-alive connection each, no retry, every failure
 counted) come from `--sources` (at least 100 addresses, each below the LB's per-address limits). Each
 round runs the same load against: the monitor off (3 replicas), the monitor of `--before` (a worktree of
-main before this work), and the monitor of this checkout, in turn. A sampler reads the LB's GET /status
-every half second: when a replica that was not a member before the spike first answered, and how many
-backend members were active.
+main before this work), the monitor of this checkout, and the same with 4 warm backend replicas, in turn. A
+sampler reads the LB's GET /status every half second: when a replica that was not a member before the spike
+first answered, and how many backend members were active.
 
     .venv/bin/python scripts/bench-spike.py --rounds 3 --write-docs
 """
@@ -48,7 +48,7 @@ from benchlib import (
 )
 
 WATCHED = ("monitor", "plugins/module_utils/tenfold_policy.py", "scripts/bench-spike.py")
-VARIANTS = ("monitor off", "monitor before", "monitor now")
+VARIANTS = ("monitor off", "monitor before", "monitor now", "monitor now, 4 warm")
 PLOT = ROOT / "docs" / "spike-variants.png"
 STACK = {
     "tenfold_stack": "tenfoldspike",
@@ -60,8 +60,10 @@ STACK = {
     "app_pools_backend_port_base": 47200,
     "nginx_lb_allowlist": [],
 }
-# The stack as main had it before warm replicas, for the "monitor before" variant.
+# The stack as main had it before warm replicas, for the "monitor before" variant; and one whose backend
+# keeps 4 warm replicas (what a 10x spike on 3 replicas needs at once), for the last.
 COLD = {"app_pools_frontend_warm_replicas": 0, "app_pools_backend_warm_replicas": 0}
+WARM4 = {"app_pools_backend_warm_replicas": 4}
 
 
 class Sampler(threading.Thread):
@@ -225,7 +227,7 @@ def plot(runs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_rate, ax_p95, ax_rep) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    for variant, style in zip(VARIANTS, ("-", "--", ":"), strict=True):
+    for variant, style in zip(VARIANTS, ("-", "--", ":", "-."), strict=True):
         run = next(r for r in runs if r["variant"] == variant)
         t = [row["t"] for row in run["timeline"]]
         ax_rate.plot(t, [row["served_rps"] for row in run["timeline"]], linestyle=style, label=variant)
@@ -247,7 +249,7 @@ def plot(runs: list[dict], path: Path) -> None:
     ax_rep.set_xlabel("seconds since the start")
     for ax in (ax_rate, ax_p95, ax_rep):
         ax.legend(loc="upper right")
-    fig.suptitle("tenfold: the same 10x spike, three ways (round 1 of each)")
+    fig.suptitle("tenfold: the same 10x spike, four ways (round 1 of each)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -263,6 +265,8 @@ def targets(runs: list[dict]) -> list[str]:
         for v in VARIANTS
     }
     base = median_of(now, lambda r: r["phases"]["baseline"]["p95_s"])
+    ready = [r for r in runs if r["variant"] == VARIANTS[3]]
+    ready_first = median_of(ready, lambda r: r["first_new_serving_s"])
     rss = median_of(now, lambda r: r.get("warm_rss_mib"))
     rows = [
         (
@@ -276,6 +280,12 @@ def targets(runs: list[dict]) -> list[str]:
             f"{p95['monitor now'] * 1000:.0f} ms (baseline {base * 1000:.0f} ms;"
             f" off {p95['monitor off'] * 1000:.0f}, before {p95['monitor before'] * 1000:.0f})",
             p95["monitor now"] <= 2 * base and all(p95["monitor now"] < p95[v] for v in VARIANTS[:2]),
+        ),
+        (
+            "the same with 4 warm backend replicas",
+            f"{p95[VARIANTS[3]] * 1000:.0f} ms, first new replica serving"
+            f" {'-' if ready_first is None else f'{ready_first:.1f} s'}",
+            p95[VARIANTS[3]] <= 2 * base and all(p95[VARIANTS[3]] < p95[v] for v in VARIANTS[:2]),
         ),
         (
             "memory of a warm replica stated (RSS)",
@@ -304,12 +314,13 @@ def section(args, runs: list[dict], when: str, facts: dict) -> str:
         f" counted), from {len(args.sources)} addresses off the allowlist"
         f" ({args.sources[0]}-{args.sources[-1]}), each far below the per-address limits: {base:g} req/s for"
         f" {args.baseline_s:g} s, then {spike_rps:g} req/s (10x) for {args.spike_s:g} s, then {base:g} req/s"
-        f" for {args.after_s:g} s. Each of the {args.rounds} rounds runs the three variants in turn on the"
+        f" for {args.after_s:g} s. Each of the {args.rounds} rounds runs the four variants in turn on the"
         " same stack, both pools put back to 3 replicas before each: the monitor off; the monitor of"
         f" `{args.before}` (main before the panic window, run from a worktree), on a stack without warm"
         " replicas as it had; the monitor of this checkout, with one warm replica per pool (its fast path"
-        f" promotes it). Both monitors run with `target_rps_per_replica` {args.target_rps:g} and bounds"
-        " 3-10 and scale through this checkout's `scale.yml`. *First new replica serving* is from the spike's"
+        " promotes it); the same with 4 warm backend replicas. The monitors run with"
+        f" `target_rps_per_replica` {args.target_rps:g} and bounds 3-10 and scale through this checkout's"
+        " `scale.yml`. *First new replica serving* is from the spike's"
         " start to the first LB sample (every 0.5 s) in which a replica that was not a member at the start"
         " had answered; the first decision to grow is the monitor's own (its metrics log); latencies are"
         " locust's, per phase over all its requests; figures are medians over the rounds (min-max for the"
@@ -321,7 +332,7 @@ def section(args, runs: list[dict], when: str, facts: dict) -> str:
         f" --max-concurrency {args.max_concurrency} --write-docs"
     )
     lines = [
-        *section_head("The 10x spike, three ways", "scripts/bench-spike.py", when, command, facts),
+        *section_head("The 10x spike, four ways", "scripts/bench-spike.py", when, command, facts),
         *textwrap.wrap(method, 110),
         "",
         "| variant | first decision to grow (s) | first new replica serving (s) | failed / sent"
@@ -344,7 +355,7 @@ def section(args, runs: list[dict], when: str, facts: dict) -> str:
             f"| {variant} | {decided_text} | {first_text} | {failed} | {spike} |"
             f" {phase_ms('baseline', 'p95_s')} | {phase_ms('after', 'p95_s')} | {most} |"
         )
-    lines += ["", *targets(runs), "", f"![the three variants, round 1 of each]({PLOT.name})", ""]
+    lines += ["", *targets(runs), "", f"![the four variants, round 1 of each]({PLOT.name})", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -393,7 +404,9 @@ def main() -> int:
     vars_file, cold_file = workdir / "stack.yml", workdir / "stack-cold.yml"
     vars_file.write_text(yaml.safe_dump(stack))
     cold_file.write_text(yaml.safe_dump({**stack, **COLD}))
-    target, cold = lt.load_target(vars_file), lt.load_target(cold_file)
+    warm4_file = workdir / "stack-warm4.yml"
+    warm4_file.write_text(yaml.safe_dump({**stack, **WARM4}))
+    target, cold, warm4 = lt.load_target(vars_file), lt.load_target(cold_file), lt.load_target(warm4_file)
     worktree = workdir / "before"
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     facts = machine(WATCHED, {"locust": lt.locust_version()})  # what ran, before anything changes
@@ -405,11 +418,12 @@ def main() -> int:
     try:
         playbook("site.yml", vars_file, workdir / "site.log")
         for round_ in range(args.rounds):
-            order = VARIANTS[round_ % 3 :] + VARIANTS[: round_ % 3]  # each variant first once in three
+            first = round_ % len(VARIANTS)
+            order = VARIANTS[first:] + VARIANTS[:first]  # a different variant first in each round
             for variant in order:
                 print(f"round {round_ + 1}: {variant} ...", flush=True)
                 name = f"r{round_ + 1}-{variant.replace(' ', '-')}"
-                mine = cold if variant == "monitor before" else target
+                mine = {"monitor before": cold, VARIANTS[3]: warm4}.get(variant, target)
                 runs.append({**run_once(args, mine, variant, workdir / name, worktree), "round": round_ + 1})
                 (workdir / "runs.json").write_text(
                     json.dumps(runs, indent=1) + "\n"
