@@ -363,11 +363,14 @@ def recreate_changes(cli: Any, spec: PoolSpec, todo: Plan, by_index: dict[int, A
     """For each replica the plan recreates, what differs between its container and the wanted config (env
     keys, never values)."""
     changes = {}
+    envs: dict[str, dict[str, str]] = {}  # by image ID: the replicas of a pool mostly share one
     for index in todo.recreate:
         attrs = by_index[index].attrs or {}
+        image = attrs.get("Image") or ""
+        if image not in envs:
+            envs[image] = image_env(cli, image)
         wanted = spec.container_config(index, todo.is_warm(index))
-        existing = observed_config(attrs, image_env(cli, attrs.get("Image") or ""), wanted["environment"])
-        changes[index] = config_changes(existing, wanted)
+        changes[index] = config_changes(observed_config(attrs, envs[image], wanted["environment"]), wanted)
     return changes
 
 
