@@ -470,7 +470,10 @@ def collect(client: docker.DockerClient, stack: str, members_url: str, events_pa
         lb = load_lb(client, stack)
     except ENGINE_ERRORS as exc:
         raise EngineUnreachable(str(exc)) from exc
-    events = read_events((read_text(events_path) or "").splitlines(), stack)
+    # The newest rotated copy first (roles/monitor's logrotate config keeps it uncompressed), then the file.
+    rotated = events_path.with_name(events_path.name + ".1")
+    text = "\n".join(read_text(path) or "" for path in (rotated, events_path))
+    events = read_events(text.splitlines(), stack)
     wanted = wanted_from_events(events)
     members = read_members(members_url)
     return StackStatus(

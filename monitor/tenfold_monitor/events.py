@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 """The scale events the tenfold_scale_events callback writes, read back for the monitor's cooldown.
 
-The file outlives the monitor, so a restarted monitor still knows when each pool was last scaled.
+The file outlives the monitor, so a restarted monitor still knows when each pool was last scaled; its
+rotation (roles/monitor, logrotate) keeps the newest rotated copy uncompressed, and it is read too.
 """
 
 from __future__ import annotations
@@ -58,20 +59,33 @@ def parse(line: str) -> ScaleEvent | None:
 
 
 def last_scaled(path: Path, stack: str, max_bytes: int = 1 << 20) -> dict[str, float]:
-    """When each pool of `stack` was last scaled (any trigger, any result: a failed run disturbed it too)."""
+    """When each pool of `stack` was last scaled (any trigger, any result: a failed run disturbed it too).
+
+    The newest rotated copy (`<name>.1`: logrotate renames the file and compresses it one rotation later)
+    is read too, so a rotation right after a scale event does not end its cooldown."""
+    found: dict[str, float] = {}
+    for part in (rotated(path), path):
+        for line in _tail(part, max_bytes).splitlines():
+            event = parse(line)
+            if event is None or event.stack != stack:
+                continue
+            for pool in event.changes:
+                found[pool] = max(found.get(pool, 0.0), event.end)
+    return found
+
+
+def rotated(path: Path) -> Path:
+    """The newest rotated copy of the events file."""
+    return path.with_name(path.name + ".1")
+
+
+def _tail(path: Path, max_bytes: int) -> str:
+    """The last `max_bytes` of a file ("" when it cannot be read)."""
     try:
         with path.open("rb") as handle:
             handle.seek(0, 2)
             size = handle.tell()
             handle.seek(max(0, size - max_bytes))
-            text = handle.read().decode("utf-8", "replace")
+            return handle.read().decode("utf-8", "replace")
     except OSError:
-        return {}
-    found: dict[str, float] = {}
-    for line in text.splitlines():
-        event = parse(line)
-        if event is None or event.stack != stack:
-            continue
-        for pool in event.changes:
-            found[pool] = max(found.get(pool, 0.0), event.end)
-    return found
+        return ""

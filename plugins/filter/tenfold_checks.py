@@ -25,6 +25,8 @@ FORMS = {
     "word": (r"[A-Za-z0-9][A-Za-z0-9_.+/-]{0,127}", "a word of letters, digits and _ . + / -"),
     "name": (r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", "a name of letters, digits and _ . -"),
     "memory": (r"[0-9]{1,9}(\.[0-9]{1,3})?[bkmgBKMG]?", "a memory size such as 512m or 1g"),
+    # logrotate's units: k or K, M, G (it refuses m and g).
+    "logsize": (r"[0-9]{1,12}[kKMG]?", "a logrotate size such as 512k, 100M or 1G"),
     "cookie": (r"[A-Za-z0-9_]{1,64}", "a cookie name of letters, digits and _ (it becomes $cookie_<name>)"),
     "extension": (r"[A-Za-z0-9]{1,16}", "a file extension of letters and digits"),
     "path": (r"/[A-Za-z0-9_.+/-]{0,1023}", "an absolute path of letters, digits and _ . + / -"),

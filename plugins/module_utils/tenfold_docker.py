@@ -117,6 +117,75 @@ def create(cli: Any, spec: PoolSpec, index: int, warm: bool = False) -> Any:
     return container
 
 
+def env_dict(entries: list[str] | None) -> dict[str, str]:
+    """Docker's ["KEY=value", ...] as a dict."""
+    pairs = (entry.partition("=") for entry in entries or [])
+    return {key: value for key, _, value in pairs}
+
+
+def image_env(cli: Any, image: str) -> dict[str, str]:
+    """The environment an image gives its containers ({} when the image is gone)."""
+    if not image:
+        return {}
+    try:
+        return env_dict((cli.images.get(image).attrs.get("Config") or {}).get("Env"))
+    except DockerException:
+        return {}
+
+
+def observed_config(attrs: dict, from_image: dict[str, str], wanted_env: dict[str, str]) -> dict:
+    """An existing container's settings (docker inspect's attrs) in PoolSpec.container_config()'s shape, so
+    that config_changes() can say what differs. Pure: the engine was asked before.
+
+    The container's environment includes its image's: a variable the image sets, with the image's value,
+    that the wanted config does not set is the image's, not the pool's, and is left out."""
+    config = attrs.get("Config") or {}
+    host = attrs.get("HostConfig") or {}
+    env = {
+        key: value
+        for key, value in env_dict(config.get("Env")).items()
+        if key in wanted_env or from_image.get(key) != value
+    }
+    ports = {
+        port: (binds[0].get("HostIp") or "", int(binds[0].get("HostPort") or 0))
+        for port, binds in (host.get("PortBindings") or {}).items()
+        if binds
+    }
+    health = config.get("Healthcheck") or {}
+    log = host.get("LogConfig") or {}
+    return {
+        "image": attrs.get("Image"),
+        "name": (attrs.get("Name") or "").lstrip("/"),
+        "hostname": config.get("Hostname"),
+        "labels": config.get("Labels") or {},
+        "environment": env,
+        "ports": ports,
+        "network": host.get("NetworkMode"),
+        "nano_cpus": host.get("NanoCpus"),
+        "cpu_shares": host.get("CpuShares"),
+        "mem_limit": host.get("Memory"),
+        "mem_reservation": host.get("MemoryReservation"),
+        "memswap_limit": host.get("MemorySwap"),
+        "pids_limit": host.get("PidsLimit"),
+        "user": config.get("User"),
+        "cap_drop": host.get("CapDrop"),
+        "security_opt": host.get("SecurityOpt"),
+        "read_only": host.get("ReadonlyRootfs"),
+        "tmpfs": host.get("Tmpfs"),
+        "init": host.get("Init"),
+        "restart_policy": host.get("RestartPolicy"),
+        "stop_signal": config.get("StopSignal"),
+        "healthcheck": {
+            "test": health.get("Test"),
+            "interval": health.get("Interval"),
+            "timeout": health.get("Timeout"),
+            "retries": health.get("Retries"),
+            "start_period": health.get("StartPeriod"),
+        },
+        "log_config": {"type": log.get("Type"), "config": log.get("Config") or {}},
+    }
+
+
 def remove(container: Any, stop_timeout: int) -> None:
     """Graceful stop (SIGTERM, then SIGKILL after stop_timeout), then remove."""
     try:

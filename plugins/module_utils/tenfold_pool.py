@@ -148,6 +148,134 @@ class PoolSpec:
         }
 
 
+# What a diff says about a recreated replica: the fields of container_config() it compares, in this order,
+# with the words a person reads. The name is not among them (promotion and demotion are renames), nor are
+# the environment's values: they may be secrets, so only its keys are ever named.
+_FIELD_WORDS = {
+    "image": "image",
+    "hostname": "hostname",
+    "labels": "label",
+    "ports": "ports",
+    "network": "network",
+    "nano_cpus": "cpus",
+    "cpu_shares": "cpu shares",
+    "mem_limit": "memory limit",
+    "mem_reservation": "memory reservation",
+    "memswap_limit": "memory+swap limit",
+    "pids_limit": "pids limit",
+    "user": "user",
+    "cap_drop": "dropped capabilities",
+    "security_opt": "security options",
+    "read_only": "read-only root filesystem",
+    "tmpfs": "tmpfs",
+    "init": "init",
+    "restart_policy": "restart policy",
+    "stop_signal": "stop signal",
+    "healthcheck": "healthcheck",
+    "log_config": "logging",
+}
+_SIZE_FIELDS = ("mem_limit", "mem_reservation", "memswap_limit")
+_NANOSECOND_KEYS = ("interval", "timeout", "start_period")
+
+
+def normal_config(config: dict) -> dict:
+    """A container config (container_config()'s shape, or one read back from the engine) in one form, so
+    that equal settings compare equal: Docker's defaults filled in, ports as (address, port)."""
+    result = dict(config)
+    network = result.get("network")
+    result["network"] = None if network in (None, "", "default", "bridge") else network
+    policy = dict(result.get("restart_policy") or {"Name": "no"})
+    policy.setdefault("MaximumRetryCount", 0)
+    policy["Name"] = policy.get("Name") or "no"
+    result["restart_policy"] = policy
+    result["ports"] = {key: (str(bind[0]), int(bind[1])) for key, bind in (result.get("ports") or {}).items()}
+    result["environment"] = {str(k): str(v) for k, v in (result.get("environment") or {}).items()}
+    return result
+
+
+def config_changes(before: dict, after: dict) -> list[str]:
+    """What differs between an existing replica's config and the wanted one, a line per field.
+
+    Both are in container_config()'s shape. Environment variables are named by key (added, removed,
+    changed), never with their values; labels only for the keys `after` sets (an image adds its own)."""
+    old, new = normal_config(before), normal_config(after)
+    lines: list[str] = []
+    for key, words in _FIELD_WORDS.items():
+        if key == "labels":
+            lines += _label_changes(old.get(key) or {}, new.get(key) or {})
+        elif key == "healthcheck":
+            lines += _healthcheck_changes(old.get(key) or {}, new.get(key) or {})
+        elif old.get(key) != new.get(key):
+            lines.append(f"{words}: {_show(key, old.get(key))} -> {_show(key, new.get(key))}")
+    return lines + env_changes(old["environment"], new["environment"])
+
+
+def env_changes(before: dict, after: dict) -> list[str]:
+    """The environment's keys that were added, removed or changed. Never a value: they may be secrets."""
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(key for key in set(before) & set(after) if before[key] != after[key])
+    lines = []
+    for words, keys in (("added", added), ("removed", removed), ("changed", changed)):
+        if keys:
+            lines.append(f"env {words}: {', '.join(keys)}")
+    return lines
+
+
+def _label_changes(before: dict, after: dict) -> list[str]:
+    return [
+        f"label {key}: {before.get(key, '(none)')} -> {value}"
+        for key, value in sorted(after.items())
+        if key != LABEL_CONFIG and before.get(key) != value
+    ]
+
+
+def _healthcheck_changes(before: dict, after: dict) -> list[str]:
+    lines = []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            old, new = before.get(key), after.get(key)
+            if key in _NANOSECOND_KEYS:
+                old, new = _seconds(old), _seconds(new)
+            else:
+                old, new = _show(key, old), _show(key, new)
+            lines.append(f"healthcheck {key}: {old} -> {new}")
+    return lines
+
+
+def _seconds(nanoseconds: object) -> str:
+    return f"{nanoseconds / 1e9:g}s" if isinstance(nanoseconds, int) else "(none)"
+
+
+def _show(key: str, value: object) -> str:
+    if value is None:
+        return "(none)"
+    if key == "image" and isinstance(value, str):
+        return value.removeprefix("sha256:")[:12]
+    if key == "nano_cpus" and isinstance(value, int):
+        return f"{value / 1e9:g}"
+    if key in _SIZE_FIELDS and isinstance(value, int):
+        return show_size(value)
+    if key == "ports" and isinstance(value, dict):
+        return ", ".join(f"{port} on {bind[0]}:{bind[1]}" for port, bind in sorted(value.items())) or "(none)"
+    if key == "restart_policy" and isinstance(value, dict):
+        retries = value.get("MaximumRetryCount") or 0
+        return f"{value.get('Name')} (at most {retries} restarts)" if retries else str(value.get("Name"))
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def show_size(size: int) -> str:
+    """536870912 -> '512m': the largest unit that divides it (parse_memory's units)."""
+    if size <= 0:
+        return str(size)
+    for unit in ("g", "m", "k"):
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return f"{size}b"
+
+
 @dataclass(frozen=True)
 class Replica:
     """A container of the pool as Docker reports it."""
@@ -229,6 +357,41 @@ def plan(existing: list[Replica], replicas: int, wanted_hash: dict[int, str], wa
             result.demote.append(index)
         (result.keep if current.running else result.start).append(index)
     return result
+
+
+def plan_report(
+    todo: Plan, stack: str, pool: str, current: dict[int, str], changes: dict[int, list[str]]
+) -> list[str]:
+    """What a plan does to each replica, a line each, in the order it is carried out (indented lines under
+    a recreated replica say what differs: `changes`, from config_changes()).
+
+    `current` names each slot's existing container (the one the plan kept for it)."""
+
+    def name(index: int) -> str:
+        return warm_name(stack, pool, index) if todo.is_warm(index) else replica_name(stack, pool, index)
+
+    def was(index: int) -> str:
+        old = current.get(index, name(index))
+        return "" if old == name(index) else f" (was {old})"
+
+    lines = [f"{removed}: removed" for removed in todo.remove]
+    lines += [
+        f"{current.get(i, replica_name(stack, pool, i))}: demoted to {name(i)} (warm)" for i in todo.demote
+    ]
+    for index in todo.promote:
+        started = " (started first)" if index in todo.start else ""
+        lines.append(
+            f"{current.get(index, warm_name(stack, pool, index))}: promoted to {name(index)}{started}"
+        )
+    lines += [f"{name(i)}: started" for i in todo.start if i not in todo.promote]
+    for index in todo.recreate:
+        warm = " as a warm replica" if todo.is_warm(index) else ""
+        lines.append(f"{name(index)}: recreated{warm}{was(index)}")
+        lines += [
+            f"  {line}" for line in changes.get(index) or ["config hash differs, no compared setting does"]
+        ]
+    lines += [f"{name(i)}: created" + (" (warm)" if todo.is_warm(i) else "") for i in todo.create]
+    return lines
 
 
 def _index_of(name: str, existing: list[Replica]) -> int:

@@ -24,6 +24,11 @@ description:
   - Each container gets CPU and memory limits, reservations at O(reservation_ratio) of the limits (memory
     reservation and a CPU-shares weight), a healthcheck, a restart policy, a read-only root filesystem, all
     capabilities dropped and no-new-privileges.
+  - With C(--diff), says per replica what the run does, in the order it does it (removed, demoted, promoted,
+    started, recreated, created). A recreated replica's lines name each setting that differs between its
+    container and the wanted config, such as the image ID, cpus, memory limits, ports, restart policy,
+    healthcheck or user. Environment variables are named by key (added, removed, changed), never with their
+    values.
 version_added: "0.1.0"
 author: tenfold contributors
 options:
@@ -237,7 +242,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.tenfold_docker import (
     client,
     create,
+    image_env,
     image_id,
+    observed_config,
     pool_containers,
     remove,
     rename,
@@ -249,9 +256,11 @@ from ansible.module_utils.tenfold_pool import (
     PoolError,
     PoolSpec,
     check_name,
+    config_changes,
     member,
     parse_memory,
     plan,
+    plan_report,
     probe_address,
     replica_name,
     replica_port,
@@ -348,6 +357,21 @@ def wanted_replicas(params: dict, existing: list) -> int:
         low, high = params["min_replicas"], params["max_replicas"]
         raise PoolError(f"min_replicas {low} is above max_replicas {high}")
     return min(max(current, params["min_replicas"]), params["max_replicas"])
+
+
+def recreate_changes(cli: Any, spec: PoolSpec, todo: Plan, by_index: dict[int, Any]) -> dict[int, list[str]]:
+    """For each replica the plan recreates, what differs between its container and the wanted config (env
+    keys, never values)."""
+    changes = {}
+    envs: dict[str, dict[str, str]] = {}  # by image ID: the replicas of a pool mostly share one
+    for index in todo.recreate:
+        attrs = by_index[index].attrs or {}
+        image = attrs.get("Image") or ""
+        if image not in envs:
+            envs[image] = image_env(cli, image)
+        wanted = spec.container_config(index, todo.is_warm(index))
+        changes[index] = config_changes(observed_config(attrs, envs[image], wanted["environment"]), wanted)
+    return changes
 
 
 class PoolReconciler:
@@ -516,6 +540,12 @@ def run(module: AnsibleModule) -> dict:
             "before": "\n".join(before) + "\n",
             "after": "\n".join(after) + "\n",
         }
+        current = {index: container.name for index, container in by_index.items()}
+        report = plan_report(
+            todo, spec.stack, spec.pool, current, recreate_changes(cli, spec, todo, by_index)
+        )
+        if report:
+            result["diff"]["prepared"] = "\n".join([f"{spec.stack}/{spec.pool}:", *report]) + "\n"
     if module.check_mode or not todo.changed:
         return result
 

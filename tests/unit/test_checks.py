@@ -177,6 +177,7 @@ def test_an_injected_value_is_refused_with_a_message_naming_the_variable(name, f
         ("time", ["10s", "500ms", "1m30s", "60", "1d"]),
         ("size", ["64k", "10m", "1g", "4096"]),
         ("memory", ["512m", "1g", "1.5g"]),
+        ("logsize", ["100M", "512k", "1G", "1048576"]),
         ("word", ["ECDHE-RSA-AES128-GCM-SHA256", "image/svg+xml", "http_502"]),
         ("image", ["tenfold/backend:local", "localhost:5000/team/app:v1.2", "debian@sha256:" + "a" * 64]),
         ("path", ["/etc/tenfold/prod/nginx", "/var/log/tenfold"]),
@@ -189,6 +190,12 @@ def test_an_injected_value_is_refused_with_a_message_naming_the_variable(name, f
 )
 def test_the_values_in_use_are_of_their_form(form, good):
     assert tenfold_bad_forms({f"v{i}": form for i in range(len(good))}, good) == []
+
+
+def test_a_logrotate_size_in_nginx_units_is_refused():
+    assert tenfold_bad_forms({"nginx_lb_logrotate_maxsize": "logsize?"}, ["100m"]) == [
+        "nginx_lb_logrotate_maxsize must be a logrotate size such as 512k, 100M or 1G (or \"\"); not '100m'"
+    ]
 
 
 def test_a_list_is_checked_entry_by_entry_and_an_environment_by_name_and_value():

@@ -45,6 +45,16 @@ def test_last_scaled_reads_each_pools_latest_event_of_its_stack(tmp_path):
     assert found["backend"] == events._epoch("2026-11-27T10:02:00.000Z")
 
 
+def test_a_rotation_right_after_a_scale_event_keeps_its_cooldown(tmp_path):
+    path = tmp_path / "scale-events.jsonl"
+    up = [{"pool": "backend", "current": 3, "target": 4, "direction": "up"}]
+    (tmp_path / "scale-events.jsonl.1").write_text(event("s", "2026-11-27T10:00:00.000Z", up) + "\n")
+    assert events.last_scaled(path, "s") == {"backend": events._epoch("2026-11-27T10:00:00.000Z")}
+    down = [{"pool": "backend", "current": 4, "target": 3, "direction": "down"}]
+    path.write_text(event("s", "2026-11-27T10:01:00.000Z", down) + "\n")
+    assert events.last_scaled(path, "s") == {"backend": events._epoch("2026-11-27T10:01:00.000Z")}
+
+
 def test_missing_events_file_means_no_cooldown(tmp_path):
     assert events.last_scaled(tmp_path / "nope.jsonl", "s") == {}
 

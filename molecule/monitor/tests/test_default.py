@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -147,3 +148,16 @@ def test_settings_the_monitor_rejects_never_replace_the_old_ones(host):
     assert "the monitor rejects these settings" in run.stdout
     assert "tolerance must be below 1, got 1.5" in run.stdout
     assert host.file(SETTINGS).sha256sum == before
+
+
+def test_logrotate_rotates_the_checkouts_scale_events_by_size(host):
+    # Only logrotate -d: a forced rotation here would rotate this checkout's real events file.
+    config = f"/etc/tenfold/molmon/logrotate.d/tenfold-scale-events{re.sub('[^A-Za-z0-9]+', '-', str(ROOT))}"
+    text = host.file(config).content_string
+    assert f"{ROOT}/logs/scale-events.jsonl {{" in text
+    for directive in ("size 10M", "rotate 10", "missingok", "notifempty", "nocreate", "delaycompress"):
+        assert f"\n    {directive}\n" in text
+    assert "\n    copytruncate\n" not in text  # renamed: see the template
+    check = host.run(f"logrotate -d {config}")
+    assert check.rc == 0 and "error:" not in check.stderr, check.stderr
+    assert "Handling 1 logs" in check.stderr + check.stdout

@@ -337,3 +337,48 @@ def test_a_unit_loads_the_bound_at_boot_and_is_a_valid_one():
         ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True
     )
     assert check.returncode == 0 and check.stderr == "", check.stderr
+
+
+LOGROTATE = Path("/etc/logrotate.d/tenfold-mollb-lb")
+
+
+def logged(marker: str, log: Path) -> bool:
+    """Whether a request with `marker` reached `log` (the access log is flushed at least every second)."""
+    for _ in range(30):
+        if log.exists() and marker in log.read_text():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_logrotate_has_a_config_for_the_lbs_logs_that_it_accepts():
+    text = LOGROTATE.read_text()
+    assert f"{LOGS}/access.json.log {LOGS}/error.log {{" in text
+    for directive in ("daily", "rotate 14", "missingok", "notifempty", "compress", "delaycompress"):
+        assert f"\n    {directive}\n" in text
+    assert f"docker exec {NAME} nginx -s reopen" in text
+    check = subprocess.run(["logrotate", "-d", str(LOGROTATE)], capture_output=True, text=True)
+    # logrotate prefixes what it refuses with "error:" (the config names error.log, so not just "error").
+    assert check.returncode == 0 and "error:" not in check.stderr, check.stderr
+    assert "Handling 1 logs" in check.stderr + check.stdout
+
+
+def test_a_forced_rotation_leaves_nginx_writing_to_a_fresh_access_log(tmp_path):
+    log = LOGS / "access.json.log"
+    before = f"/api/whoami?before-rotation={time.time_ns()}"
+    request(HTTPS, before)
+    assert logged(before, log)
+    # A state file of the test's own: the host's /var/lib/logrotate/status is not touched.
+    run = subprocess.run(
+        ["logrotate", "--force", "--state", str(tmp_path / "status"), str(LOGROTATE)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    rotated = LOGS / "access.json.log.1"
+    assert before in rotated.read_text()
+    after = f"/api/whoami?after-rotation={time.time_ns()}"
+    request(HTTPS, after)
+    assert logged(after, log), "nginx did not reopen its access log after the rotation"
+    assert before not in log.read_text()
+    assert after not in rotated.read_text()
