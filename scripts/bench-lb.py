@@ -16,7 +16,6 @@ requests/s, 50 closed-model users on `GET /health` (nginx answers it itself).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 import load_test as lt
 import tenfold_load as tl
 import yaml
-from benchlib import BIN, ROOT, ansible_playbook, leftovers, machine, section_head, write_section
+from benchlib import ROOT, BenchError, leftovers, machine, run_playbook, section_head, write_section
 
 WATCHED = ("roles/nginx_lb", "images/nginx", "scripts/bench-lb.py")
 BEFORE = "5ad29bc"  # main before the Lua balancer (issue "Scale without reloading nginx")
@@ -52,24 +51,6 @@ def stack_vars(name: str) -> dict:
         "app_pools_frontend_port_base": base + 100,
         "app_pools_backend_port_base": base + 200,
     }
-
-
-def playbook(checkout: Path, name: str, vars_file: Path, log: Path) -> None:
-    """A playbook of `checkout` (this one or the worktree), with its own ansible.cfg."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(checkout / "ansible.cfg")}
-    env["PATH"] = f"{BIN}:{env['PATH']}"
-    with log.open("w") as out:
-        rc = subprocess.run(
-            [ansible_playbook(), name, "-e", f"@{vars_file}"],
-            cwd=checkout,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=900,
-            check=False,
-        ).returncode
-    if rc != 0:
-        raise lt.LoadTestError(f"{name} of {checkout} failed (log: {log})")
 
 
 def measure(target: lt.Target, backend_port: int, workdir: Path, seconds: float) -> dict:
@@ -187,7 +168,7 @@ def main() -> int:
             files[name] = workdir / f"{name}.yml"
             files[name].write_text(yaml.safe_dump(stack_vars(name)))
             targets[name] = lt.load_target(files[name])
-            playbook(checkouts[name], "site.yml", files[name], workdir / f"site-{name}.log")
+            run_playbook("site.yml", files[name], workdir / f"site-{name}.log", checkouts[name])
         for index in range(args.rounds):
             order = list(STACKS) if index % 2 == 0 else list(reversed(STACKS))
             found = {}
@@ -206,8 +187,8 @@ def main() -> int:
     finally:
         for name, path in files.items():
             try:
-                playbook(checkouts[name], "playbooks/down.yml", path, workdir / f"down-{name}.log")
-            except lt.LoadTestError as exc:
+                run_playbook("playbooks/down.yml", path, workdir / f"down-{name}.log", checkouts[name])
+            except BenchError as exc:
                 print(exc, file=sys.stderr)
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
     left = [item for name in STACKS for item in leftovers(STACKS[name]["tenfold_stack"])]

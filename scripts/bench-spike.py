@@ -39,10 +39,10 @@ from benchlib import (
     BIN,
     DOC,
     ROOT,
-    ansible_playbook,
     json_lines,
     leftovers,
     machine,
+    run_playbook,
     section_head,
     write_section,
 )
@@ -192,20 +192,6 @@ def members(target: lt.Target) -> list[dict]:
         f"http://127.0.0.1:{target.status_port}/members/backend", timeout=5
     ) as answer:
         return json.loads(answer.read())["members"]
-
-
-def playbook(name: str, vars_file: Path, log: Path) -> None:
-    with log.open("w") as out:
-        rc = subprocess.run(
-            [ansible_playbook(), name, "-e", f"@{vars_file}"],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=900,
-            check=False,
-        ).returncode
-    if rc != 0:
-        raise lt.LoadTestError(f"{name} failed (log: {log})")
 
 
 def spread(values: list[float | None]) -> str:
@@ -416,7 +402,7 @@ def main() -> int:
     subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.before], cwd=ROOT, check=True)
     runs: list[dict] = []
     try:
-        playbook("site.yml", vars_file, workdir / "site.log")
+        run_playbook("site.yml", vars_file, workdir / "site.log")
         for round_ in range(args.rounds):
             first = round_ % len(VARIANTS)
             order = VARIANTS[first:] + VARIANTS[:first]  # a different variant first in each round
@@ -433,7 +419,7 @@ def main() -> int:
                     f"  first new serving {last['first_new_serving_s']}, failed {last['failed']}", flush=True
                 )
     finally:
-        playbook("playbooks/down.yml", vars_file, workdir / "down.log")
+        run_playbook("playbooks/down.yml", vars_file, workdir / "down.log")
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
     left = leftovers(target.stack)
     if left:

@@ -166,6 +166,25 @@ def monitor_settings(
     }
 
 
+def run_playbook(name: str, vars_file: Path, log: Path, checkout: Path = ROOT) -> None:
+    """A playbook of `checkout` (this one, or a worktree of another commit, with its own ansible.cfg) on
+    the stack of `vars_file`; its output goes to `log`."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(checkout / "ansible.cfg")}
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    with log.open("w") as out:
+        rc = subprocess.run(
+            [ansible_playbook(), name, "-e", f"@{vars_file}"],
+            cwd=checkout,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+            check=False,
+        ).returncode
+    if rc != 0:
+        raise BenchError(f"{name} of {checkout} failed (log: {log})")
+
+
 def json_lines(path: Path) -> list[dict]:
     """The JSON lines of a log that may not exist yet, skipping any that is not JSON (a partial last one)."""
     if not path.exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tenfold_pool as tp
 from conftest import load_plugin
+from test_pool_plan import spec as plan_spec
 
 load_plugin("modules", "tenfold_pool")  # makes the module_utils importable as ansible.module_utils.*
 docker_utils = __import__("ansible.module_utils.tenfold_docker", fromlist=["observed_config"])
@@ -13,20 +14,8 @@ SECRET = "sekrit-value-0815"
 
 
 def spec(**overrides):
-    values = {
-        "stack": "s",
-        "pool": "backend",
-        "image_id": "sha256:" + "a" * 64,
-        "container_port": 8080,
-        "bind_address": "127.0.0.1",
-        "port_base": 18200,
-        "cpus": 1.0,
-        "memory": tp.parse_memory("1g"),
-        "reservation_ratio": 0.5,
-        "env": {"API_TOKEN": SECRET},
-    }
-    values.update(overrides)
-    return tp.PoolSpec(**values)
+    """test_pool_plan's spec, with a secret in its environment and a full-length image ID."""
+    return plan_spec(**{"image_id": "sha256:" + "a" * 64, "env": {"API_TOKEN": SECRET}, **overrides})
 
 
 def inspect_attrs(config: dict, image_env: dict) -> dict:
