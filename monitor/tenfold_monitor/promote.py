@@ -32,7 +32,7 @@ from typing import Any
 import tenfold_events
 import tenfold_lock
 from tenfold_lb import Client, LbError, Member
-from tenfold_pool import LABEL_REPLICA, replica_name, warm_name
+from tenfold_pool import replica_name, warm_name
 
 from tenfold_monitor.containers import (
     ENGINE_ERRORS,
@@ -40,6 +40,7 @@ from tenfold_monitor.containers import (
     health_url,
     list_summaries,
     published,
+    replica_index,
 )
 from tenfold_monitor.lbmembers import member_key
 
@@ -148,8 +149,7 @@ class FastPath:
             if summary.get("State") != "running":
                 continue
             name = ((summary.get("Names") or ["/"])[0]).lstrip("/")
-            index_text = str((summary.get("Labels") or {}).get(LABEL_REPLICA, ""))
-            index = int(index_text) if index_text.isdigit() else 0
+            index = replica_index(summary.get("Labels") or {}) or 0
             address = member_key(published(attrs_from_summary(summary, {})))
             if name == replica_name(self.stack, pool, index):
                 serving += 1
