@@ -31,6 +31,19 @@ def tenfold_members(
     return members
 
 
+def tenfold_pool_sizes(
+    hosts: Sequence[str], hostvars: Mapping[str, Any], fact: str = "app_pools_found"
+) -> dict[str, int]:
+    """Per pool, its size across the hosts: the distinct indexes of the serving replicas that run on them
+    (tenfold_pool_info's `serving` in each host's `fact`). A replica found on two hosts counts once."""
+    indexes: dict[str, set[int]] = {}
+    for host in hosts or []:
+        serving = ((hostvars.get(host) or {}).get(fact) or {}).get("serving") or {}
+        for pool, found in serving.items():
+            indexes.setdefault(pool, set()).update(int(i) for i in found)
+    return {pool: len(found) for pool, found in indexes.items()}
+
+
 def tenfold_seconds(value: str | int) -> float:
     """An nginx time such as 10s, 500ms or 1m30s, in seconds (a bare number is seconds, as nginx reads it)."""
     text = str(value).strip()
@@ -42,4 +55,8 @@ def tenfold_seconds(value: str | int) -> float:
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"tenfold_members": tenfold_members, "tenfold_seconds": tenfold_seconds}
+        return {
+            "tenfold_members": tenfold_members,
+            "tenfold_pool_sizes": tenfold_pool_sizes,
+            "tenfold_seconds": tenfold_seconds,
+        }

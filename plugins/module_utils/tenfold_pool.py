@@ -76,6 +76,19 @@ def replica_port(port_base: int, index: int) -> int:
     return port_base + index
 
 
+def placed_here(index: int, hosts: int = 1, host_index: int = 0) -> bool:
+    """A pool spread over `hosts` Docker hosts runs replica i on host (i - 1) mod hosts (in inventory order):
+    names and ports stay unique across the hosts, and a scale run never moves a replica to another host."""
+    return (index - 1) % hosts == host_index
+
+
+def check_placement(hosts: int, host_index: int) -> None:
+    if hosts < 1 or not 0 <= host_index < hosts:
+        raise PoolError(
+            f"host_index must be within 0..hosts-1 and hosts 1 or more, got {host_index} of {hosts}"
+        )
+
+
 @dataclass(frozen=True)
 class PoolSpec:
     """Everything that defines a pool's containers. Its hash decides when a container is recreated."""
@@ -323,9 +336,16 @@ class Plan:
         )
 
 
-def plan(existing: list[Replica], replicas: int, wanted_hash: dict[int, str], warm: int = 0) -> Plan:
+def plan(
+    existing: list[Replica],
+    replicas: int,
+    wanted_hash: dict[int, str],
+    warm: int = 0,
+    hosts: int = 1,
+    host_index: int = 0,
+) -> Plan:
     """Decide what to do so that replicas 1..N serve and N+1..N+warm are warm, each running the wanted
-    config.
+    config. Of a pool spread over several hosts, this host runs the slots placed_here() gives it.
 
     A warm replica in a serving slot is promoted and a serving one in a warm slot demoted (renames: the
     container and its config stay). Replicas above N+warm are removed, highest index first; so are
@@ -334,16 +354,17 @@ def plan(existing: list[Replica], replicas: int, wanted_hash: dict[int, str], wa
     """
     if replicas < 0 or warm < 0:
         raise PoolError(f"replicas and warm replicas must be 0 or more, got {replicas} and {warm}")
+    check_placement(hosts, host_index)
     result = Plan(replicas=replicas)
-    slots = replicas + warm
+    slots = [i for i in range(1, replicas + warm + 1) if placed_here(i, hosts, host_index)]
     by_index: dict[int, Replica] = {}
     for replica in sorted(existing, key=lambda r: (r.index, r.warm != (r.index > replicas), r.name)):
-        if 1 <= replica.index <= slots and replica.index not in by_index:
+        if replica.index in slots and replica.index not in by_index:
             by_index[replica.index] = replica
         else:
             result.remove.append(replica.name)
     result.remove.sort(key=lambda n: _index_of(n, existing), reverse=True)
-    for index in range(1, slots + 1):
+    for index in slots:
         current = by_index.get(index)
         if current is None:
             result.create.append(index)

@@ -179,3 +179,60 @@ def target_for(
     else:
         message = f"{pool}: {current} -> {target} replicas"
     return PoolTarget(pool=pool, current=current, target=target, clamped=clamped, message=message)
+
+
+def pool_bounds(item: dict) -> tuple[str, Bounds]:
+    try:
+        name = str(item["name"])
+        return name, Bounds(int(item["min_replicas"]), int(item["max_replicas"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ScaleRequestError(f"pool entry {item!r} needs name, min_replicas and max_replicas") from exc
+
+
+def plan_request(
+    items: list[dict],
+    current: dict[str, int],
+    pool: str | None,
+    direction: str | None,
+    step: object,
+    replicas: object,
+    expect_current: object,
+) -> list[PoolTarget]:
+    """The scale request's target for every pool (`items`, the role's pool list), from each pool's
+    `current` size across its Docker hosts; a pool missing from `current` has no replica running."""
+    pools = [pool_bounds(item) for item in items]
+    chosen, direction, step, wanted = parse_request([n for n, _ in pools], pool, direction, step, replicas)
+    expected = parse_expected(expect_current, chosen, wanted)
+    plan = []
+    for name, bounds in pools:
+        now = int(current.get(name, 0))
+        if name not in chosen:
+            plan.append(PoolTarget(name, now, now, False, f"{name}: not part of this request", False))
+        elif expected is not None and expected != now:
+            plan.append(stale_target(name, now, expected))
+        else:
+            count = wanted[name] if isinstance(wanted, dict) else wanted
+            plan.append(target_for(name, now, bounds, direction, step, count))
+    return plan
+
+
+def scale_plan(args: dict) -> dict:
+    """tenfold_scale_plan's result for its arguments (the module's and its action plugin's one body)."""
+    request = [args.get(key) for key in ("pool", "direction", "step", "replicas", "expect_current")]
+    items = args.get("pools") or []
+    if args.get("validate_only"):
+        names = [str(item.get("name")) for item in items]
+        chosen, _, _, replicas = parse_request(names, *request[:4])
+        parse_expected(request[4], chosen, replicas)
+        return {"changed": False, "pools": [], "targets": {}}
+    try:
+        current = {str(k): int(v) for k, v in (args.get("current") or {}).items()}
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ScaleRequestError(f"current must map pool names to whole numbers: {exc}") from exc
+    targets = plan_request(items, current, *request)
+    return {
+        "changed": False,
+        "pools": [t.as_dict() for t in targets],
+        "targets": {t.pool: t.target for t in targets},
+        "warnings": [t.message for t in targets if t.clamped],
+    }

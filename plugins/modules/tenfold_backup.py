@@ -11,7 +11,7 @@ short_description: Make, verify and restore compressed backups of a tenfold stac
 description:
   - O(state=present) writes C(<backup_dir>/<stack>-<UTC time>.tar.gz) (mode 0600) holding every file of
     O(sources) with its mode, owner and group, and a manifest naming the format, the stack, the replica count
-    of each of O(pools) on the Docker host (the scale state) and the SHA-256 of every file. Then only the
+    of each of O(pools) (the scale state, from O(scale)) and the SHA-256 of every file. Then only the
     newest O(retention) archives of the stack are kept; other files in O(backup_dir) are left alone.
   - O(state=verified) reads the archive given by O(src) to its end and checks it against its manifest. A
     truncated archive, a member whose checksum differs, a member added or missing, a link, an unsafe path,
@@ -78,15 +78,17 @@ options:
     type: int
     default: 7
   pools:
-    description: With O(state=present), the pools whose replicas are counted on the Docker host and recorded.
+    description: With O(state=present), the pools whose replica counts are recorded.
     type: list
     elements: str
     default: []
-  docker_host:
-    description: Docker engine to count the replicas on; the environment's by default.
-    type: str
-requirements:
-  - docker (the Docker SDK for Python) on the target host, when O(pools) is given
+  scale:
+    description:
+      - With O(state=present), each pool's replica count across its Docker hosts, as the C(tenfold_pool_sizes)
+        filter counts what M(tenfold_pool_info) read on them. Each of O(pools) must be in it; a pool no
+        Docker host was read for fails the backup, rather than record a size nobody counted.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -104,6 +106,7 @@ EXAMPLES = r"""
     backup_dir: /var/backups/tenfold
     retention: 7
     pools: [frontend, backend]
+    scale: {frontend: 3, backend: 4}
     sources:
       - {name: nginx, path: /etc/tenfold/tenfold/nginx}
       - {name: tls, path: /etc/tenfold/tenfold/tls}
@@ -189,7 +192,6 @@ from ansible.module_utils.tenfold_backup import (
     verify,
     write_archive,
 )
-from ansible.module_utils.tenfold_pool import PoolError
 
 
 def argument_spec() -> dict:
@@ -216,17 +218,24 @@ def argument_spec() -> dict:
         "dest": {"type": "path"},
         "retention": {"type": "int", "default": 7},
         "pools": {"type": "list", "elements": "str", "default": []},
-        "docker_host": {"type": "str"},
+        "scale": {"type": "dict", "default": {}},
     }
 
 
-def scale_state(stack: str, pools: list[str], docker_host: str | None) -> dict[str, int]:
-    if not pools:
-        return {}
-    from ansible.module_utils.tenfold_docker import client, replica_count
-
-    cli = client(docker_host)
-    return {pool: replica_count(cli, stack, pool) for pool in pools}
+def scale_state(pools: list[str], counted: dict) -> dict[str, int]:
+    """Each pool's recorded replica count, from what the Docker hosts reported."""
+    unread = [pool for pool in pools if pool not in counted]
+    if unread:
+        raise BackupError(
+            f"no Docker host reported pool {', '.join(unread)}: run backup.yml with the tenfold_docker hosts"
+        )
+    try:
+        scale = {pool: int(counted[pool]) for pool in pools}
+    except (TypeError, ValueError) as exc:
+        raise BackupError(f"scale must map pools to whole numbers: {exc}") from exc
+    if any(count < 0 for count in scale.values()):
+        raise BackupError(f"scale must not be negative: {scale}")
+    return scale
 
 
 def present(module: AnsibleModule, stack: str, sources: list[Source]) -> dict:
@@ -237,7 +246,7 @@ def present(module: AnsibleModule, stack: str, sources: list[Source]) -> dict:
     if params["retention"] < 1:
         raise BackupError(f"retention={params['retention']} must keep at least 1 backup")
     path = os.path.join(directory, archive_name(stack, datetime.now(UTC)))
-    scale = scale_state(stack, params["pools"], params["docker_host"])
+    scale = scale_state(params["pools"], params["scale"])
     if module.check_mode:
         kept = [path, *backups(directory, stack)]
         removed = kept[params["retention"] :]
@@ -331,8 +340,6 @@ def main() -> None:
     except BackupError as exc:
         verb = "written" if params["state"] == "present" else "used"
         module.fail_json(msg=f"backup not {verb}, nothing changed: {exc}")
-    except PoolError as exc:
-        module.fail_json(msg=f"could not read the scale state, no backup written: {exc}")
     except OSError as exc:
         module.fail_json(msg=f"backup {params['state']} failed: {exc}; nothing was renamed into place")
 

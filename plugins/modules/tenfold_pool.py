@@ -69,6 +69,22 @@ options:
         O(replicas), so that converging the stack again does not undo scaling.
     type: bool
     default: false
+  current:
+    description:
+      - With O(preserve_current), the pool's current size across all its hosts (as M(tenfold_pool_info)
+        counts it on each). Without it, the serving replicas on this host are the pool's size.
+    type: int
+  hosts:
+    description:
+      - How many Docker hosts the pool is spread over. Replica C(i) runs on the host whose O(host_index) is
+        C((i - 1) mod hosts), so names and ports stay unique across the hosts and a scale run never moves a
+        replica. The replicas of the pool found here that belong to another host are removed.
+    type: int
+    default: 1
+  host_index:
+    description: This host's place among the pool's O(hosts), from C(0) (inventory order).
+    type: int
+    default: 0
   min_replicas:
     description: With O(preserve_current), the fewest replicas the pool is kept at.
     type: int
@@ -259,6 +275,7 @@ from ansible.module_utils.tenfold_pool import (
     config_changes,
     member,
     parse_memory,
+    placed_here,
     plan,
     plan_report,
     probe_address,
@@ -277,6 +294,9 @@ def argument_spec() -> dict:
         "warm_replicas": {"type": "int", "default": 0},
         "warm_start": {"type": "str", "default": "wait", "choices": ["wait", "start", "later"]},
         "preserve_current": {"type": "bool", "default": False},
+        "current": {"type": "int"},
+        "hosts": {"type": "int", "default": 1},
+        "host_index": {"type": "int", "default": 0},
         "min_replicas": {"type": "int", "default": 0},
         "max_replicas": {"type": "int", "default": 65535},
         "image": {"type": "str", "required": True},
@@ -350,7 +370,9 @@ def app_env(params: dict) -> dict:
 
 def wanted_replicas(params: dict, existing: list) -> int:
     """The pool's size: `replicas`, or with preserve_current the running pool's size within its bounds."""
-    current = sum(1 for replica in existing if replica.index >= 1 and not replica.warm)
+    current = params["current"]
+    if current is None:
+        current = sum(1 for replica in existing if replica.index >= 1 and not replica.warm)
     if not params["preserve_current"] or current == 0:
         return params["replicas"]
     if params["min_replicas"] > params["max_replicas"]:
@@ -503,8 +525,16 @@ def run(module: AnsibleModule) -> dict:
     spec = build_spec(params, image_id(cli, params["image"]) if params["replicas"] > 0 else "")
     warm = warm_count(params["replicas"], params["warm_replicas"], params["max_replicas"])
     slots = params["replicas"] + warm
-    wanted = {i: spec.config_hash(i) for i in range(1, slots + 1)}
-    todo = plan([replica for replica, _ in found], params["replicas"], wanted, warm)
+    here = [i for i in range(1, slots + 1) if placed_here(i, params["hosts"], params["host_index"])]
+    wanted = {i: spec.config_hash(i) for i in here}
+    todo = plan(
+        [replica for replica, _ in found],
+        params["replicas"],
+        wanted,
+        warm,
+        params["hosts"],
+        params["host_index"],
+    )
     if params["warm_start"] == "later":
         todo = todo.without_new_warm()
     containers = {replica.name: container for replica, container in found}
@@ -514,7 +544,8 @@ def run(module: AnsibleModule) -> dict:
     work = PoolReconciler(module, cli, spec, todo)
     kept = set(todo.keep + todo.start + todo.create + todo.recreate)
     before = [replica.name for replica, _ in sorted(found, key=lambda pair: (pair[0].index, pair[0].name))]
-    after = [work.name(i) for i in range(1, slots + 1) if i in kept]
+    after = [work.name(i) for i in here if i in kept]
+    serving = [i for i in here if not todo.is_warm(i)]
     advertise = params["advertise_address"] or probe_address(spec.bind_address)
     result: dict[str, Any] = {
         "changed": todo.changed,
@@ -524,14 +555,14 @@ def run(module: AnsibleModule) -> dict:
         "removed": list(todo.remove),
         "promoted": [work.name(i) for i in todo.promote],
         "demoted": [work.name(i) for i in todo.demote],
-        "warm": [work.name(i) for i in range(params["replicas"] + 1, slots + 1) if i in kept],
+        "warm": [work.name(i) for i in here if todo.is_warm(i) and i in kept],
         "removed_members": [
             member(spec, replica.index, advertise)
             for replica, _ in found
-            if replica.index > params["replicas"] and not replica.warm
+            if replica.index >= 1 and not replica.warm and replica.index not in serving
         ],
         "replicas": params["replicas"],
-        "members": [member(spec, i, advertise) for i in range(1, params["replicas"] + 1)],
+        "members": [member(spec, i, advertise) for i in serving],
     }
     if module._diff:
         result["diff"] = {

@@ -9,13 +9,15 @@ DOCUMENTATION = r"""
 module: tenfold_scale_plan
 short_description: Turn a scale request into the replica count each pool should end with
 description:
-  - Reads how many replicas of each pool run on the Docker host and applies the request, either relative
-    (O(direction) and O(step), for every pool or for O(pool)) or absolute (O(replicas) for O(pool)).
+  - Applies a scale request to each pool's current size (O(current), counted on the Docker hosts by
+    M(tenfold_pool_info)), either relative (O(direction) and O(step), for every pool or for O(pool)) or
+    absolute (O(replicas) for O(pool)).
   - A replica that exited or was removed does not count, so a request for the pool's usual size brings it
     back (M(tenfold_pool) starts or recreates it, health-gated).
   - A target beyond a pool's bounds is clamped to the bound, and the clamp is said in RV(pools).
   - A malformed request fails with a message that says what to fix, before anything changes. The module
-    itself never changes anything.
+    itself never changes anything, and reads nothing but its arguments (its action plugin runs it in the
+    C(ansible-playbook) process).
 version_added: "0.1.0"
 author: tenfold contributors
 options:
@@ -52,27 +54,19 @@ options:
         says the request is stale; the requester plans again from what that run left.
       - The monitor passes it with every decision, so an operator's run it waited behind stands.
     type: raw
-  bind_address:
+  current:
     description:
-      - Address the replicas publish their ports on; with O(advertise_address), what RV(members) names.
-    type: str
-    default: 127.0.0.1
-  advertise_address:
-    description: Address the load balancer reaches the replicas at; by default what reaches O(bind_address).
-    type: str
-    default: ""
-  docker_host:
-    description: Docker engine to talk to; the environment's by default.
-    type: str
+      - Each pool's size now, by pool name, across all its Docker hosts (the running replicas that are not
+        warm). A pool not named has none.
+    type: dict
+    default: {}
   validate_only:
     description:
-      - Only check the request against the pools' names and bounds, without reading the Docker
-        host; RV(pools), RV(targets) and RV(members) are then empty. M(tenfold_lock) is taken after this, so
+      - Only check the request against the pools' names and bounds, without O(current); RV(pools) and
+        RV(targets) are then empty. M(tenfold_lock) is taken after this, so
         a malformed request fails at once, not after waiting for another run's lock.
     type: bool
     default: false
-requirements:
-  - docker (the Docker SDK for Python) on the target host
 attributes:
   check_mode:
     support: full
@@ -88,6 +82,7 @@ EXAMPLES = r"""
       - {name: frontend, min_replicas: 3, max_replicas: 10}
       - {name: backend, min_replicas: 3, max_replicas: 10}
     direction: up
+    current: {frontend: 3, backend: 3}
   register: plan
 """
 
@@ -110,27 +105,10 @@ targets:
   returned: always
   type: dict
   sample: {"frontend": 3, "backend": 4}
-members:
-  description:
-    - By pool name (of the pools given a C(port_base)), how the load balancer reaches each replica the pool
-      has now, as M(tenfold_pool) returns them. A pool this run does not change keeps exactly these.
-  returned: always
-  type: dict
-  sample: {"frontend": [{"name": "tenfold-frontend-1", "replica": 1, "address": "127.0.0.1", "port": 18101}]}
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.tenfold_docker import client, running_replicas
-from ansible.module_utils.tenfold_pool import PoolError, member_at, probe_address
-from ansible.module_utils.tenfold_scale import (
-    Bounds,
-    PoolTarget,
-    ScaleRequestError,
-    parse_expected,
-    parse_request,
-    stale_target,
-    target_for,
-)
+from ansible.module_utils.tenfold_scale import ScaleRequestError, scale_plan
 
 
 def argument_spec() -> dict:
@@ -142,77 +120,18 @@ def argument_spec() -> dict:
         "step": {"type": "raw"},
         "replicas": {"type": "raw"},
         "expect_current": {"type": "raw"},
-        "bind_address": {"type": "str", "default": "127.0.0.1"},
-        "advertise_address": {"type": "str", "default": ""},
-        "docker_host": {"type": "str"},
+        "current": {"type": "dict", "default": {}},
         "validate_only": {"type": "bool", "default": False},
     }
 
 
-def pool_bounds(item: dict) -> tuple[str, Bounds]:
-    try:
-        name = str(item["name"])
-        return name, Bounds(int(item["min_replicas"]), int(item["max_replicas"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ScaleRequestError(f"pool entry {item!r} needs name, min_replicas and max_replicas") from exc
-
-
-def current_members(stack: str, items: list[dict], running: dict[str, list[int]], address: str) -> dict:
-    """Members of each pool with a port_base: its running replicas, by their own indexes."""
-    members = {}
-    for item in items:
-        if item.get("port_base") in (None, ""):
-            continue
-        try:
-            port_base = int(item["port_base"])
-        except (TypeError, ValueError) as exc:
-            raise ScaleRequestError(
-                f"pool {item['name']}: port_base {item['port_base']!r} is not a number"
-            ) from exc
-        name = str(item["name"])
-        members[name] = [member_at(stack, name, port_base, i, address) for i in running[name]]
-    return members
-
-
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    params = module.params
     try:
-        pools = [pool_bounds(item) for item in params["pools"]]
-        names = [name for name, _ in pools]
-        chosen, direction, step, replicas = parse_request(
-            names, params["pool"], params["direction"], params["step"], params["replicas"]
-        )
-        expected = parse_expected(params["expect_current"], chosen, replicas)
-        if params["validate_only"]:
-            module.exit_json(changed=False, pools=[], targets={}, members={})
-        cli = client(params["docker_host"])
-        plan = []
-        running = {name: running_replicas(cli, params["stack"], name) for name, _ in pools}
-        for name, bounds in pools:
-            current = len(running[name])
-            if name in chosen and expected is not None and expected != current:
-                plan.append(stale_target(name, current, expected))
-            elif name in chosen:
-                wanted = replicas[name] if isinstance(replicas, dict) else replicas
-                plan.append(target_for(name, current, bounds, direction, step, wanted))
-            else:
-                plan.append(
-                    PoolTarget(name, current, current, False, f"{name}: not part of this request", False)
-                )
-        address = params["advertise_address"] or probe_address(params["bind_address"])
-        members = current_members(params["stack"], params["pools"], running, address)
-    except (ScaleRequestError, PoolError) as exc:
+        result = scale_plan(module.params)
+    except ScaleRequestError as exc:
         module.fail_json(msg=f"scale request rejected, nothing changed: {exc}")
-    for target in plan:
-        if target.clamped:
-            module.warn(target.message)
-    module.exit_json(
-        changed=False,
-        pools=[t.as_dict() for t in plan],
-        targets={t.pool: t.target for t in plan},
-        members=members,
-    )
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ tenfold_seconds turns an nginx time into the seconds the Lua balancer reads."""
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from tenfold import FilterModule, tenfold_members, tenfold_seconds
+from tenfold import FilterModule, tenfold_members, tenfold_pool_sizes, tenfold_seconds
 
 
 def replicas(prefix, address, ports):
@@ -110,3 +110,17 @@ def test_both_filters_are_registered():
     filters = FilterModule().filters()
     assert filters["tenfold_members"] is tenfold_members
     assert filters["tenfold_seconds"] is tenfold_seconds
+
+
+def test_pool_sizes_count_distinct_serving_replicas_across_hosts():
+    hostvars = {
+        "a": {"app_pools_found": {"serving": {"backend": [1, 3], "frontend": [1]}}},
+        "b": {"app_pools_found": {"serving": {"backend": [2, 4], "frontend": []}}},
+        # a host back from a cut still runs replica 1, now also placed on a: it counts once
+        "c": {"app_pools_found": {"serving": {"backend": [1]}}},
+        "unread": {},
+    }
+    assert tenfold_pool_sizes(["a", "b", "c", "unread"], hostvars) == {"backend": 4, "frontend": 1}
+    assert tenfold_pool_sizes(["b"], hostvars) == {"backend": 2, "frontend": 0}
+    assert tenfold_pool_sizes([], hostvars) == {}
+    assert FilterModule().filters()["tenfold_pool_sizes"] is tenfold_pool_sizes

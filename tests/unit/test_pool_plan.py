@@ -233,3 +233,40 @@ def test_a_zero_between_busy_readings_is_not_enough():
     readings = iter([0, 4, 0, 0])
     results = tp.drain(["a"], lambda n: next(readings), timeout=10, clock=clock, sleep=clock.sleep)
     assert results[0].drained and clock.now >= 1.5
+
+
+def test_a_pool_over_two_hosts_places_replicas_in_turn():
+    # 5 serving + 1 warm over two hosts: host 0 runs 1, 3, 5; host 1 runs 2, 4 and the warm 6
+    first = tp.plan([], 5, hashes(6), warm=1, hosts=2, host_index=0)
+    second = tp.plan([], 5, hashes(6), warm=1, hosts=2, host_index=1)
+    assert first.create == [1, 3, 5]
+    assert second.create == [2, 4, 6]
+    assert second.is_warm(6)
+
+
+def test_growing_a_pool_over_hosts_moves_no_replica():
+    here = [replica(2), replica(4, warm=True)]
+    result = tp.plan(here, 4, hashes(5), warm=1, hosts=2, host_index=1)
+    assert result.promote == [4]
+    assert result.keep == [2, 4]
+    assert not result.remove and not result.create
+
+
+def test_replicas_placed_on_another_host_are_removed_here():
+    # this host ran the whole pool while the other was lost; with both back it keeps its share only
+    here = [replica(i) for i in range(1, 5)]
+    result = tp.plan(here, 4, hashes(4), hosts=2, host_index=0)
+    assert result.keep == [1, 3]
+    assert result.remove == ["s-backend-4", "s-backend-2"]
+
+
+@pytest.mark.parametrize(("hosts", "host_index"), [(0, 0), (2, 2), (2, -1)])
+def test_a_place_outside_the_hosts_is_refused(hosts, host_index):
+    with pytest.raises(tp.PoolError, match="host_index must be within"):
+        tp.plan([], 3, hashes(3), hosts=hosts, host_index=host_index)
+
+
+def test_each_replica_is_placed_on_exactly_one_host():
+    for hosts in range(1, 5):
+        for index in range(1, 20):
+            assert sum(tp.placed_here(index, hosts, h) for h in range(hosts)) == 1

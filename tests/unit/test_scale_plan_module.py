@@ -1,10 +1,13 @@
-"""tenfold_scale_plan's reading of the engine: only running replicas count, by their own indexes."""
+"""tenfold_pool_info's reading of the engine (only running replicas count, by their own indexes) and
+tenfold_scale_plan's plan from the pools' sizes across the Docker hosts."""
 
 from types import SimpleNamespace
 
+import pytest
 from conftest import load_plugin
 
-mod = load_plugin("modules", "tenfold_scale_plan")
+info = load_plugin("modules", "tenfold_pool_info")
+scale = __import__("ansible.module_utils.tenfold_scale", fromlist=["scale_plan"])
 docker_utils = __import__("ansible.module_utils.tenfold_docker", fromlist=["running_replicas"])
 
 
@@ -23,12 +26,48 @@ def test_exited_replicas_and_stray_copies_do_not_count_as_running():
     assert docker_utils.running_replicas(engine, "s", "backend") == [1, 3]
 
 
-def test_members_of_a_pool_with_a_gap_are_its_running_replicas():
-    items = [{"name": "backend", "port_base": 100}, {"name": "frontend"}]
-    members = mod.current_members("s", items, {"backend": [1, 3], "frontend": [1]}, "127.0.0.1")
-    assert members == {
-        "backend": [
-            {"name": "s-backend-1", "replica": 1, "address": "127.0.0.1", "port": 101},
-            {"name": "s-backend-3", "replica": 3, "address": "127.0.0.1", "port": 103},
-        ]
+def test_members_of_a_pool_with_a_gap_are_its_running_replicas(monkeypatch):
+    engine = FakeEngine(replica(3), replica(1), replica(2, "exited"))
+    monkeypatch.setattr(info, "client", lambda docker_host: engine)
+    params = {"stack": "s", "pools": [{"name": "backend", "port_base": 100}], "docker_host": None}
+    found = info.read({**params, "bind_address": "0.0.0.0", "advertise_address": ""})
+    assert found == {
+        "serving": {"backend": [1, 3]},
+        "members": {
+            "backend": [
+                {"name": "s-backend-1", "replica": 1, "address": "127.0.0.1", "port": 101},
+                {"name": "s-backend-3", "replica": 3, "address": "127.0.0.1", "port": 103},
+            ]
+        },
     }
+
+
+POOLS = [
+    {"name": "frontend", "min_replicas": 3, "max_replicas": 10},
+    {"name": "backend", "min_replicas": 3, "max_replicas": 10},
+]
+
+
+def test_the_plan_starts_from_the_sizes_given():
+    result = scale.scale_plan({"pools": POOLS, "direction": "up", "current": {"frontend": 4, "backend": 6}})
+    assert result["targets"] == {"frontend": 5, "backend": 7}
+    assert result["warnings"] == []
+
+
+def test_a_pool_missing_from_the_sizes_has_no_replica():
+    result = scale.scale_plan({"pools": POOLS, "pool": "backend", "replicas": 12, "current": {}})
+    assert result["targets"] == {"frontend": 0, "backend": 10}
+    assert [p["current"] for p in result["pools"]] == [0, 0]
+    assert result["warnings"] == ["backend: 12 replicas asked, clamped to the maximum of 10"]
+
+
+def test_a_size_that_is_not_a_number_is_refused():
+    with pytest.raises(scale.ScaleRequestError, match="current must map pool names to whole numbers"):
+        scale.scale_plan({"pools": POOLS, "direction": "up", "current": {"backend": "many"}})
+
+
+def test_validate_only_needs_no_sizes():
+    result = scale.scale_plan({"pools": POOLS, "direction": "up", "validate_only": True})
+    assert result == {"changed": False, "pools": [], "targets": {}}
+    with pytest.raises(scale.ScaleRequestError, match="direction must be"):
+        scale.scale_plan({"pools": POOLS, "direction": "sideways", "validate_only": True})
