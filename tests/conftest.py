@@ -12,9 +12,11 @@ for sub in ("plugins/module_utils", "plugins/filter", "monitor"):
     path = str(ROOT / sub)
     if path not in sys.path:
         sys.path.insert(0, path)
-# The scripts' shared helpers (benchlib), last: nothing there may shadow a test module.
-if str(ROOT / "scripts") not in sys.path:
-    sys.path.append(str(ROOT / "scripts"))
+# The scripts' shared helpers (benchlib) and the stack drivers of tests/integration (helpers, which the
+# fleet suite uses too), last: nothing there may shadow a test module.
+for sub in ("scripts", "tests/integration"):
+    if str(ROOT / sub) not in sys.path:
+        sys.path.append(str(ROOT / sub))
 
 
 def load_plugin(kind: str, name: str) -> ModuleType:

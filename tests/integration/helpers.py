@@ -79,9 +79,11 @@ def ansible_env() -> dict[str, str]:
     }
 
 
-def playbook(name: str, *args: str, vars_file: Path = STACK_VARS, timeout: int = 900) -> Run:
+def playbook(name: str, *args: str, vars_file: Path | None = STACK_VARS, timeout: int = 900) -> Run:
+    """Run a playbook against the suite's stack (vars_file), or, with vars_file None, as `args` say."""
     env = ansible_env()
-    cmd = [str(BIN / "ansible-playbook"), name, "-e", f"@{vars_file}", *args]
+    extra = ["-e", f"@{vars_file}"] if vars_file else []
+    cmd = [str(BIN / "ansible-playbook"), name, *extra, *args]
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
