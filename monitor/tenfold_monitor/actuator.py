@@ -26,7 +26,8 @@ class Actuator:
     `command` is the argv prefix, e.g. [".venv/bin/ansible-playbook", "scale.yml", "-e", "@vars.yml"]; each
     run appends `-e pool=P -e replicas=N -e expect_current=C -e trigger=monitor`: C is the size the decision
     was made on, so a run that waited for the lock behind another changes nothing if that one moved the
-    pool. Its output goes to `log_path`.
+    pool. Docker hosts the monitor cannot reach are left out (`--limit all:!HOST`): the run places the
+    pool over the others instead of failing on a lost host. Its output goes to `log_path`.
     """
 
     def __init__(self, command: Sequence[str], cwd: Path, log_path: Path, env: dict[str, str] | None = None):
@@ -40,7 +41,7 @@ class Actuator:
     def busy(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, pool: str, replicas: int, current: int) -> bool:
+    def start(self, pool: str, replicas: int, current: int, leave_out: Sequence[str] = ()) -> bool:
         """Start a scale run from `current` to `replicas`; False (nothing started) while another runs."""
         if self.busy():
             return False
@@ -49,6 +50,8 @@ class Actuator:
             *("-e", f"pool={pool}", "-e", f"replicas={replicas}", "-e", f"expect_current={current}"),
             *("-e", "trigger=monitor"),
         ]
+        if leave_out:
+            argv += ["--limit", ":".join(["all", *(f"!{host}" for host in leave_out)])]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a", encoding="utf-8") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(argv)}\n")

@@ -19,20 +19,19 @@ import http.client
 import json
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import docker
-
 from tenfold_monitor import stubstatus
 from tenfold_monitor.containers import (
-    DEFAULT_WORKERS,
     ENGINE_ERRORS,
     HEALTH_TIMEOUT_S,
     ContainerMetrics,
     EngineMemory,
     collect_containers,
 )
+from tenfold_monitor.engines import EngineHost, Engines
 from tenfold_monitor.host import HostSampler
 from tenfold_monitor.lbcounters import (
     DEFAULT_WINDOW_S,
@@ -82,6 +81,8 @@ class Snapshot:
     window_s: float
     pools: dict[str, PoolSnapshot] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Docker hosts whose engine did not answer: their replicas are not counted, and scale runs leave them out
+    unreachable_hosts: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         """One line for the metrics log (figures rounded to 4 decimals)."""
@@ -207,7 +208,7 @@ class Collector:
         panic_window_s: float = DEFAULT_PANIC_WINDOW_S,
         status_timeout: float = 1.0,
         health_timeout: float = HEALTH_TIMEOUT_S,
-        docker_client: Any | None = None,
+        engines: Engines | None = None,
     ) -> None:
         self.stack = stack
         self.lb_status_url = lb_status_url
@@ -217,9 +218,10 @@ class Collector:
         self.health_timeout = health_timeout
         self.window = CounterWindow(window_s)
         self.panic_window_s = panic_window_s
-        self._docker = docker_client
+        self.engines = engines or Engines()
         self._host = HostSampler()
-        self._engine_memory = EngineMemory()  # per container: previous stats reading, limits
+        # per Docker host, per container: previous stats reading, limits
+        self._engine_memory = {host.name: EngineMemory() for host in self.engines.hosts}
         self._stub: _StubSample | None = None
 
     def collect(self, now: float | None = None) -> Snapshot:
@@ -228,7 +230,7 @@ class Collector:
         host_cpu, host_memory = self._host_figures(warnings)
         stub, rate = self._stub_figures(now, warnings)
         members, state = self._lb_status(now, warnings)
-        containers = self._containers(warnings)
+        containers, unreachable = self._containers(warnings)
         names = ordered_pools(self.pools, [c.pool for c in containers or []])
         traffic = self.window.traffic(tuple(names)) if state == "ok" else None
         panic = self.window.traffic(tuple(names), self.panic_window_s) if state == "ok" else None
@@ -253,11 +255,11 @@ class Collector:
             window_s=self.window.window_s,
             pools=pools,
             warnings=warnings,
+            unreachable_hosts=unreachable,
         )
 
     def close(self) -> None:
-        if self._docker is not None:
-            self._docker.close()
+        self.engines.close()
 
     # --- edges -----------------------------------------------------------------------------------
     def _host_figures(self, warnings: list[str]) -> tuple[float | None, float | None]:
@@ -308,16 +310,34 @@ class Collector:
             warnings.append(warning)
         return members, state
 
-    def _containers(self, warnings: list[str]) -> list[ContainerMetrics] | None:
-        try:
-            if self._docker is None:
-                self._docker = docker.from_env(max_pool_size=DEFAULT_WORKERS)
-                self._docker.api.trust_env = False  # no proxy lookups from the environment on every call
-            containers = collect_containers(
-                self._docker, self.stack, self._engine_memory, health_timeout=self.health_timeout
-            )
-        except ENGINE_ERRORS as exc:
-            warnings.append(f"Docker engine unreachable: {exc}: replicas unknown")
-            return None
+    def _containers(self, warnings: list[str]) -> tuple[list[ContainerMetrics] | None, list[str]]:
+        """The stack's containers on every Docker host that answers (read in parallel), and the hosts that
+        do not, named in the warnings too: their replicas serve nothing the monitor can count. None when no
+        host answers: the replicas are unknown."""
+        hosts = self.engines.hosts
+        with ThreadPoolExecutor(max_workers=len(hosts)) as executor:
+            found = list(executor.map(self._host_containers, hosts))
+        unreachable = [host.name for host, (_, error) in zip(hosts, found, strict=True) if error]
+        for host, (_, error) in zip(hosts, found, strict=True):
+            if error:
+                warnings.append(f"Docker host {host.name} unreachable: {error}: its replicas unknown")
+        if len(unreachable) == len(hosts):
+            return None, unreachable
+        containers = [c for listed, _ in found for c in listed or []]
+        containers.sort(key=lambda m: (m.pool, m.replica if m.replica is not None else 0, m.name))
         warnings.extend(container_warnings(containers))
-        return containers
+        return containers, unreachable
+
+    def _host_containers(self, host: EngineHost) -> tuple[list[ContainerMetrics] | None, str | None]:
+        if self.engines.resting(host):
+            return None, "failed moments ago, not asked again yet"
+        try:
+            client = self.engines.client(host)
+            listed = collect_containers(
+                client, self.stack, self._engine_memory[host.name], health_timeout=self.health_timeout
+            )
+        except (*ENGINE_ERRORS, OSError) as exc:
+            self.engines.failed(host)
+            return None, str(exc) or type(exc).__name__
+        self.engines.ok(host)
+        return listed, None

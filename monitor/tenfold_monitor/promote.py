@@ -24,7 +24,6 @@ import logging
 import os
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from tenfold_monitor.containers import (
     published,
     replica_index,
 )
+from tenfold_monitor.engines import EngineHost, Engines
 from tenfold_monitor.lbmembers import member_key
 
 LOG = logging.getLogger("tenfold.monitor")
@@ -62,21 +62,21 @@ class _Warm:
     index: int
     container_id: str
     address: str  # ADDRESS:PORT the LB reaches it at
+    host: EngineHost  # the Docker host it runs on
 
 
 class FastPath:
     def __init__(
         self,
         stack: str,
-        engine: Callable[[], Any],  # makes a docker.DockerClient, on first use
+        engines: Engines,  # the Docker hosts' engines, as the collector reads them
         control_url: str,  # the LB's members API: http://127.0.0.1:<status port>
         lock_path: Path,
         events_path: Path,
         health_timeout: float = 2.0,
     ) -> None:
         self.stack = stack
-        self._make_engine = engine
-        self._engine: Any = None
+        self.engines = engines
         self.lb = Client(control_url)
         self.lock_path = str(lock_path)
         self.events_path = str(events_path)
@@ -98,17 +98,10 @@ class FastPath:
         finally:
             tenfold_lock.release(self.lock_path, me)
 
-    @property
-    def engine(self) -> Any:
-        if self._engine is None:
-            self._engine = self._make_engine()
-        return self._engine
-
     def _promote(self, pool: str, current: int, wanted: int) -> Promotion:
-        try:
-            serving, warm = self._replicas(pool)
-        except (*ENGINE_ERRORS, OSError) as exc:
-            return Promotion(pool, current, current, (), "skipped", f"Docker engine unreachable: {exc}")
+        serving, warm = self._replicas(pool)
+        if serving is None:
+            return Promotion(pool, current, current, (), "skipped", "no Docker host answered")
         if serving != current:
             reason = f"{pool}: planned at {current} replicas, the pool has {serving} now: stale, nothing done"
             return Promotion(pool, current, current, (), "skipped", reason)
@@ -128,34 +121,45 @@ class FastPath:
         renamed: list[_Warm] = []
         try:
             for replica, name in zip(chosen, names, strict=True):
-                self.engine.api.rename(replica.container_id, name)
+                self.engines.client(replica.host).api.rename(replica.container_id, name)
                 renamed.append(replica)
             added = [Member(name, *self._split(r.address)) for r, name in zip(chosen, names, strict=True)]
             self.lb.replace(pool, generation, [*members, *added])
         except (LbError, *ENGINE_ERRORS) as exc:
             for replica in renamed:  # back to warm: the pool is as it was
                 with contextlib.suppress(*ENGINE_ERRORS):
-                    self.engine.api.rename(replica.container_id, warm_name(self.stack, pool, replica.index))
+                    back = warm_name(self.stack, pool, replica.index)
+                    self.engines.client(replica.host).api.rename(replica.container_id, back)
             reason = f"{pool}: warm replicas not promoted, the pool and the LB are as they were: {exc}"
             return Promotion(pool, current, current, (), "failed", reason)
         target = current + len(chosen)
         reason = f"{pool}: {current} -> {target} replicas: warm {', '.join(names)} promoted by the monitor"
         return Promotion(pool, current, target, names, "ok", reason)
 
-    def _replicas(self, pool: str) -> tuple[int, dict[int, _Warm]]:
-        """The pool's running serving replicas (a count) and its running warm ones, by index."""
-        serving, warm = 0, {}
-        for summary in list_summaries(self.engine, self.stack, [pool]):
-            if summary.get("State") != "running":
+    def _replicas(self, pool: str) -> tuple[int | None, dict[int, _Warm]]:
+        """The pool's running serving replicas (a count) and its running warm ones, by index, on the Docker
+        hosts that answer (the collector's view: a lost host's replicas serve nothing). None: none answers."""
+        serving, warm, answered = 0, {}, False
+        for host in self.engines.hosts:
+            if self.engines.resting(host):
                 continue
-            name = ((summary.get("Names") or ["/"])[0]).lstrip("/")
-            index = replica_index(summary.get("Labels") or {}) or 0
-            address = member_key(published(attrs_from_summary(summary, {})))
-            if name == replica_name(self.stack, pool, index):
-                serving += 1
-            elif name == warm_name(self.stack, pool, index) and address:
-                warm[index] = _Warm(index, summary["Id"], address)
-        return serving, warm
+            try:
+                listed = list_summaries(self.engines.client(host), self.stack, [pool])
+            except (*ENGINE_ERRORS, OSError):
+                self.engines.failed(host)
+                continue
+            answered = True
+            for summary in listed:
+                if summary.get("State") != "running":
+                    continue
+                name = ((summary.get("Names") or ["/"])[0]).lstrip("/")
+                index = replica_index(summary.get("Labels") or {}) or 0
+                address = member_key(published(attrs_from_summary(summary, {})))
+                if name == replica_name(self.stack, pool, index):
+                    serving += 1
+                elif name == warm_name(self.stack, pool, index) and address:
+                    warm[index] = _Warm(index, summary["Id"], address, host)
+        return (serving if answered else None), warm
 
     def _healthy(self, address: str) -> bool:
         url = health_url(address)

@@ -23,13 +23,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import docker
 import tenfold_lock
 import tenfold_policy as policy
 
 from tenfold_monitor import events
 from tenfold_monitor.actuator import Actuator
 from tenfold_monitor.collect import TRAFFIC_STATES, Collector, PoolSnapshot, Snapshot
+from tenfold_monitor.engines import LOCAL, EngineHost, Engines, use_ssh_options
 from tenfold_monitor.promote import FastPath
 
 LOG = logging.getLogger("tenfold.monitor")
@@ -64,6 +64,10 @@ class Settings:
     fast_path: bool = True
     scale_command: list[str] = field(default_factory=lambda: [".venv/bin/ansible-playbook", "scale.yml"])
     prometheus_port: int = 0  # 0: no Prometheus endpoint
+    # The Docker hosts whose replicas the monitor reads ({name, url}; url "" = the local engine, or
+    # ssh://user@address), and the options ssh needs to reach them (key, known hosts, timeouts).
+    docker_hosts: list[dict[str, str]] = field(default_factory=list)
+    ssh_options: list[str] = field(default_factory=list)
     pools: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"frontend": {}, "backend": {}}
     )  # pool -> PolicyConfig fields
@@ -83,11 +87,21 @@ class Settings:
                 f"panic_window_s must be above 0 and at most window_s ({settings.window_s:g}),"
                 f" got {settings.panic_window_s}"
             )
+        settings.engine_hosts()  # fails early, naming the bad host
+        if not all(isinstance(option, str) for option in settings.ssh_options):
+            raise ValueError(f"ssh_options must be strings, got {settings.ssh_options!r}")
         for pool, config in settings.pools.items():
             policy.PolicyConfig.from_mapping(config)  # fails early, naming the bad field
             if not pool:
                 raise ValueError("a pool needs a name")
         return settings
+
+    def engine_hosts(self) -> list[EngineHost]:
+        hosts = [EngineHost.from_mapping(raw) for raw in self.docker_hosts] or [EngineHost(LOCAL)]
+        names = [host.name for host in hosts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"docker_hosts names a host twice: {', '.join(names)}")
+        return hosts
 
     def path(self, value: str) -> Path:
         candidate = Path(value)
@@ -115,10 +129,15 @@ class Monitor:
     def __init__(self, settings: Settings, collector: Collector | None = None) -> None:
         self.settings = settings
         stack = settings.stack
+        # scale runs keep the environment as it was: Ansible's ssh takes its options from the inventory
+        run_env = dict(os.environ)
+        use_ssh_options(settings.ssh_options)
+        self.engines = Engines(settings.engine_hosts())
         self.collector = collector or Collector(
             stack,
             settings.lb_status_url,
             settings.stub_status_url,
+            engines=self.engines,
             pools=tuple(settings.pools),
             window_s=settings.window_s,
             panic_window_s=settings.panic_window_s,
@@ -129,7 +148,7 @@ class Monitor:
         }
         command = [*settings.scale_command]
         self.actuator = Actuator(
-            command, cwd=Path(settings.project_dir), log_path=settings.path(settings.scale_log)
+            command, cwd=Path(settings.project_dir), log_path=settings.path(settings.scale_log), env=run_env
         )
         self.metrics = _rotating_logger(
             "tenfold.monitor.metrics",
@@ -141,13 +160,16 @@ class Monitor:
         if settings.fast_path and not settings.dry_run:
             self.fast_path = FastPath(
                 stack,
-                docker.from_env,
+                self.engines,
                 settings.lb_status_url.rsplit("/", 1)[0],
                 self.lock_path(),
                 settings.path(settings.events_log),
             )
         self.last_decisions: dict[str, dict] = {}
         self.unlisted_ticks: dict[str, int] = {}  # pool -> ticks in a row with replicas outside the LB
+        self.unreachable: list[
+            str
+        ] = []  # Docker hosts lost at the last collection: scale runs leave them out
         self.started = time.time()
         self.stopping = False
         self.gauges = _prometheus(settings.prometheus_port)
@@ -157,6 +179,7 @@ class Monitor:
     def tick(self, now: float | None = None) -> list[policy.Decision]:
         now = time.time() if now is None else now
         snapshot = self.collector.collect(now)
+        self.unreachable = snapshot.unreachable_hosts
         for warning in snapshot.warnings:
             LOG.warning("%s", warning)
         finished = self.actuator.poll()
@@ -202,8 +225,8 @@ class Monitor:
             LOG.log(level, "fast path %s: %s (decision: %s)", promotion.result, promotion.reason, summary)
             current = promotion.target
         # scale.yml does the rest: replicas past the warm ones, and the promoted ones' warm replacements.
-        if self.actuator.start(decision.pool, decision.desired, current):
-            LOG.info("scaling: %s", summary)
+        if self.actuator.start(decision.pool, decision.desired, current, self.unreachable):
+            LOG.info("scaling: %s", summary + self.leaving_out())
 
     def readmit(self, decision: policy.Decision, pool: PoolSnapshot | None) -> None:
         """Put the replicas that run outside the LB, while no scale run is going, back into it.
@@ -226,9 +249,12 @@ class Monitor:
         )
         if self.settings.dry_run:
             LOG.warning("dry run, not acting: %s", summary)
-        elif self.actuator.start(decision.pool, decision.current, decision.current):
-            LOG.warning("%s", summary)
+        elif self.actuator.start(decision.pool, decision.current, decision.current, self.unreachable):
+            LOG.warning("%s", summary + self.leaving_out())
             self.unlisted_ticks.pop(decision.pool, None)
+
+    def leaving_out(self) -> str:
+        return f" (leaving out unreachable {', '.join(self.unreachable)})" if self.unreachable else ""
 
     def scale_run_in_progress(self) -> bool:
         """The monitor's own scale run, or any other run that holds scale.yml's lock, is going."""

@@ -44,6 +44,25 @@ def tenfold_pool_sizes(
     return {pool: len(found) for pool, found in indexes.items()}
 
 
+def tenfold_docker_hosts(hosts: Sequence[str], hostvars: Mapping[str, Any], me: str) -> list[dict[str, str]]:
+    """How the monitor on host `me` reaches each Docker host's engine: {name, url}, url "" for its own (or
+    a local connection's), the host's tenfold_docker_url when set, else ssh://[user@]address[:port] as
+    Ansible reaches it."""
+    found = []
+    for host in hosts or []:
+        hv = hostvars.get(host) or {}
+        if host == me or hv.get("ansible_connection") == "local":
+            url = ""
+        elif hv.get("tenfold_docker_url"):
+            url = str(hv["tenfold_docker_url"])
+        else:
+            user = f"{hv['ansible_user']}@" if hv.get("ansible_user") else ""
+            port = f":{int(hv['ansible_port'])}" if hv.get("ansible_port") else ""
+            url = f"ssh://{user}{hv.get('ansible_host') or host}{port}"
+        found.append({"name": host, "url": url})
+    return found
+
+
 def tenfold_seconds(value: str | int) -> float:
     """An nginx time such as 10s, 500ms or 1m30s, in seconds (a bare number is seconds, as nginx reads it)."""
     text = str(value).strip()
@@ -56,6 +75,7 @@ def tenfold_seconds(value: str | int) -> float:
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
+            "tenfold_docker_hosts": tenfold_docker_hosts,
             "tenfold_members": tenfold_members,
             "tenfold_pool_sizes": tenfold_pool_sizes,
             "tenfold_seconds": tenfold_seconds,

@@ -9,12 +9,12 @@ import contextlib
 import json
 import subprocess
 
-import docker
 import pytest
 import tenfold_lock
 from conftest import plain, pool_containers, put, snapshot
 from helpers import EVENTS_LOG, ROOT, events_count, events_since, playbook
 from tenfold_lb import Client
+from tenfold_monitor.engines import Engines
 from tenfold_monitor.promote import FastPath
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,7 @@ def fast_path(stack, lb: type[Client] = Client) -> FastPath:
     """The monitor's fast path on the session stack: its lock and events file are scale.yml's."""
     path = FastPath(
         stack.name,
-        docker.from_env,
+        Engines(),
         f"http://127.0.0.1:{stack.status_port}",
         ROOT / "logs" / f"scale-{stack.name}.lock",
         EVENTS_LOG,

@@ -3,7 +3,7 @@ tenfold_seconds turns an nginx time into the seconds the Lua balancer reads."""
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from tenfold import FilterModule, tenfold_members, tenfold_pool_sizes, tenfold_seconds
+from tenfold import FilterModule, tenfold_docker_hosts, tenfold_members, tenfold_pool_sizes, tenfold_seconds
 
 
 def replicas(prefix, address, ports):
@@ -124,3 +124,21 @@ def test_pool_sizes_count_distinct_serving_replicas_across_hosts():
     assert tenfold_pool_sizes(["b"], hostvars) == {"backend": 2, "frontend": 0}
     assert tenfold_pool_sizes([], hostvars) == {}
     assert FilterModule().filters()["tenfold_pool_sizes"] is tenfold_pool_sizes
+
+
+def test_docker_hosts_are_reached_locally_or_as_ansible_reaches_them():
+    hostvars = {
+        "lb": {"ansible_host": "10.0.0.10"},
+        "d1": {"ansible_host": "10.0.0.11", "ansible_user": "deploy", "ansible_port": 2222},
+        "d2": {"ansible_host": "10.0.0.12"},
+        "d3": {"tenfold_docker_url": "tcp://10.0.0.13:2376"},
+        "here": {"ansible_connection": "local"},
+    }
+    assert tenfold_docker_hosts(["lb", "d1", "d2", "d3", "here"], hostvars, "lb") == [
+        {"name": "lb", "url": ""},
+        {"name": "d1", "url": "ssh://deploy@10.0.0.11:2222"},
+        {"name": "d2", "url": "ssh://10.0.0.12"},
+        {"name": "d3", "url": "tcp://10.0.0.13:2376"},
+        {"name": "here", "url": ""},
+    ]
+    assert tenfold_docker_hosts([], hostvars, "lb") == []

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import docker
 import pytest
 from tenfold_monitor import collect, service, stubstatus
 from tenfold_monitor import containers as ct
 from tenfold_monitor import lbcounters as lbc
 from tenfold_monitor.collect import Collector, pool_snapshot
 from tenfold_monitor.containers import ContainerMetrics
+from tenfold_monitor.engines import EngineHost, Engines
 from tenfold_monitor.lbmembers import (
     LbMember,
     active_endpoints,
@@ -670,9 +670,9 @@ def closed_port_url(path: str) -> str:
     return f"http://127.0.0.1:{port}{path}"
 
 
-def no_engine(tmp_path: Path) -> docker.DockerClient:
-    """A client of an engine that is not there (a socket path nothing listens on)."""
-    return docker.DockerClient(base_url=f"unix://{tmp_path}/no-docker.sock", version="1.41", timeout=1)
+def no_engine(tmp_path: Path) -> Engines:
+    """The engine of a host that is not there (a socket path nothing listens on)."""
+    return Engines([EngineHost("gone", f"unix://{tmp_path}/no-docker.sock")])
 
 
 def test_members_are_read_over_http_and_a_bad_answer_is_unknown(stub):
@@ -686,9 +686,7 @@ def test_members_are_read_over_http_and_a_bad_answer_is_unknown(stub):
 
 def test_collector_reports_missing_sources_as_none_with_warnings(tmp_path):
     status_url = closed_port_url("/status")
-    collector = Collector(
-        "unit", status_url, closed_port_url("/nginx_status"), docker_client=no_engine(tmp_path)
-    )
+    collector = Collector("unit", status_url, closed_port_url("/nginx_status"), engines=no_engine(tmp_path))
     try:
         snap = collector.collect(NOW)
     finally:
@@ -703,14 +701,15 @@ def test_collector_reports_missing_sources_as_none_with_warnings(tmp_path):
         "stub_status unreachable",
         f"LB status {status_url} unreachable",
         "LB counters unreachable: traffic unknown, no scaling on it",
-        "Docker engine unreachable",
+        "Docker host gone unreachable",
     ):
         assert what in text
     assert json.loads(snap.to_json())["pools"]["backend"]["rps"] is None
+    assert snap.unreachable_hosts == ["gone"]
 
 
 def test_collector_counts_the_pools_active_lb_members(tmp_path, stub):
-    collector = Collector("unit", stub.status_url, stub.url, docker_client=no_engine(tmp_path))
+    collector = Collector("unit", stub.status_url, stub.url, engines=no_engine(tmp_path))
     try:
         snap = collector.collect(NOW)
         assert snap.pools["backend"].lb_members == 2  # the draining one gets no new requests
@@ -727,7 +726,7 @@ def test_collector_counts_the_pools_active_lb_members(tmp_path, stub):
 
 
 def test_collector_takes_traffic_from_the_lbs_counters_tick_by_tick(tmp_path, stub):
-    collector = Collector("unit", stub.status_url, stub.url, docker_client=no_engine(tmp_path))
+    collector = Collector("unit", stub.status_url, stub.url, engines=no_engine(tmp_path))
     try:
         stub.set_counters({"served": {"b1": served({"2xx": 100})}})
         first = collector.collect(NOW)
@@ -763,7 +762,7 @@ def test_collector_takes_traffic_from_the_lbs_counters_tick_by_tick(tmp_path, st
 
 def test_the_short_window_sees_a_spike_before_the_stable_one_does(tmp_path, stub):
     collector = Collector(
-        "unit", stub.status_url, stub.url, window_s=10, panic_window_s=3, docker_client=no_engine(tmp_path)
+        "unit", stub.status_url, stub.url, window_s=10, panic_window_s=3, engines=no_engine(tmp_path)
     )
     try:
         for i, answered in enumerate([0, 20, 40, 60, 80, 380]):  # 10 req/s, then 150 req/s for 2 s
@@ -779,7 +778,7 @@ def test_the_short_window_sees_a_spike_before_the_stable_one_does(tmp_path, stub
 
 
 def test_counters_that_are_not_the_lbs_give_no_traffic(tmp_path, stub):
-    collector = Collector("unit", stub.status_url, stub.url, docker_client=no_engine(tmp_path))
+    collector = Collector("unit", stub.status_url, stub.url, engines=no_engine(tmp_path))
     try:
         collector.collect(NOW)
         broken = json.loads(stub.status_body)
