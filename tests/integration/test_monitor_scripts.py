@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from benchlib import monitor_settings
+from benchlib import MONITOR_METRICS, monitor_settings
 from helpers import BIN, EVENTS_LOG, ROOT, STACK_VARS, ansible_env
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ def test_scaling_service_starts_reports_and_stops_the_monitor(service_env):
     assert f"pid {pid}" in status.stdout
     assert "(dry run)" in status.stdout
     assert "backend" in status.stdout and "frontend" in status.stdout
-    assert (workdir / "metrics.json").read_text().strip()
+    assert (workdir / MONITOR_METRICS).read_text().strip()
     stopped = run("scaling-service.sh", "stop", env=env)
     assert stopped.returncode == 0
     assert (
