@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[3]
 BASE = Path("/etc/tenfold/molbak")
 BACKUPS = BASE / "backups"
 MANIFEST = "tenfold-backup/MANIFEST.json"
-# Where each source of the archive lives on the host (molecule/backup/vars.yml).
+# Where each source of the archive lives on the host (molecule/backup/vars/main.yml).
 SOURCES = {
     "lb-logs": BASE / "lb-logs",
     "logs": BASE / "logs",
@@ -68,7 +68,9 @@ def test_restore_brought_every_file_back_byte_for_byte_with_its_mode():
         assert (os.stat(path).st_mode & 0o7777) == entry["mode"], path
         if entry["type"] == "file":
             assert sha256(path) == entry["sha256"], path
-    assert (BASE / "logs" / "monitor-decisions.jsonl").read_text() == '{"message": "molbak decision"}\n'  # lost
+    assert (
+        BASE / "logs" / "monitor-decisions.jsonl"
+    ).read_text() == '{"message": "molbak decision"}\n'  # lost
     assert (BASE / "logs" / "monitor-state.json").read_text() == '{"pid": 1}\n'  # had been changed
     assert (os.stat(BASE / "inventory" / "hosts.yml").st_mode & 0o777) == 0o600  # had been widened
 
