@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Extra arguments for ansible-playbook, e.g. make up ARGS="--check --diff".
 ARGS ?=
-MOLECULE_SCENARIOS := images app_pools tls nginx_lb monitor
+MOLECULE_SCENARIOS := images app_pools tls nginx_lb monitor backup
 # The control machine's system packages; the last three are for the test fleet (scripts/test-fleet.sh):
 # an sshd per fleet host, ip, and the storage driver of the fleet hosts' Docker engines.
 DEB_PACKAGES := python3-venv mmdebstrap curl testssl.sh nftables openssh-server iproute2 fuse-overlayfs

@@ -22,7 +22,8 @@ Arguments after -- go to ansible-playbook, e.g.:  auto-scale.sh scale-up backend
 Environment:
   TENFOLD_TRIGGER   who asks, recorded in logs/scale-events.jsonl: manual (default), monitor or awx
   TENFOLD_STACK     stack `status` shows (default: tenfold_stack of inventories/local)
-  TENFOLD_AUTOSCALE_LOG  where scale runs are logged (default: logs/auto-scale.log)
+  TENFOLD_AUTOSCALE_LOG  where scale runs are logged (default: logs/auto-scale.log, written by this
+                         script only; the monitor logs to logs/monitor-decisions.jsonl)
 
 Scale runs append their output to the log as well; the exit code is ansible-playbook's.
 EOF

@@ -53,6 +53,8 @@ import psutil
 from benchlib import (
     BIN,
     DOC,
+    MONITOR_DECISIONS,
+    MONITOR_METRICS,
     ROOT,
     BenchError,
     ansible_playbook,
@@ -257,7 +259,7 @@ class MonitorProcess:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "monitor.json"
-        self.metrics = workdir / "metrics.json"
+        self.metrics = workdir / MONITOR_METRICS
         values = monitor_settings(
             STACK, STATUS_PORT, workdir, runner.events_log, runner.scale_command(), **settings
         )
@@ -308,7 +310,7 @@ class MonitorProcess:
         return found
 
     def log_tail(self) -> str:
-        path = self.workdir / "decisions.log"
+        path = self.workdir / MONITOR_DECISIONS
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 

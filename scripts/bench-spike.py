@@ -38,6 +38,7 @@ import yaml
 from benchlib import (
     BIN,
     DOC,
+    MONITOR_METRICS,
     ROOT,
     json_lines,
     leftovers,
@@ -376,7 +377,7 @@ def main() -> int:
         vars(args).update(meta["args"])
         runs = json.loads((kept / "runs.json").read_text())
         for run in runs:  # results kept before the decision time was recorded: from the monitor's log
-            metrics = kept / f"r{run['round']}-{run['variant'].replace(' ', '-')}" / "metrics.json"
+            metrics = kept / f"r{run['round']}-{run['variant'].replace(' ', '-')}" / MONITOR_METRICS
             if "decided_s" not in run:
                 run["decided_s"] = first_up_decision(json_lines(metrics), run["start"] + args.baseline_s)
         write_docs(args, runs, meta["when"], meta["machine"])

@@ -17,6 +17,9 @@ from types import FrameType
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
 DOC = ROOT / "docs" / "benchmarks.md"
+# The monitor's metrics log and decisions log in a bench's or a test's work directory (monitor_settings).
+MONITOR_METRICS = "metrics.jsonl"
+MONITOR_DECISIONS = "decisions.jsonl"
 INTRO = """# Benchmarks
 
 Measured figures of tenfold, each with the date, the machine it ran on and the exact command that produced
@@ -150,15 +153,15 @@ def monitor_settings(
     **settings: object,
 ) -> dict[str, object]:
     """Settings of a `python -m tenfold_monitor run` that watches `stack` and keeps its logs in `workdir`
-    (metrics.json, decisions.log, scale-runs.log, state.json), not in the project's logs/."""
+    (metrics.jsonl, decisions.jsonl, scale-runs.log, state.json), not in the project's logs/."""
     return {
         "stack": stack,
         "project_dir": str(ROOT),
         "lb_status_url": f"http://127.0.0.1:{status_port}/status",
         "stub_status_url": f"http://127.0.0.1:{status_port}/nginx_status",
         "events_log": str(events_log),
-        "metrics_log": str(workdir / "metrics.json"),
-        "decisions_log": str(workdir / "decisions.log"),
+        "metrics_log": str(workdir / MONITOR_METRICS),
+        "decisions_log": str(workdir / MONITOR_DECISIONS),
         "scale_log": str(workdir / "scale-runs.log"),
         "state_file": str(workdir / "state.json"),
         "scale_command": scale_command,

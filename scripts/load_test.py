@@ -34,7 +34,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tenfold_load as tl
-from benchlib import BIN, ROOT, ansible_playbook, json_lines, monitor_settings, on_sigterm
+from benchlib import BIN, MONITOR_METRICS, ROOT, ansible_playbook, json_lines, monitor_settings, on_sigterm
 
 LOCUSTFILE = ROOT / "scripts" / "load" / "locustfile.py"
 SHAPEFILE = ROOT / "scripts" / "load" / "spike_shape.py"
@@ -279,7 +279,7 @@ class Monitor:
         """`code`: the monitor package's directory (another checkout's, to compare two versions)."""
         self.workdir = workdir
         self.code = code
-        self.metrics = workdir / "metrics.json"
+        self.metrics = workdir / MONITOR_METRICS
         self.events = workdir / "scale-events.jsonl"
         values = monitor_settings(
             target.stack, target.status_port, workdir, self.events, target.scale_command(), **settings

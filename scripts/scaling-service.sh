@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Run tenfold's monitor (python -m tenfold_monitor) as a background service of this machine.
 #   ./scripts/scaling-service.sh start|stop|restart|status
-# PID file: logs/scaling-service-<stack>.pid. Decisions: logs/auto-scale.log. Metrics:
-# logs/performance-metrics.json. The monitor's settings come from logs/monitor-<stack>.json when it exists
-# (ansible-playbook playbooks/monitor.yml renders it from the inventory), else from the built-in defaults.
+# PID file: logs/scaling-service-<stack>.pid. The monitor's log as text (its stderr, as the journal gets it
+# under systemd): logs/scaling-service-<stack>.log, the previous start's kept as .log.1. The monitor itself
+# writes its log as JSON lines (logs/monitor-decisions.jsonl) and its metrics (logs/performance-metrics.jsonl).
+# The monitor's settings come from logs/monitor-<stack>.json when it exists (ansible-playbook
+# playbooks/monitor.yml renders it from the inventory), else from the built-in defaults.
 # On hosts with systemd, the monitor role installs a unit instead (monitor_service: true).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,9 @@ stack() {
 STACK=$(stack)
 STACK=${STACK:-tenfold}
 PIDFILE="logs/scaling-service-${STACK}.pid"
+# The monitor's stderr, written by the monitor only: a file held open cannot be renamed under it, so it is
+# rotated here, when no monitor of the stack runs.
+LOG="logs/scaling-service-${STACK}.log"
 CONFIG=${TENFOLD_MONITOR_CONFIG:-logs/monitor-${STACK}.json}
 PYTHON=.venv/bin/python
 
@@ -53,15 +58,16 @@ start() {
 	else
 		echo "note: $CONFIG not found, using the built-in defaults (ansible-playbook playbooks/monitor.yml renders it)"
 	fi
-	PYTHONPATH=monitor nohup "$PYTHON" "${args[@]}" >>logs/auto-scale.log 2>&1 </dev/null &
+	[[ ! -s $LOG ]] || mv -f "$LOG" "$LOG.1"
+	PYTHONPATH=monitor nohup "$PYTHON" "${args[@]}" >"$LOG" 2>&1 </dev/null &
 	echo $! >"$PIDFILE"
 	sleep 1
 	if pid=$(running_pid); then
-		echo "monitor of stack $STACK started (pid $pid); tail -f logs/auto-scale.log"
+		echo "monitor of stack $STACK started (pid $pid); tail -f $LOG"
 	else
 		rm -f "$PIDFILE"
-		echo "scaling-service.sh: the monitor exited at once; last lines of logs/auto-scale.log:" >&2
-		tail -n 20 logs/auto-scale.log >&2
+		echo "scaling-service.sh: the monitor exited at once; last lines of $LOG:" >&2
+		tail -n 20 "$LOG" >&2
 		exit 1
 	fi
 }

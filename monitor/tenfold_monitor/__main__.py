@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import logging.handlers
 import sys
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 _PROJECT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(_PROJECT / "plugins" / "module_utils"))
 
+from tenfold_monitor import logsetup  # noqa: E402
 from tenfold_monitor.service import Monitor, Settings  # noqa: E402
 
 
@@ -35,18 +34,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, dest="interval_s", help="seconds between collections")
     parser.add_argument("--dry-run", action="store_true", default=None, help="decide and log, never act")
     return parser.parse_args(argv)
-
-
-def setup_logging(settings: Settings, to_stderr: bool) -> None:
-    handlers: list[logging.Handler] = []
-    path = settings.path(settings.decisions_log)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handlers.append(logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5))
-    if to_stderr:
-        handlers.append(logging.StreamHandler())
-    logging.basicConfig(
-        level=logging.INFO, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,19 +54,22 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, TypeError) as exc:
         print(f"tenfold_monitor: bad settings: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings, to_stderr=args.command == "run" and sys.stderr.isatty())
-    monitor = Monitor(settings)
     if args.command == "run":
-        monitor.run()
+        logsetup.setup(settings.path(settings.decisions_log))
+        Monitor(settings).run()
         return 0
-    # once: two collections a second apart, so rates have something to compare with
-    monitor.tick()
-    time.sleep(1.0)
-    decisions = monitor.tick()
-    state = json.loads(settings.path(settings.state_file).read_text())
-    report = {"decisions": [d.as_dict() for d in decisions], "warnings": state["warnings"]}
+    # once: two collections a second apart, so rates have something to compare with. It writes no file:
+    # the metrics log, the decisions log and the state file have one writer, a running monitor.
+    logsetup.setup(None)
+    monitor = Monitor(settings, writes=False)
+    try:
+        monitor.tick()
+        time.sleep(1.0)
+        decisions = monitor.tick()
+    finally:
+        monitor.close()
+    report = {"decisions": [d.as_dict() for d in decisions], "warnings": monitor.last_warnings}
     print(json.dumps(report, indent=2, ensure_ascii=False))
-    monitor.collector.close()
     return 0
 
 

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """The daily performance report: a day of the monitor's metrics log summed up as text and a PNG plot.
 
-    python -m tenfold_monitor report [--date YYYY-MM-DD] [--metrics logs/performance-metrics.json]
+    python -m tenfold_monitor report [--date YYYY-MM-DD] [--metrics logs/performance-metrics.jsonl]
                                      [--out logs/reports]
 
 writes `<out>/performance-<date>.txt` and `.png` for the UTC day `--date` (default: yesterday) and prints the
@@ -36,7 +36,7 @@ GAP_S = 60.0
 MERGE_S = 10.0
 # Scale changes listed by name in the text; the rest are counted.
 LISTED_CHANGES = 12
-DEFAULT_METRICS = Path("logs/performance-metrics.json")
+DEFAULT_METRICS = Path("logs/performance-metrics.jsonl")
 DEFAULT_OUT = Path("logs/reports")
 
 

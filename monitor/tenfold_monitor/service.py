@@ -8,7 +8,6 @@ time, and the loop keeps collecting and logging while it runs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import logging.handlers
@@ -28,8 +27,9 @@ import tenfold_policy as policy
 
 from tenfold_monitor import events
 from tenfold_monitor.actuator import Actuator
-from tenfold_monitor.collect import TRAFFIC_STATES, Collector, PoolSnapshot, Snapshot
+from tenfold_monitor.collect import Collector, PoolSnapshot, Snapshot
 from tenfold_monitor.engines import LOCAL, EngineHost, Engines, use_ssh_options
+from tenfold_monitor.prometheus import Exporter
 from tenfold_monitor.promote import FastPath
 
 LOG = logging.getLogger("tenfold.monitor")
@@ -48,8 +48,8 @@ class Settings:
     lb_status_url: str = "http://127.0.0.1:8081/status"  # the LB's members and counters
     stub_status_url: str = "http://127.0.0.1:8081/nginx_status"  # the LB's connections
     events_log: str = "logs/scale-events.jsonl"
-    metrics_log: str = "logs/performance-metrics.json"
-    decisions_log: str = "logs/auto-scale.log"
+    metrics_log: str = "logs/performance-metrics.jsonl"  # one JSON line per tick, decisions included
+    decisions_log: str = "logs/monitor-decisions.jsonl"  # the monitor's log, one JSON object per line
     scale_log: str = "logs/monitor-scale-runs.log"
     state_file: str = "logs/monitor-state.json"
     scale_lock: str = ""  # default: logs/scale-<stack>.lock, scale.yml's lock (app_pools_scale_lock)
@@ -126,8 +126,14 @@ def pool_metrics(snapshot: Snapshot, pool: PoolSnapshot) -> policy.PoolMetrics |
 
 
 class Monitor:
-    def __init__(self, settings: Settings, collector: Collector | None = None) -> None:
+    """`writes=False` (`tenfold_monitor once`): decide and log to stderr, but write no file and serve no
+    metrics, so a running monitor stays the only writer of its metrics log and state file."""
+
+    def __init__(
+        self, settings: Settings, collector: Collector | None = None, *, writes: bool = True
+    ) -> None:
         self.settings = settings
+        self.writes = writes
         stack = settings.stack
         # scale runs keep the environment as it was: Ansible's ssh takes its options from the inventory
         run_env = dict(os.environ)
@@ -150,11 +156,15 @@ class Monitor:
         self.actuator = Actuator(
             command, cwd=Path(settings.project_dir), log_path=settings.path(settings.scale_log), env=run_env
         )
-        self.metrics = _rotating_logger(
-            "tenfold.monitor.metrics",
-            settings.path(settings.metrics_log),
-            settings.metrics_max_bytes,
-            settings.metrics_backups,
+        self.metrics = (
+            _rotating_logger(
+                "tenfold.monitor.metrics",
+                settings.path(settings.metrics_log),
+                settings.metrics_max_bytes,
+                settings.metrics_backups,
+            )
+            if writes
+            else None
         )
         self.fast_path = None
         if settings.fast_path and not settings.dry_run:
@@ -172,7 +182,8 @@ class Monitor:
         ] = []  # Docker hosts lost at the last collection: scale runs leave them out
         self.started = time.time()
         self.stopping = False
-        self.gauges = _prometheus(settings.prometheus_port)
+        self.exporter = Exporter(stack, settings.pools, settings.prometheus_port if writes else 0)
+        self.last_warnings: list[str] = []
         self.report_day = _utc_day(self.started)
         self.report_run: tuple[subprocess.Popen, float, Any] | None = None  # (process, started, stderr)
 
@@ -193,6 +204,7 @@ class Monitor:
                 finished.seconds,
                 finished.log_path,
             )
+            self.exporter.scale_run_finished(finished.pool, finished.returncode == 0)
         scaled_at = events.last_scaled(self.settings.path(self.settings.events_log), self.settings.stack)
         decisions = []
         for name, pool_policy in self.policies.items():
@@ -209,24 +221,38 @@ class Monitor:
         summary = (
             f"{decision.pool}: {decision.action} {decision.current} -> {decision.desired}: {decision.reason}"
         )
+        # The decision itself goes with each line, so the JSON log can be read without parsing the text.
+        extra = {"decision": decision.as_dict()}
         if decision.action == "hold":
-            LOG.debug("%s", summary)
+            LOG.debug("%s", summary, extra=extra)
             return
         if self.settings.dry_run:
-            LOG.info("dry run, not acting: %s", summary)
+            LOG.info("dry run, not acting: %s", summary, extra=extra)
             return
         if self.scale_run_in_progress():
-            LOG.info("a scale run is in progress, waiting to plan again from what it leaves: %s", summary)
+            LOG.info(
+                "a scale run is in progress, waiting to plan again from what it leaves: %s",
+                summary,
+                extra=extra,
+            )
             return
         current = decision.current
         if decision.action == "up" and self.fast_path is not None and pool is not None and pool.warm:
             promotion = self.fast_path.promote(decision.pool, decision.current, decision.desired)
+            self.exporter.promotion(decision.pool, promotion.result)
             level = logging.INFO if promotion.result == "ok" else logging.WARNING
-            LOG.log(level, "fast path %s: %s (decision: %s)", promotion.result, promotion.reason, summary)
+            LOG.log(
+                level,
+                "fast path %s: %s (decision: %s)",
+                promotion.result,
+                promotion.reason,
+                summary,
+                extra=extra,
+            )
             current = promotion.target
         # scale.yml does the rest: replicas past the warm ones, and the promoted ones' warm replacements.
         if self.actuator.start(decision.pool, decision.desired, current, self.unreachable):
-            LOG.info("scaling: %s", summary + self.leaving_out())
+            LOG.info("scaling: %s", summary + self.leaving_out(), extra=extra)
 
     def readmit(self, decision: policy.Decision, pool: PoolSnapshot | None) -> None:
         """Put the replicas that run outside the LB, while no scale run is going, back into it.
@@ -267,10 +293,14 @@ class Monitor:
         return self.settings.path(self.settings.scale_lock or f"logs/scale-{self.settings.stack}.lock")
 
     def record(self, snapshot: Snapshot, decisions: list[policy.Decision]) -> None:
+        self.last_decisions = {d.pool: d.as_dict() for d in decisions}
+        self.last_warnings = list(snapshot.warnings)
+        self.exporter.update(snapshot, decisions)
+        if self.metrics is None:
+            return
         line = json.loads(snapshot.to_json())
         line["decisions"] = [d.as_dict() for d in decisions]
         self.metrics.info(json.dumps(line, sort_keys=True))
-        self.last_decisions = {d.pool: d.as_dict() for d in decisions}
         state = {
             "pid": os.getpid(),
             "started": self.started,
@@ -286,8 +316,6 @@ class Monitor:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, sort_keys=True))
         tmp.replace(path)
-        if self.gauges:
-            self.gauges(snapshot, decisions)
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
@@ -313,7 +341,11 @@ class Monitor:
                 _sleep_unless(lambda: self.stopping, delay)
         LOG.info("monitor stopping; letting a scale run in progress finish")
         self.actuator.stop()
+        self.close()
+
+    def close(self) -> None:
         self.collector.close()
+        self.exporter.close()
 
     def daily_report(self, now: float | None = None) -> None:
         """Once the UTC date changes, write the previous day's report (`reports/` beside the metrics log).
@@ -391,62 +423,3 @@ def _rotating_logger(name: str, path: Path, max_bytes: int, backups: int) -> log
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     return logger
-
-
-def _prometheus(port: int):
-    """Gauges on 127.0.0.1:port, or None when port is 0."""
-    if not port:
-        return None
-    from prometheus_client import Gauge, start_http_server
-
-    labels = ["stack", "pool"]
-    gauges = {
-        "replicas": Gauge("tenfold_pool_replicas", "Running replicas", labels),
-        "serving": Gauge("tenfold_pool_serving_replicas", "Replicas healthy and in the LB", labels),
-        "warm": Gauge("tenfold_pool_warm_replicas", "Warm replicas healthy and out of the LB", labels),
-        "desired": Gauge("tenfold_pool_desired_replicas", "Replicas the policy wants", labels),
-        "rps": Gauge("tenfold_pool_requests_per_second", "Requests/s over the window", labels),
-        "error_rate": Gauge("tenfold_pool_error_ratio", "Share of 5xx answers", labels),
-        "rejected": Gauge(
-            "tenfold_pool_rejected_requests", "Requests the LB turned away itself, in the window", labels
-        ),
-        "p95": Gauge("tenfold_pool_latency_p95_seconds", "95th percentile upstream response time", labels),
-        "cpu": Gauge("tenfold_pool_cpu_percent", "Mean CPU % of the limit", labels),
-        "memory": Gauge("tenfold_pool_memory_percent", "Mean memory % of the limit", labels),
-    }
-    host_cpu = Gauge("tenfold_host_cpu_percent", "Host CPU %", ["stack"])
-    host_memory = Gauge("tenfold_host_memory_percent", "Host memory %", ["stack"])
-    fresh = Gauge("tenfold_monitor_traffic_fresh", "1 when the traffic figures are trusted", ["stack"])
-    states = Gauge("tenfold_monitor_traffic_state", "1 for this tick's traffic state", ["stack", "state"])
-    start_http_server(port, addr="127.0.0.1")
-
-    def update(snapshot: Snapshot, decisions: list[policy.Decision]) -> None:
-        desired = {d.pool: d.desired for d in decisions}
-        for name, pool in snapshot.pools.items():
-            values = {
-                "replicas": pool.replicas,
-                "serving": pool.serving,
-                "warm": pool.warm,
-                "desired": desired.get(name),
-                "rps": pool.rps,
-                "error_rate": pool.error_rate,
-                "rejected": pool.rejected,
-                "p95": pool.p95_s,
-                "cpu": pool.cpu_percent,
-                "memory": pool.memory_percent,
-            }
-            for key, value in values.items():
-                if value is not None:
-                    gauges[key].labels(snapshot.stack, name).set(value)
-                else:  # unknown now: no series, rather than the last value as if it were current
-                    with contextlib.suppress(KeyError):
-                        gauges[key].remove(snapshot.stack, name)
-        fresh.labels(snapshot.stack).set(1 if snapshot.traffic_state == "ok" else 0)
-        for state in TRAFFIC_STATES:
-            states.labels(snapshot.stack, state).set(1 if snapshot.traffic_state == state else 0)
-        if snapshot.host_cpu_percent is not None:
-            host_cpu.labels(snapshot.stack).set(snapshot.host_cpu_percent)
-        if snapshot.host_memory_percent is not None:
-            host_memory.labels(snapshot.stack).set(snapshot.host_memory_percent)
-
-    return update

@@ -158,8 +158,11 @@ missing:
   returned: state=present
   type: list
   elements: str
-skipped:
-  description: Paths left out because they are links or special files, or vanished while being read.
+left_out:
+  description:
+    - Paths left out because they are links or special files, or vanished while being read.
+    - Not named C(skipped), which Ansible reads as the task's own and then ignores C(changed_when) and
+      C(failed_when).
   returned: state=present
   type: list
   elements: str
@@ -256,10 +259,10 @@ def present(module: AnsibleModule, stack: str, sources: list[Source]) -> dict:
             "scale": scale,
             "removed": removed,
             "missing": [],
-            "skipped": [],
+            "left_out": [],
         }
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    manifest, missing, skipped = write_archive(path, stack, sources, scale, datetime.now(UTC))
+    manifest, missing, left_out = write_archive(path, stack, sources, scale, datetime.now(UTC))
     removed = expired(directory, stack, params["retention"])
     for old in removed:
         os.unlink(old)
@@ -270,7 +273,7 @@ def present(module: AnsibleModule, stack: str, sources: list[Source]) -> dict:
         "manifest": manifest.summary(),
         "removed": removed,
         "missing": missing,
-        "skipped": skipped,
+        "left_out": left_out,
     }
 
 

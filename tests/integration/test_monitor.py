@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from benchlib import monitor_settings
+from benchlib import MONITOR_DECISIONS, MONITOR_METRICS, monitor_settings
 from conftest import pool_containers
 from helpers import (
     BIN,
@@ -84,7 +84,7 @@ class MonitorProcess:
                 self.kill()
 
     def decisions(self) -> list[tuple[float, dict]]:
-        path = self.workdir / "metrics.json"
+        path = self.workdir / MONITOR_METRICS
         if not path.exists():
             return []
         found = []
@@ -95,7 +95,7 @@ class MonitorProcess:
         return found
 
     def log(self) -> str:
-        path = self.workdir / "decisions.log"
+        path = self.workdir / MONITOR_DECISIONS
         return path.read_text() if path.exists() else ""
 
 

@@ -9,6 +9,7 @@ import json
 import time
 
 import pytest
+from benchlib import MONITOR_METRICS
 from helpers import events_count, events_since, playbook
 from load import Load
 from test_abuse import Raw, poll_until_cut
@@ -22,7 +23,7 @@ LONG = "/api/whoami?pad=" + "x" * 6000
 
 
 def snapshots(monitor: MonitorProcess) -> list[dict]:
-    path = monitor.workdir / "metrics.json"
+    path = monitor.workdir / MONITOR_METRICS
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 

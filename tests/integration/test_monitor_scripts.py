@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from benchlib import monitor_settings
+from benchlib import MONITOR_DECISIONS, MONITOR_METRICS, monitor_settings
 from helpers import BIN, EVENTS_LOG, ROOT, STACK_VARS, ansible_env
 
 pytestmark = pytest.mark.integration
@@ -50,6 +50,14 @@ def service_env(stack, tmp_path):
     }
     yield env, tmp_path
     run("scaling-service.sh", "stop", env=env)
+    for log in service_logs(stack.name):
+        log.unlink(missing_ok=True)
+
+
+def service_logs(stack: str) -> list[Path]:
+    """The monitor's stderr under scaling-service.sh, and the previous start's."""
+    log = ROOT / "logs" / f"scaling-service-{stack}.log"
+    return [log, log.with_name(log.name + ".1")]
 
 
 def test_scaling_service_starts_reports_and_stops_the_monitor(service_env):
@@ -68,7 +76,12 @@ def test_scaling_service_starts_reports_and_stops_the_monitor(service_env):
     assert f"pid {pid}" in status.stdout
     assert "(dry run)" in status.stdout
     assert "backend" in status.stdout and "frontend" in status.stdout
-    assert (workdir / "metrics.json").read_text().strip()
+    assert (workdir / MONITOR_METRICS).read_text().strip()
+    # One writer per file: the monitor's text log is its stderr, its decisions log JSON lines of its own.
+    stderr_log, previous = service_logs(env["TENFOLD_STACK"])
+    assert f"monitor of stack {env['TENFOLD_STACK']} started" in stderr_log.read_text()
+    first = json.loads((workdir / MONITOR_DECISIONS).read_text().splitlines()[0])
+    assert first["message"].startswith(f"monitor of stack {env['TENFOLD_STACK']} started")
     stopped = run("scaling-service.sh", "stop", env=env)
     assert stopped.returncode == 0
     assert (
@@ -76,6 +89,10 @@ def test_scaling_service_starts_reports_and_stops_the_monitor(service_env):
         or b"tenfold_monitor" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     )
     assert run("scaling-service.sh", "status", env=env).returncode == 3
+    restarted = run("scaling-service.sh", "start", env=env)  # the last run's log is kept as .1
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert "monitor stopping" in previous.read_text()
+    assert run("scaling-service.sh", "stop", env=env).returncode == 0
 
 
 def test_monitor_performance_prints_one_collection_of_the_stack(service_env):
@@ -89,3 +106,5 @@ def test_monitor_performance_prints_one_collection_of_the_stack(service_env):
     assert pools["backend"]["current"] == 3
     assert pools["backend"]["action"] == "hold"
     assert (workdir / "monitor-performance.log").read_text().count('"decisions"') == 1
+    # A collection on the side writes none of a running monitor's files.
+    assert sorted(p.name for p in workdir.iterdir()) == ["monitor-performance.log", "monitor.json"]

@@ -142,12 +142,12 @@ IN_DAY = [i for i in SAMPLES if i not in GAP]
 def write_metrics(directory: Path) -> Path:
     """The scenario as the monitor leaves it: an old backup (.2), a backup (.1), the current log."""
     directory.mkdir(parents=True, exist_ok=True)
-    metrics = directory / "performance-metrics.json"
-    old = directory / "performance-metrics.json.2"  # last written the day before: not read
+    metrics = directory / "performance-metrics.jsonl"
+    old = directory / "performance-metrics.jsonl.2"  # last written the day before: not read
     old.write_text("\n".join([quiet_line(DAY_START - 3600), "{truncated", *BEFORE[:1]]) + "\n")
     os.utime(old, (DAY_START - 1, DAY_START - 1))
     first = [scenario_line(i) for i in IN_DAY if i < 150]
-    (directory / "performance-metrics.json.1").write_text(
+    (directory / "performance-metrics.jsonl.1").write_text(
         "\n".join([*BEFORE[1:], "not json at all", *first]) + "\n"  # that malformed line is the day before's
     )
     rest = [scenario_line(i) for i in IN_DAY if i >= 150]
@@ -174,7 +174,7 @@ def at(i: int) -> float:
 # --- the figures -----------------------------------------------------------------------------------
 def test_the_day_is_read_from_the_log_and_its_backups_oldest_first_skipping_backups_of_earlier_days(metrics):
     files = report.metrics_files(metrics, DAY_START)
-    assert [p.name for p in files] == ["performance-metrics.json.1", "performance-metrics.json"]
+    assert [p.name for p in files] == ["performance-metrics.jsonl.1", "performance-metrics.jsonl"]
 
 
 def test_requests_per_second_mean_and_peak_per_pool(day_report):
@@ -320,7 +320,7 @@ def monitor_for(tmp_path: Path, metrics: Path) -> Monitor:
         stack="tenfold",
         project_dir=str(tmp_path),
         metrics_log=str(metrics),
-        decisions_log=str(tmp_path / "auto-scale.log"),
+        decisions_log=str(tmp_path / "decisions.jsonl"),
         scale_log=str(tmp_path / "scale-runs.log"),
         state_file=str(tmp_path / "state.json"),
         pools={"backend": {}},

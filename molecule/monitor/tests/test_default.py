@@ -161,3 +161,23 @@ def test_logrotate_rotates_the_checkouts_scale_events_by_size(host):
     check = host.run(f"logrotate -d {config}")
     assert check.rc == 0 and "error:" not in check.stderr, check.stderr
     assert "Handling 1 logs" in check.stderr + check.stdout
+
+
+def test_unit_sends_the_monitors_stderr_to_the_journal(host):
+    lines = unit_lines(host)
+    assert "StandardError=journal" in lines and "StandardOutput=journal" in lines
+    assert "SyslogIdentifier=tenfold-monitor-molmon" in lines
+
+
+def test_logrotate_rotates_the_checkouts_text_logs_each_with_one_writer(host):
+    config = f"/etc/tenfold/molmon/logrotate.d/tenfold-logs{re.sub('[^A-Za-z0-9]+', '-', str(ROOT))}"
+    text = host.file(config).content_string
+    logs = " ".join(
+        f"{ROOT}/logs/{name}"
+        for name in ("auto-scale.log", "monitor-scale-runs.log", "monitor-performance.log")
+    )
+    assert f"{logs} {{" in text
+    for directive in ("size 10M", "rotate 5", "missingok", "nocreate", "delaycompress"):
+        assert f"\n    {directive}\n" in text
+    check = host.run(f"logrotate -d {config}")
+    assert check.rc == 0 and "error:" not in check.stderr, check.stderr
