@@ -22,7 +22,8 @@ Commands:
   hosts            the host names, one a line
 
 HOST is fleet-lb, fleet-d1 or fleet-d2 (lb, d1, d2 also work). Needs root.
-The addresses are in inventories/fleet/hosts.yml too; a test checks that both agree.
+The addresses are in inventories/fleet/hosts.yml too; a test checks that both agree. The controller is
+10.231.15.1 on the fleet, and 10.231.15.100-199 are its too: source addresses for load tests' clients.
 EOF
 }
 
@@ -31,6 +32,8 @@ HOSTS=(fleet-lb fleet-d1 fleet-d2)
 declare -A ADDR=([fleet-lb]=10.231.15.10 [fleet-d1]=10.231.15.11 [fleet-d2]=10.231.15.12)
 PREFIX=24
 CONTROLLER_ADDR=10.231.15.1
+# More controller addresses, for load tests' clients: the Internet's many sources, none on any allowlist.
+CLIENT_ADDRS=$(echo 10.231.15.{100..199})
 # The switch: a network namespace of its own holding the bridge. The fleet's frames are bridged there,
 # never in the controller's namespace, whose firewall (Docker's FORWARD policy DROP, with br_netfilter
 # sending bridged frames through it) they would otherwise cross; cut and restore are nft rules there too.
@@ -113,6 +116,9 @@ make_network() {
 	ip link set veth-fleet-ctl netns "$SWITCH"
 	in_switch ip link set veth-fleet-ctl master "$BRIDGE" up
 	ip addr add "$CONTROLLER_ADDR/$PREFIX" dev "$UPLINK"
+	for client in $CLIENT_ADDRS; do
+		ip addr add "$client/32" dev "$UPLINK"
+	done
 	ip link set "$UPLINK" up
 	# cut HOST adds HOST's switch port to this set: its IPv4/IPv6 frames are dropped, ARP still passes,
 	# so connections to it time out as to a host that is gone (not "no route to host").

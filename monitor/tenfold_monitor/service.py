@@ -24,11 +24,13 @@ from typing import Any
 
 import tenfold_lock
 import tenfold_policy as policy
+from tenfold_lb import Client
 
 from tenfold_monitor import events
 from tenfold_monitor.actuator import Actuator
 from tenfold_monitor.collect import Collector, PoolSnapshot, Snapshot
 from tenfold_monitor.engines import LOCAL, EngineHost, Engines, use_ssh_options
+from tenfold_monitor.lost import drain_lost, host_address
 from tenfold_monitor.prometheus import Exporter
 from tenfold_monitor.promote import FastPath
 
@@ -177,9 +179,9 @@ class Monitor:
             )
         self.last_decisions: dict[str, dict] = {}
         self.unlisted_ticks: dict[str, int] = {}  # pool -> ticks in a row with replicas outside the LB
-        self.unreachable: list[
-            str
-        ] = []  # Docker hosts lost at the last collection: scale runs leave them out
+        # Docker hosts lost at the last reading: scale runs leave them out
+        self.unreachable: list[str] = []
+        self.lb = Client(settings.lb_status_url.rsplit("/", 1)[0])
         self.started = time.time()
         self.stopping = False
         self.exporter = Exporter(stack, settings.pools, settings.prometheus_port if writes else 0)
@@ -193,6 +195,7 @@ class Monitor:
         self.unreachable = snapshot.unreachable_hosts
         for warning in snapshot.warnings:
             LOG.warning("%s", warning)
+        self.drain_lost_hosts()
         finished = self.actuator.poll()
         if finished:
             outcome = "ok" if finished.returncode == 0 else f"failed (exit {finished.returncode})"
@@ -278,6 +281,18 @@ class Monitor:
         elif self.actuator.start(decision.pool, decision.current, decision.current, self.unreachable):
             LOG.warning("%s", summary + self.leaving_out())
             self.unlisted_ticks.pop(decision.pool, None)
+
+    def drain_lost_hosts(self) -> None:
+        """Stop the LB sending requests to the replicas of a lost Docker host that do not answer (lost.py)."""
+        lost = [h for h in self.engines.hosts if h.name in self.unreachable]
+        addresses = [a for a in map(host_address, lost) if a]
+        if not addresses or self.settings.dry_run:
+            return
+        drained = drain_lost(self.lb, self.policies, addresses)
+        if drained:
+            LOG.warning(
+                "set draining in the LB, on lost %s: %s", ", ".join(self.unreachable), ", ".join(drained)
+            )
 
     def leaving_out(self) -> str:
         return f" (leaving out unreachable {', '.join(self.unreachable)})" if self.unreachable else ""

@@ -29,6 +29,18 @@ options:
     type: list
     elements: dict
     required: true
+  hosts:
+    description:
+      - How many Docker hosts the pools are spread over, as for M(tenfold_pool). RV(members) lists only the
+        replicas placed on this host (O(host_index)); one found here that belongs to another host (this
+        host ran it while that one was left out) is counted in RV(serving) but is no member, so that two
+        hosts never offer the load balancer the same replica.
+    type: int
+    default: 1
+  host_index:
+    description: This host's place among the O(hosts), from C(0) (inventory order).
+    type: int
+    default: 0
   bind_address:
     description: Address the replicas publish their ports on; with O(advertise_address), what members name.
     type: str
@@ -66,7 +78,9 @@ serving:
   type: dict
   sample: {"frontend": [2], "backend": [1, 3]}
 members:
-  description: By pool name, how the load balancer reaches each of those replicas (as M(tenfold_pool) says).
+  description:
+    - By pool name, how the load balancer reaches each of those replicas that is placed on this host (as
+      M(tenfold_pool) says).
 
   returned: always
   type: dict
@@ -78,13 +92,22 @@ members:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.tenfold_docker import client, running_replicas
-from ansible.module_utils.tenfold_pool import PoolError, check_name, member_at, probe_address
+from ansible.module_utils.tenfold_pool import (
+    PoolError,
+    check_name,
+    check_placement,
+    member_at,
+    placed_here,
+    probe_address,
+)
 
 
 def argument_spec() -> dict:
     return {
         "stack": {"type": "str", "required": True},
         "pools": {"type": "list", "elements": "dict", "required": True},
+        "hosts": {"type": "int", "default": 1},
+        "host_index": {"type": "int", "default": 0},
         "bind_address": {"type": "str", "default": "127.0.0.1"},
         "advertise_address": {"type": "str", "default": ""},
         "docker_host": {"type": "str"},
@@ -93,6 +116,7 @@ def argument_spec() -> dict:
 
 def read(params: dict) -> dict:
     stack = check_name("stack", params["stack"])
+    check_placement(params["hosts"], params["host_index"])
     address = params["advertise_address"] or probe_address(params["bind_address"])
     cli = client(params["docker_host"])
     serving, members = {}, {}
@@ -102,7 +126,11 @@ def read(params: dict) -> dict:
         except (KeyError, TypeError, ValueError) as exc:
             raise PoolError(f"pool entry {item!r} needs name and a numeric port_base") from exc
         serving[name] = running_replicas(cli, stack, name)
-        members[name] = [member_at(stack, name, port_base, i, address) for i in serving[name]]
+        members[name] = [
+            member_at(stack, name, port_base, i, address)
+            for i in serving[name]
+            if placed_here(i, params["hosts"], params["host_index"])
+        ]
     return {"serving": serving, "members": members}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import docker
 import pytest
 import yaml
+from helpers import playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "test-fleet.sh"
@@ -22,6 +23,12 @@ INVENTORY = ROOT / "inventories" / "fleet"
 ANSIBLE = ROOT / ".venv" / "bin" / "ansible"
 # An image every fleet test can run: it serves GET /health on port 8080.
 PROBE_IMAGE = "tenfold/backend:local"
+# The fleet inventory's stack, the images site.yml needs on the fleet's hosts, the controller's address there.
+STACK = "tenfoldfleet"
+IMAGES = ("tenfold/nginx:local", "tenfold/frontend:local", "tenfold/backend:local")
+CONTROLLER = "10.231.15.1"
+# Source addresses of load tests' clients (test-fleet.sh up gives them to the controller): none allowlisted.
+CLIENTS = [f"10.231.15.{i}" for i in range(100, 200)]
 # Held while a suite uses the fleet, and how long another suite waits for it (s).
 LOCK = Path("/run/lock/tenfold-fleet-tests.lock")
 LOCK_WAIT = 900
@@ -132,3 +139,43 @@ def probe_image_on(fleet: Fleet) -> dict[str, str]:
     run = fleet_script("images", "--host", "fleet-d1", PROBE_IMAGE)
     assert run.rc == 0, run.err
     return {"fleet-d1": run.out}
+
+
+def fleet_playbook(name: str, *args: str, timeout: int = 900):
+    return playbook(name, "-i", str(INVENTORY), *args, vars_file=None, timeout=timeout)
+
+
+def lb_members(fleet: Fleet) -> dict[str, list[dict]]:
+    """Each pool's members as the LB on fleet-lb holds them (its status port answers on its loopback only)."""
+    url = "http://127.0.0.1:8081/members"
+    code = f"import urllib.request as u; print(u.urlopen('{url}', timeout=5).read().decode())"
+    run = fleet_script("ssh", "fleet-lb", f"{ROOT}/.venv/bin/python", "-c", f'"{code}"')
+    assert run.rc == 0, run
+    return {name: pool["members"] for name, pool in json.loads(run.out)["pools"].items()}
+
+
+def placed(fleet: Fleet, pool: str, hosts: list[str] | None = None) -> dict[str, list[str]]:
+    """Docker host -> the names of the pool's containers on its engine, sorted."""
+    return {
+        host: sorted(
+            c.name
+            for c in fleet.engine(host).containers.list(
+                all=True, filters={"label": [f"tenfold.stack={STACK}", f"tenfold.pool={pool}"]}
+            )
+        )
+        for host in hosts or fleet.docker_hosts()
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(fleet: Fleet) -> Iterator[Fleet]:
+    """The images sent to every fleet host as from a registry, then site.yml over SSH; down.yml after."""
+    sent = fleet_script("images", *IMAGES, timeout=900)
+    assert sent.rc == 0, sent.err
+    run = fleet_playbook("site.yml")
+    try:
+        assert run.rc == 0, run.output[-4000:]
+        yield fleet
+    finally:
+        down = fleet_playbook("playbooks/down.yml")
+        assert down.rc == 0, down.output[-3000:]

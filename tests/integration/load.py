@@ -45,7 +45,7 @@ class Worker(threading.Thread):
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         return http.client.HTTPSConnection(
-            "127.0.0.1", self.load.port, timeout=15, source_address=(self.source, 0), context=ctx
+            self.load.host, self.load.port, timeout=15, source_address=(self.source, 0), context=ctx
         )
 
     def request(self, path: str) -> tuple[int, bytes]:
@@ -100,8 +100,10 @@ class Load:
         workers: int = 12,
         sources: list[str] | None = None,
         max_seconds: float = 300.0,
+        host: str = "127.0.0.1",
     ) -> None:
         self.port = port
+        self.host = host
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.deadline = time.monotonic() + max_seconds

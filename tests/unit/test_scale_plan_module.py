@@ -30,7 +30,9 @@ def test_members_of_a_pool_with_a_gap_are_its_running_replicas(monkeypatch):
     engine = FakeEngine(replica(3), replica(1), replica(2, "exited"))
     monkeypatch.setattr(info, "client", lambda docker_host: engine)
     params = {"stack": "s", "pools": [{"name": "backend", "port_base": 100}], "docker_host": None}
-    found = info.read({**params, "bind_address": "0.0.0.0", "advertise_address": ""})
+    found = info.read(
+        {**params, "bind_address": "0.0.0.0", "advertise_address": "", "hosts": 1, "host_index": 0}
+    )
     assert found == {
         "serving": {"backend": [1, 3]},
         "members": {
@@ -40,6 +42,17 @@ def test_members_of_a_pool_with_a_gap_are_its_running_replicas(monkeypatch):
             ]
         },
     }
+
+
+def test_a_replica_placed_on_another_host_counts_but_is_no_member_here(monkeypatch):
+    engine = FakeEngine(replica(1), replica(2), replica(3))
+    monkeypatch.setattr(info, "client", lambda docker_host: engine)
+    params = {"stack": "s", "pools": [{"name": "backend", "port_base": 100}], "docker_host": None}
+    found = info.read(
+        {**params, "bind_address": "10.0.0.2", "advertise_address": "", "hosts": 2, "host_index": 1}
+    )
+    assert found["serving"] == {"backend": [1, 2, 3]}
+    assert [m["name"] for m in found["members"]["backend"]] == ["s-backend-2"]
 
 
 POOLS = [
