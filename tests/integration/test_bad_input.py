@@ -25,7 +25,7 @@ import yaml
 from conftest import snapshot
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from helpers import EVENTS_LOG, ROOT, STACK_VARS, Backups, playbook
+from helpers import EVENTS_LOG, ROOT, SCALE_LOCK, STACK_VARS, Backups, playbook
 from pki import pem_pair
 
 pytestmark = pytest.mark.integration
@@ -112,9 +112,9 @@ class Kit:
 
     def hold_scale_lock(self) -> list[str]:
         """Hold the stack's scale lock as a live run would (this process owns it) until release_lock()."""
-        path = ROOT / "logs" / f"scale-{STACK['tenfold_stack']}.lock"
+        path = SCALE_LOCK
         owner = tenfold_lock.owner_for(os.getpid(), run="test_bad_input: a scale run in progress")
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "x", encoding="utf-8") as handle:  # a scale run of this stack is under way: fail
             json.dump(asdict(owner), handle)
         self.lock = (path, owner)
