@@ -69,12 +69,21 @@ _PASSED_ON = (
 )
 
 
-def adhoc_command(ansible: str, host: str, module: str, args: Mapping[str, Any], cli: Mapping) -> list[str]:
-    """`ansible HOST -m MODULE -a JSON` with the options of this run that say how to reach the host."""
+def adhoc_command(
+    ansible: str,
+    host: str,
+    module: str,
+    args: Mapping[str, Any],
+    cli: Mapping,
+    defaults: Mapping | None = None,
+) -> list[str]:
+    """`ansible HOST -m MODULE -a JSON` with the options of this run that say how to reach the host: those set
+    and not at their `defaults` (the ad hoc run has the same defaults)."""
+    defaults = defaults or {}
     command = [ansible, host, "-m", module, "-a", json.dumps(dict(args))]
     for key, option in _PASSED_ON:
         value = cli.get(key)
-        if value in (None, "", False, (), []):
+        if value in (None, "", False, (), []) or (key in defaults and value == defaults[key]):
             continue
         if value is True:
             command.append(option)
@@ -138,9 +147,9 @@ class CallbackModule(CallbackBase):
             code = _util("tenfold_lock")
             if outcome.get("local", True):
                 owner = code.Owner(**outcome["owner"])
-                self._lease = code.keep_renewing(outcome["path"], owner, code.RENEW_EVERY_S)
+                self._lease = code.keep_renewing(outcome["lock"], owner, code.RENEW_EVERY_S)
             else:
-                self._lease = self._renew_remotely(outcome["host"], outcome["path"], outcome["owner"])
+                self._lease = self._renew_remotely(outcome["host"], outcome["lock"], outcome["owner"])
         elif outcome.get("released") is not None and self._lease is not None:
             self._lease.set()
             self._lease = None
@@ -251,7 +260,12 @@ class CallbackModule(CallbackBase):
         }
         if C.CONFIG_FILE:
             env["ANSIBLE_CONFIG"] = C.CONFIG_FILE
-        command = adhoc_command(ansible, host, module, args, context.CLIARGS)
+        defaults = {
+            "connection": C.DEFAULT_TRANSPORT,
+            "become_method": C.DEFAULT_BECOME_METHOD,
+            "timeout": C.DEFAULT_TIMEOUT,
+        }
+        command = adhoc_command(ansible, host, module, args, context.CLIARGS, defaults)
         try:
             proc = subprocess.run(
                 command, env=env, capture_output=True, text=True, timeout=ADHOC_TIMEOUT_S, check=False

@@ -268,5 +268,6 @@ def run(params: dict, check_mode: bool, pid: int | None) -> tuple[dict, str | No
     warning = None
     if outcome.recovered:
         warning = f"recovered the lock left by a run that is gone: {outcome.recovered.describe()}"
-    # The path and owner let the scale-events callback renew the lease while the run goes on.
-    return {"changed": True, **outcome.as_dict(), "path": params["path"], "owner": asdict(me)}, warning
+    # The lock file and owner let the scale-events callback renew the lease while the run goes on. Not "path":
+    # a module's result with a path that exists gets the file's attributes, its "owner" among them.
+    return {"changed": True, **outcome.as_dict(), "lock": params["path"], "owner": asdict(me)}, warning

@@ -90,7 +90,7 @@ waited_s:
   description: Seconds spent waiting for another run.
   returned: state=acquired
   type: float
-path:
+lock:
   description: The lock file (for the callback that renews the lease).
   returned: state=acquired, not in check mode
   type: str

@@ -231,7 +231,7 @@ def test_the_scale_events_callback_renews_the_lease_while_its_run_holds_the_lock
     events = callback.CallbackModule()
     task = SimpleNamespace(action="tenfold_lock")
     events.v2_runner_on_ok(
-        SimpleNamespace(_task=task, _result={"acquired": True, "path": path, "owner": asdict(me)})
+        SimpleNamespace(_task=task, _result={"acquired": True, "lock": path, "owner": asdict(me)})
     )
     assert wait_until(lambda: os.stat(path).st_mtime > 1.0)
     events.v2_runner_on_ok(SimpleNamespace(_task=task, _result={"changed": True, "released": True}))
@@ -281,7 +281,7 @@ def test_the_callback_renews_a_remote_lock_through_the_state_host_until_it_is_no
         "acquired": True,
         "local": False,
         "host": "lb1",
-        "path": "/var/lib/x/scale.lock",
+        "lock": "/var/lib/x/scale.lock",
         "owner": owner,
     }
     events.v2_runner_on_ok(SimpleNamespace(_task=SimpleNamespace(action="tenfold_lock"), _result=result))

@@ -22,8 +22,12 @@ def test_the_ad_hoc_run_takes_over_how_the_run_reaches_its_hosts():
         "vault_password_files": ("/v1",),
         "check": True,  # not a way to reach a host: not passed on
         "forks": 10,
+        "connection": "ssh",  # the default: the ad hoc run has it too
     }
-    command = callback.adhoc_command("/venv/bin/ansible", "lb1", "tenfold_scale_event", {"path": "/p"}, cli)
+    defaults = {"connection": "ssh"}
+    command = callback.adhoc_command(
+        "/venv/bin/ansible", "lb1", "tenfold_scale_event", {"path": "/p"}, cli, defaults
+    )
     assert command[:6] == ["/venv/bin/ansible", "lb1", "-m", "tenfold_scale_event", "-a", '{"path": "/p"}']
     assert command[6:] == [
         "-i", "inventories/fleet",
