@@ -258,6 +258,15 @@ ROWS = [
           SCALE + "replicas needs pool: an absolute count applies to one pool"),
     locked("scale-bad-request-while-locked", "direction=sideways",
            SCALE + "direction must be 'up' or 'down', got 'sideways'"),
+    # the state host and directory (the scale lock and events): refused before anything changes
+    extra("scale-state-host-not-in-inventory", "scale.yml", "direction=up tenfold_state_host=lb9",
+          "tenfold_state_host='lb9' is not a host of the inventory (its hosts: localhost)"),
+    extra("scale-state-dir-relative", "scale.yml", "direction=up tenfold_state_dir=logs/state",
+          "tenfold_state_dir='logs/state' must be an absolute path"),
+    extra("scale-state-dir-dotdot", "scale.yml", "direction=up tenfold_state_dir=/var/lib/../etc",
+          "tenfold_state_dir='/var/lib/../etc' must not hold '..'"),
+    extra("site-state-host-not-in-inventory", "site.yml", "tenfold_state_host=lb9",
+          "tenfold_state_host='lb9' is not a host of the inventory (its hosts: localhost)"),
     # inventory values: a copy of inventories/local with one bad group variable
     inventory("inv-replicas-negative", {"app_pools_backend_replicas": -1},
               "app_pools_backend_replicas=-1 must lie within app_pools_backend_min_replicas=3"),
