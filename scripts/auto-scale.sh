@@ -20,7 +20,7 @@ apply (scale.yml clamps to them and says so). `scale-up 2` means: every pool, st
 Arguments after -- go to ansible-playbook, e.g.:  auto-scale.sh scale-up backend -- -i inventories/production
 
 Environment:
-  TENFOLD_TRIGGER   who asks, recorded in logs/scale-events.jsonl: manual (default), monitor or awx
+  TENFOLD_TRIGGER   who asks, recorded in the stack's scale events: manual (default), monitor or awx
   TENFOLD_STACK     stack `status` shows (default: tenfold_stack of inventories/local)
   TENFOLD_AUTOSCALE_LOG  where scale runs are logged (default: logs/auto-scale.log, written by this
                          script only; the monitor logs to logs/monitor-decisions.jsonl)

@@ -274,7 +274,7 @@ class Runner:
         return self.workdir / "scale-events.jsonl"
 
     def write_vars(self) -> None:
-        values = {**STACK_VARS, "app_pools_scale_lock": str(self.workdir / "scale.lock")}
+        values = {**STACK_VARS, "tenfold_state_dir": str(self.workdir)}  # scale lock and events here
         self.vars_file.write_text(json.dumps(values, indent=2) + "\n")
 
     def env(self, callbacks: str | None = None) -> dict[str, str]:
@@ -283,7 +283,6 @@ class Runner:
             "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
-            "TENFOLD_SCALE_EVENTS_LOG": str(self.events_log),
             "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
             "COLUMNS": "160",
         }

@@ -101,7 +101,7 @@ def run_once(args, target: lt.Target, variant: str, workdir: Path, worktree: Pat
     workdir.mkdir(parents=True)
     # 3 replicas of each pool, and the variant's warm ones (a request at a pool's size tops them up or
     # removes them); "before" had none.
-    lt.scale_to(target, {"frontend": 3, "backend": 3}, workdir, scale_env(workdir))
+    lt.scale_to(target, {"frontend": 3, "backend": 3}, workdir, scale_env())
     warm_rss = warm_rss_mib(target.stack) if variant == "monitor now" else None
     phases = tl.spike_phases(args.baseline_rps, 10.0, args.baseline_s, args.spike_s, args.after_s, 1.0)
     before_ids = {m["id"] for m in members(target) if m["state"] == "active"}
@@ -135,7 +135,7 @@ def run_once(args, target: lt.Target, variant: str, workdir: Path, worktree: Pat
         if monitor:
             monitor.stop()
         # The monitor has stopped: nothing else moves the pool. Its scale events stay in the workdir.
-        lt.restore(target, {"frontend": 3, "backend": 3}, workdir, scale_env(workdir))
+        lt.restore(target, {"frontend": 3, "backend": 3}, workdir, scale_env())
     seconds = tl.read_seconds(run.seconds_file)
     evaluated = tl.evaluate_spike(seconds, start, phases, tl.Criteria())
     spike_at = start + args.baseline_s
@@ -156,11 +156,10 @@ def run_once(args, target: lt.Target, variant: str, workdir: Path, worktree: Pat
     }
 
 
-def scale_env(workdir: Path) -> dict[str, str]:
+def scale_env() -> dict[str, str]:
     return {
         **os.environ,
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-        "TENFOLD_SCALE_EVENTS_LOG": str(workdir / "restore-events.jsonl"),
     }
 
 

@@ -148,18 +148,19 @@ def monitor_settings(
     stack: str,
     status_port: int,
     workdir: Path,
-    events_log: Path,
+    state_dir: Path,
     scale_command: list[str],
     **settings: object,
 ) -> dict[str, object]:
     """Settings of a `python -m tenfold_monitor run` that watches `stack` and keeps its logs in `workdir`
-    (metrics.jsonl, decisions.jsonl, scale-runs.log, state.json), not in the project's logs/."""
+    (metrics.jsonl, decisions.jsonl, scale-runs.log, state.json), not in the project's logs/; the scale lock
+    and events it shares with the scale runs are in `state_dir` (their tenfold_state_dir)."""
     return {
         "stack": stack,
         "project_dir": str(ROOT),
         "lb_status_url": f"http://127.0.0.1:{status_port}/status",
         "stub_status_url": f"http://127.0.0.1:{status_port}/nginx_status",
-        "events_log": str(events_log),
+        "state_dir": str(state_dir),
         "metrics_log": str(workdir / MONITOR_METRICS),
         "decisions_log": str(workdir / MONITOR_DECISIONS),
         "scale_log": str(workdir / "scale-runs.log"),

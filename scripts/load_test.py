@@ -280,10 +280,9 @@ class Monitor:
         self.workdir = workdir
         self.code = code
         self.metrics = workdir / MONITOR_METRICS
-        self.events = workdir / "scale-events.jsonl"
-        values = monitor_settings(
-            target.stack, target.status_port, workdir, self.events, target.scale_command(), **settings
-        )
+        self.events = workdir / "scale-events.jsonl"  # its scale runs use workdir as tenfold_state_dir
+        command = [*target.scale_command(), "-e", f"tenfold_state_dir={workdir}"]
+        values = monitor_settings(target.stack, target.status_port, workdir, workdir, command, **settings)
         self.config = workdir / "monitor.json"
         self.config.write_text(json.dumps(values, indent=2) + "\n")
         self.proc: subprocess.Popen | None = None
@@ -293,7 +292,6 @@ class Monitor:
             **os.environ,
             "PYTHONPATH": str(self.code),
             "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-            "TENFOLD_SCALE_EVENTS_LOG": str(self.events),
             "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
         }
 
@@ -359,6 +357,7 @@ def pool_sizes(stack: str) -> dict[str, int]:
 
 
 def scale_to(target: Target, sizes: dict[str, int], workdir: Path, env: dict[str, str]) -> None:
+    """Scale runs that record their events in workdir/restore/, apart from the monitor's."""
     for pool, replicas in sizes.items():
         log = workdir / f"restore-{pool}.log"
         with log.open("w") as out:
@@ -371,6 +370,8 @@ def scale_to(target: Target, sizes: dict[str, int], workdir: Path, env: dict[str
                     f"replicas={replicas}",
                     "-e",
                     "trigger=manual",
+                    "-e",
+                    f"tenfold_state_dir={workdir / 'restore'}",
                 ],
                 cwd=ROOT,
                 env=env,

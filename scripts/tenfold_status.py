@@ -35,6 +35,7 @@ for _shared in ("plugins/module_utils", "monitor"):  # names, parsers and stats 
     if str(ROOT / _shared) not in sys.path:
         sys.path.insert(0, str(ROOT / _shared))
 
+import tenfold_state  # noqa: E402
 from tenfold_monitor.containers import cpu_percent, memory_usage, published  # noqa: E402
 from tenfold_monitor.lbmembers import LbMember, member_key, read_members  # noqa: E402
 from tenfold_monitor.lbmembers import parse_members as parse_members  # noqa: E402 (kept as a name here)
@@ -501,8 +502,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the LB's members API (default http://127.0.0.1:PORT/members, PORT the local inventory's "
         f"nginx_lb_status_port, else {DEFAULT_STATUS_PORT})",
     )
-    events = ROOT / "logs" / "scale-events.jsonl"
-    parser.add_argument("--events", type=Path, default=events, help=f"scale events (default {events})")
+    parser.add_argument(
+        "--events",
+        type=Path,
+        help="scale events (default the stack's here: /var/lib/tenfold/<stack>/scale/scale-events.jsonl)",
+    )
     return parser.parse_args(argv)
 
 
@@ -511,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = args.stack or default_stack()
     members_url = args.members_url or default_members_url()
     try:
-        status = collect(connect(), stack, members_url, args.events)
+        events = args.events or Path(tenfold_state.events_path(tenfold_state.default_dir(stack)))
+        status = collect(connect(), stack, members_url, events)
     except EngineUnreachable as exc:
         reason = f"cannot reach the Docker engine ({exc})"
         print(f"tenfold_status: {reason}. Is it running, and may this user use it?", file=sys.stderr)

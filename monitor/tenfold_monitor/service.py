@@ -24,6 +24,7 @@ from typing import Any
 
 import tenfold_lock
 import tenfold_policy as policy
+import tenfold_state
 from tenfold_lb import Client
 
 from tenfold_monitor import events
@@ -49,12 +50,13 @@ class Settings:
     dry_run: bool = False
     lb_status_url: str = "http://127.0.0.1:8081/status"  # the LB's members and counters
     stub_status_url: str = "http://127.0.0.1:8081/nginx_status"  # the LB's connections
-    events_log: str = "logs/scale-events.jsonl"
+    # The stack's shared scale state (the scale lock, the scale events the cooldown reads): on the state host,
+    # where the monitor runs. "" is the stack's default, /var/lib/tenfold/<stack>/scale (tenfold_state_dir).
+    state_dir: str = ""
     metrics_log: str = "logs/performance-metrics.jsonl"  # one JSON line per tick, decisions included
     decisions_log: str = "logs/monitor-decisions.jsonl"  # the monitor's log, one JSON object per line
     scale_log: str = "logs/monitor-scale-runs.log"
     state_file: str = "logs/monitor-state.json"
-    scale_lock: str = ""  # default: logs/scale-<stack>.lock, scale.yml's lock (app_pools_scale_lock)
     # A line is about 1.3 kB with two pools: 5 x 64 MiB hold almost 3 days at 1 s and 6 at 2 s, so the
     # daily report always finds the whole of yesterday.
     metrics_max_bytes: int = 64 * 1024 * 1024
@@ -92,6 +94,7 @@ class Settings:
         settings.engine_hosts()  # fails early, naming the bad host
         if not all(isinstance(option, str) for option in settings.ssh_options):
             raise ValueError(f"ssh_options must be strings, got {settings.ssh_options!r}")
+        settings.state()  # fails early: a relative or malformed state_dir
         for pool, config in settings.pools.items():
             policy.PolicyConfig.from_mapping(config)  # fails early, naming the bad field
             if not pool:
@@ -108,6 +111,16 @@ class Settings:
     def path(self, value: str) -> Path:
         candidate = Path(value)
         return candidate if candidate.is_absolute() else Path(self.project_dir) / candidate
+
+    def state(self) -> str:
+        """The stack's state directory, checked as the tenfold_state lookup checks it."""
+        return tenfold_state.check_dir(self.state_dir or tenfold_state.default_dir(self.stack))
+
+    def events_log(self) -> Path:
+        return Path(tenfold_state.events_path(self.state()))
+
+    def scale_lock(self) -> Path:
+        return Path(tenfold_state.lock_path(self.state()))
 
 
 def pool_metrics(snapshot: Snapshot, pool: PoolSnapshot) -> policy.PoolMetrics | None:
@@ -174,8 +187,8 @@ class Monitor:
                 stack,
                 self.engines,
                 settings.lb_status_url.rsplit("/", 1)[0],
-                self.lock_path(),
-                settings.path(settings.events_log),
+                settings.scale_lock(),
+                settings.events_log(),
             )
         self.last_decisions: dict[str, dict] = {}
         self.unlisted_ticks: dict[str, int] = {}  # pool -> ticks in a row with replicas outside the LB
@@ -208,7 +221,7 @@ class Monitor:
                 finished.log_path,
             )
             self.exporter.scale_run_finished(finished.pool, finished.returncode == 0)
-        scaled_at = events.last_scaled(self.settings.path(self.settings.events_log), self.settings.stack)
+        scaled_at = events.last_scaled(self.settings.events_log(), self.settings.stack)
         decisions = []
         for name, pool_policy in self.policies.items():
             pool = snapshot.pools.get(name)
@@ -301,11 +314,8 @@ class Monitor:
         """The monitor's own scale run, or any other run that holds scale.yml's lock, is going."""
         if self.actuator.busy():
             return True
-        holder = tenfold_lock.read_owner(str(self.lock_path()))
+        holder = tenfold_lock.read_owner(str(self.settings.scale_lock()))
         return holder is not None and tenfold_lock.is_alive(holder)
-
-    def lock_path(self) -> Path:
-        return self.settings.path(self.settings.scale_lock or f"logs/scale-{self.settings.stack}.lock")
 
     def record(self, snapshot: Snapshot, decisions: list[policy.Decision]) -> None:
         self.last_decisions = {d.pool: d.as_dict() for d in decisions}

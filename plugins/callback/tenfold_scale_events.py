@@ -7,43 +7,91 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: tenfold_scale_events
 type: notification
-short_description: Record each scale run as one JSON line in logs/scale-events.jsonl
+short_description: Record each scale run as one JSON line in the stack's scale events on its state host
 description:
   - Writes one JSON object per scale run, that is per playbook that publishes C(tenfold_scale) with
     C(ansible.builtin.set_stats) as C(scale.yml) does. The object holds the start and end time, the trigger,
     the pools with direction and replicas from and to, the result, the failed task if any, and the duration,
     and C(recovered_from) (the lock's owner) when the run took over the lock of a killed run.
-  - The monitor reads this file for its cooldown, so a restart does not reset it.
+  - The events file is C(tenfold_scale.state.events) on the host C(tenfold_scale.state.host), as the
+    C(tenfold_state) lookup resolves them (C(<tenfold_state_dir>/scale-events.jsonl) on the state host). The
+    monitor reads it for its cooldown, so a restart does not reset it.
+  - When the state host is this machine (connection local) the event is appended here; otherwise it is
+    delivered at the end of the run with one C(ansible) ad hoc run of the C(tenfold_scale_event) module on the
+    state host, with this run's inventory, extra vars and connection options.
   - A notification callback, so it works under plain C(ansible-playbook) and under ansible-runner (AWX).
   - While the run holds the scale lock (a C(tenfold_lock) task took it), it renews the lock's lease every
-    20 s, so that a run on another host sharing the lock sees this one alive, and a dead one as gone.
+    20 s (on a remote state host with C(tenfold_lock state=renewed) ad hoc), so that others see this run
+    alive, and a killed one as gone once its lease runs out.
 requirements:
   - enabled in ansible.cfg (C(callbacks_enabled)) or with C(ANSIBLE_CALLBACKS_ENABLED)
-options:
-  log_path:
-    description: File the events are appended to. A relative path is taken from the playbook's directory.
-    type: path
-    default: logs/scale-events.jsonl
-    env:
-      - name: TENFOLD_SCALE_EVENTS_LOG
-    ini:
-      - section: callback_tenfold_scale_events
-        key: log_path
 """
 
 import importlib.util
+import json
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ansible import constants as C
 from ansible import context
 from ansible.plugins.callback import CallbackBase
 
 AWX_ENV = ("AWX_JOB_ID", "JOB_ID", "AWX_HOST")
-_UTILS = Path(__file__).resolve().parents[1] / "module_utils"
+_PLUGINS = Path(__file__).resolve().parents[1]
+_UTILS = _PLUGINS / "module_utils"
+# Seconds an ad hoc run on a remote state host may take (an SSH connection, a module process).
+ADHOC_TIMEOUT_S = 120.0
+# ansible-playbook's options an ad hoc run on the state host takes over, to reach the host as this run does:
+# (CLIARGS key, option); a tuple value repeats the option, True gives the bare flag.
+_PASSED_ON = (
+    ("inventory", "-i"),
+    ("extra_vars", "-e"),
+    ("remote_user", "-u"),
+    ("private_key_file", "--private-key"),
+    ("connection", "-c"),
+    ("timeout", "-T"),
+    ("ssh_common_args", "--ssh-common-args"),
+    ("ssh_extra_args", "--ssh-extra-args"),
+    ("sftp_extra_args", "--sftp-extra-args"),
+    ("scp_extra_args", "--scp-extra-args"),
+    ("become", "--become"),
+    ("become_method", "--become-method"),
+    ("become_user", "--become-user"),
+    ("vault_ids", "--vault-id"),
+    ("vault_password_files", "--vault-password-file"),
+)
+
+
+def adhoc_command(
+    ansible: str,
+    host: str,
+    module: str,
+    args: Mapping[str, Any],
+    cli: Mapping,
+    defaults: Mapping | None = None,
+) -> list[str]:
+    """`ansible HOST -m MODULE -a JSON` with the options of this run that say how to reach the host: those set
+    and not at their `defaults` (the ad hoc run has the same defaults)."""
+    defaults = defaults or {}
+    command = [ansible, host, "-m", module, "-a", json.dumps(dict(args))]
+    for key, option in _PASSED_ON:
+        value = cli.get(key)
+        if value in (None, "", False, (), []) or (key in defaults and value == defaults[key]):
+            continue
+        if value is True:
+            command.append(option)
+        elif isinstance(value, (list, tuple)):
+            command += [part for item in value for part in (option, str(item))]
+        else:
+            command += [option, str(value)]
+    return command
 
 
 def _util(name: str) -> Any:
@@ -97,8 +145,11 @@ class CallbackModule(CallbackBase):
             return
         if outcome.get("acquired") and outcome.get("owner") and self._lease is None:
             code = _util("tenfold_lock")
-            owner = code.Owner(**outcome["owner"])
-            self._lease = code.keep_renewing(outcome["path"], owner, code.RENEW_EVERY_S)
+            if outcome.get("local", True):
+                owner = code.Owner(**outcome["owner"])
+                self._lease = code.keep_renewing(outcome["lock"], owner, code.RENEW_EVERY_S)
+            else:
+                self._lease = self._renew_remotely(outcome["host"], outcome["lock"], outcome["owner"])
         elif outcome.get("released") is not None and self._lease is not None:
             self._lease.set()
             self._lease = None
@@ -141,7 +192,7 @@ class CallbackModule(CallbackBase):
             error=self._failed_msg,
             recovered_from=scale.get("recovered_from"),
         )
-        self._append(event)
+        self._record(scale.get("state") or {}, event)
 
     def _trigger(self) -> str:
         given = str(self._extra_vars.get("trigger", "") or "").strip()
@@ -151,11 +202,80 @@ class CallbackModule(CallbackBase):
             return "awx"
         return "manual"
 
-    def _append(self, event: dict) -> None:
-        path = self.get_option("log_path")
-        if not os.path.isabs(path):
-            path = os.path.join(self._playbook_dir, path)
+    def _record(self, state: Mapping[str, Any], event: dict) -> None:
+        """Append the event to the state host's events file: here, or there with one ad hoc run."""
+        path, host = state.get("events"), state.get("host")
+        if not path or not host:
+            self._display.warning(f"tenfold_scale_events: no state host given, event not recorded: {event}")
+            return
+        if state.get("local"):
+            try:
+                _util("tenfold_events").append(path, event)
+            except OSError as exc:
+                self._display.warning(f"tenfold_scale_events: could not write {path}: {exc}")
+            return
+        done, detail = self._on_state_host(host, "tenfold_scale_event", {"path": path, "event": event})
+        if not done:
+            # The job's output keeps the event, so it can be added by hand.
+            self._display.warning(
+                f"tenfold_scale_events: could not write {path} on {host}: {detail};"
+                f" the event: {json.dumps(event, sort_keys=True)}"
+            )
+
+    def _renew_remotely(self, host: str, path: str, owner: dict) -> threading.Event:
+        """Renew the lease of the lock on a remote state host every RENEW_EVERY_S, until the returned event is
+        set or the lock is not this run's any more."""
+        code = _util("tenfold_lock")
+        stop = threading.Event()
+        args = {"path": path, "state": "renewed", "owner": owner}
+
+        def loop() -> None:
+            while not stop.wait(code.RENEW_EVERY_S):
+                done, detail = self._on_state_host(host, "tenfold_lock", args)
+                if done and not detail.get("renewed"):
+                    return  # released (or taken over): nothing of ours to renew
+                if not done:
+                    self._display.warning(
+                        f"tenfold_scale_events: the lease of {path} on {host} not renewed: {detail}"
+                    )
+
+        threading.Thread(target=loop, name="tenfold-lock-lease-remote", daemon=True).start()
+        return stop
+
+    def _on_state_host(self, host: str, module: str, args: dict) -> tuple[bool, Any]:
+        """Run `module` on `host` with one `ansible` ad hoc run: (succeeded, its result or why not)."""
+        ansible = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "ansible")
+        if not os.access(ansible, os.X_OK):
+            ansible = shutil.which("ansible") or "ansible"
+        env = {
+            **os.environ,
+            # The project's modules; output as JSON, read here, never shown or recorded as a job's. No other
+            # callback may print to it: only this one is enabled (it does nothing in an ad hoc run).
+            "ANSIBLE_LIBRARY": str(_PLUGINS / "modules"),
+            "ANSIBLE_MODULE_UTILS": str(_UTILS),
+            "ANSIBLE_ACTION_PLUGINS": str(_PLUGINS / "action"),
+            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+            "ANSIBLE_STDOUT_CALLBACK": "json",
+            "ANSIBLE_CALLBACKS_ENABLED": "tenfold_scale_events",
+        }
+        if C.CONFIG_FILE:
+            env["ANSIBLE_CONFIG"] = C.CONFIG_FILE
+        defaults = {
+            "connection": C.DEFAULT_TRANSPORT,
+            "become_method": C.DEFAULT_BECOME_METHOD,
+            "timeout": C.DEFAULT_TIMEOUT,
+        }
+        command = adhoc_command(ansible, host, module, args, context.CLIARGS, defaults)
         try:
-            _util("tenfold_events").append(path, event)
-        except OSError as exc:
-            self._display.warning(f"tenfold_scale_events: could not write {path}: {exc}")
+            proc = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=ADHOC_TIMEOUT_S, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, str(exc)
+        try:
+            result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][host]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return False, f"ansible exited {proc.returncode}: {(proc.stdout + proc.stderr)[-500:]}"
+        if result.get("failed") or result.get("unreachable"):
+            return False, _message(result.get("msg")) or "failed"
+        return True, result

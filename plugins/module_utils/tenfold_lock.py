@@ -225,11 +225,26 @@ def playbook_pid(start: int | None = None) -> int:
     return found
 
 
-def run(params: dict, check_mode: bool, pid: int) -> tuple[dict, str | None]:
+def owner_from(params: dict, pid: int | None) -> Owner:
+    """The run that owns the lock: `params["owner"]` as given (a run on another host: its action plugin names
+    its ansible-playbook process there), else the ansible-playbook process `pid` on this host."""
+    given = params.get("owner")
+    if not given:
+        if pid is None:
+            raise LockError("no owner given and not running under ansible-playbook")
+        return owner_for(pid, run=params.get("run") or "")
+    try:
+        return Owner(**{k: v for k, v in given.items() if k != "renewed"})
+    except TypeError as exc:
+        raise LockError(f"owner must name a run (pid, start_ticks, host, since, run): {exc}") from exc
+
+
+def run(params: dict, check_mode: bool, pid: int | None) -> tuple[dict, str | None]:
     """What the tenfold_lock module and its action plugin do with their arguments: (result, warning or None).
 
-    `params`: path, state (acquired or released), timeout, run; `pid`: the ansible-playbook run that owns the
-    lock. Raises LockError (with the path) when the lock cannot be had.
+    `params`: path, state (acquired, released or renewed), timeout, run, owner; `pid`: the ansible-playbook
+    run that owns the lock when `owner` is not given. Raises LockError (with the path) when the lock cannot
+    be had.
     """
     if check_mode:
         return {
@@ -239,16 +254,20 @@ def run(params: dict, check_mode: bool, pid: int) -> tuple[dict, str | None]:
             "recovered_from": None,
             "waited_s": 0.0,
         }, None
+    state = params.get("state", "acquired")
     try:
-        me = owner_for(pid, run=params.get("run") or "")
-        if params.get("state", "acquired") == "released":
+        me = owner_from(params, pid)
+        if state == "released":
             released = release(params["path"], me)
             return {"changed": released, "released": released}, None
+        if state == "renewed":
+            return {"changed": False, "renewed": renew(params["path"], me)}, None
         outcome = acquire(params["path"], me, timeout=float(params.get("timeout", 120)))
     except (LockError, OSError) as exc:
         raise LockError(f"scale lock {params['path']}: {exc}") from exc
     warning = None
     if outcome.recovered:
         warning = f"recovered the lock left by a run that is gone: {outcome.recovered.describe()}"
-    # The path and owner let the scale-events callback renew the lease while the run goes on.
-    return {"changed": True, **outcome.as_dict(), "path": params["path"], "owner": asdict(me)}, warning
+    # The lock file and owner let the scale-events callback renew the lease while the run goes on. Not "path":
+    # a module's result with a path that exists gets the file's attributes, its "owner" among them.
+    return {"changed": True, **outcome.as_dict(), "lock": params["path"], "owner": asdict(me)}, warning

@@ -9,8 +9,8 @@ DOCUMENTATION = r"""
 module: tenfold_lock
 short_description: Hold a run lock so that only one scale run changes a stack at a time
 description:
-  - Takes or releases a lock file owned by the C(ansible-playbook) run that calls it. Run it on the control
-    machine, where every scale run of the stack starts (delegate it to C(localhost)).
+  - Takes, renews or releases a lock file owned by the C(ansible-playbook) run that calls it. Run it on the
+    stack's state host (C(delegate_to) the C(tenfold_state) lookup's host), where the lock file is.
   - A second run waits up to O(timeout) seconds for the lock and then fails, naming the run that holds it.
   - A lock whose owner has died (killed run) is recovered and reported in RV(recovered_from). Of several runs
     recovering the same lock exactly one wins (under a C(flock) on C(<path>.guard)).
@@ -19,9 +19,11 @@ description:
     counts as held while its holder renews its lease, then as stale 120 s after the last renewal. The
     C(tenfold_scale_events) callback renews it every 20 s (the lock file's mtime) from the
     C(ansible-playbook) process, for as long as the run holds the lock.
-  - It runs inside the control machine's ansible-playbook process (its action plugin,
-    C(plugins/action/tenfold_lock.py)), which saves starting a module process on a scale run's path; this
-    file holds its documentation and the same code as a module.
+  - Where the state host is the control machine (connection C(local)) it runs inside the ansible-playbook
+    process (its action plugin, C(plugins/action/tenfold_lock.py)), which saves starting a module process on
+    a scale run's path. Elsewhere the action plugin runs this module on the state host, with O(owner) set to
+    the control machine's ansible-playbook run; its lease is renewed by the C(tenfold_scale_events) callback
+    with O(state=renewed).
 version_added: "0.1.0"
 author: tenfold contributors
 options:
@@ -30,10 +32,12 @@ options:
     type: path
     required: true
   state:
-    description: C(acquired) takes the lock, waiting if needed; C(released) gives back a lock this run holds.
+    description: >-
+      C(acquired) takes the lock, waiting if needed; C(released) gives back a lock this run holds;
+      C(renewed) renews the lease of a lock this run holds (its mtime).
     type: str
     default: acquired
-    choices: [acquired, released]
+    choices: [acquired, released, renewed]
   timeout:
     description: Seconds to wait for a lock held by a live run before failing.
     type: int
@@ -42,6 +46,12 @@ options:
     description: A description of this run, shown to a run that has to wait.
     type: str
     default: ""
+  owner:
+    description:
+      - The run that owns the lock (pid, start_ticks, host, since, run, lease_s), as RV(owner) returns it.
+      - Set by the action plugin when the module runs on another host than the control machine's
+        ansible-playbook process; omitted, the module finds the ansible-playbook process above itself.
+    type: dict
 attributes:
   check_mode:
     support: full
@@ -51,19 +61,19 @@ attributes:
 """
 
 EXAMPLES = r"""
-- name: Take the scale lock
+- name: Take the scale lock on the state host
   tenfold_lock:
-    path: "{{ playbook_dir }}/logs/scale-tenfold.lock"
+    path: "{{ lookup('tenfold_state', 'lock') }}"
     timeout: 120
     run: "scale backend to 7"
-  delegate_to: localhost
+  delegate_to: "{{ lookup('tenfold_state', 'host') }}"
   run_once: true
 
 - name: Give it back
   tenfold_lock:
-    path: "{{ playbook_dir }}/logs/scale-tenfold.lock"
+    path: "{{ lookup('tenfold_state', 'lock') }}"
     state: released
-  delegate_to: localhost
+  delegate_to: "{{ lookup('tenfold_state', 'host') }}"
   run_once: true
 """
 
@@ -80,7 +90,7 @@ waited_s:
   description: Seconds spent waiting for another run.
   returned: state=acquired
   type: float
-path:
+lock:
   description: The lock file (for the callback that renews the lease).
   returned: state=acquired, not in check mode
   type: str
@@ -92,6 +102,14 @@ released:
   description: Whether a lock held by this run was removed.
   returned: state=released
   type: bool
+renewed:
+  description: Whether the lease of a lock held by this run was renewed (false once the lock is not its own).
+  returned: state=renewed
+  type: bool
+local:
+  description: Whether the lock was handled in the control machine's ansible-playbook process (a local host).
+  returned: always, through the action plugin
+  type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -101,16 +119,18 @@ from ansible.module_utils.tenfold_lock import LockError, playbook_pid, run
 def argument_spec() -> dict:
     return {
         "path": {"type": "path", "required": True},
-        "state": {"type": "str", "default": "acquired", "choices": ["acquired", "released"]},
+        "state": {"type": "str", "default": "acquired", "choices": ["acquired", "released", "renewed"]},
         "timeout": {"type": "int", "default": 120},
         "run": {"type": "str", "default": ""},
+        "owner": {"type": "dict"},
     }
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
-        result, warning = run(module.params, module.check_mode, playbook_pid())
+        pid = None if module.params["owner"] else playbook_pid()
+        result, warning = run(module.params, module.check_mode, pid)
     except LockError as exc:
         module.fail_json(msg=str(exc))
     if warning:

@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import stat
 from collections import Counter
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 import yaml
-from helpers import ROOT, STACK_VARS, Client, Figures, playbook
+from helpers import ROOT, STACK_VARS, STATE_DIR, Client, Figures, playbook
 
 pytestmark = pytest.mark.integration
 
@@ -153,6 +154,13 @@ def engine() -> docker.DockerClient:
     return docker.from_env()
 
 
+def remove_state() -> None:
+    """The session stack's scale lock and events (`down` keeps a stack's history; the suite leaves none)."""
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        STATE_DIR.parent.rmdir()  # /var/lib/tenfold/<stack>, once the LB's state is gone too
+
+
 @pytest.fixture(scope="session")
 def stack(engine: docker.DockerClient):
     values = yaml.safe_load(STACK_VARS.read_text())
@@ -164,11 +172,13 @@ def stack(engine: docker.DockerClient):
         vars=values,
     )
     playbook("playbooks/down.yml")  # leftovers of an interrupted earlier run
+    remove_state()
     try:
         run = playbook("site.yml")
         assert run.rc == 0, run.output[-6000:]
         yield result
     finally:
         down = playbook("playbooks/down.yml")
+        remove_state()
         leftovers = [c.name for c in stack_containers(engine, result.name)]
         assert down.rc == 0 and not leftovers, down.output[-3000:] + f"\nleft behind: {leftovers}"

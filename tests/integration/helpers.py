@@ -11,12 +11,13 @@ import shutil
 import ssl
 import stat
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tenfold_backup as tb
+import tenfold_state
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 # TENFOLD_IT_STACK_VARS names another vars file (its own tenfold_stack and ports), so that two runs of the
@@ -27,8 +28,11 @@ STACK_VARS = Path(
 BIN = ROOT / ".venv" / "bin"
 # The TLS scanner sslyze, in the venv of its own that `make sslyze` makes (requirements-sslyze.txt).
 SSLYZE = ROOT / ".venv-sslyze" / "bin" / "sslyze"
-# Scale events of the test stack go to a file of their own, not to the project's logs/.
-EVENTS_LOG = Path(tempfile.gettempdir()) / f"tenfoldit-scale-events-{os.getpid()}.jsonl"
+# The test stack's shared scale state: on its state host (localhost), in the stack's default state directory
+# (/var/lib/tenfold/<stack>/scale/), where scale.yml, scale-check.yml, AWX-style runs and the monitor keep it.
+STATE_DIR = Path(tenfold_state.default_dir(yaml.safe_load(STACK_VARS.read_text())["tenfold_stack"]))
+EVENTS_LOG = Path(tenfold_state.events_path(str(STATE_DIR)))
+SCALE_LOCK = Path(tenfold_state.lock_path(str(STATE_DIR)))
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -74,7 +78,6 @@ def ansible_env() -> dict[str, str]:
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
-        "TENFOLD_SCALE_EVENTS_LOG": str(EVENTS_LOG),
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
     }
 

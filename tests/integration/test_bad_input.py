@@ -25,7 +25,7 @@ import yaml
 from conftest import snapshot
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from helpers import EVENTS_LOG, ROOT, STACK_VARS, Backups, playbook
+from helpers import EVENTS_LOG, ROOT, SCALE_LOCK, STACK_VARS, Backups, playbook
 from pki import pem_pair
 
 pytestmark = pytest.mark.integration
@@ -112,9 +112,9 @@ class Kit:
 
     def hold_scale_lock(self) -> list[str]:
         """Hold the stack's scale lock as a live run would (this process owns it) until release_lock()."""
-        path = ROOT / "logs" / f"scale-{STACK['tenfold_stack']}.lock"
+        path = SCALE_LOCK
         owner = tenfold_lock.owner_for(os.getpid(), run="test_bad_input: a scale run in progress")
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "x", encoding="utf-8") as handle:  # a scale run of this stack is under way: fail
             json.dump(asdict(owner), handle)
         self.lock = (path, owner)
@@ -258,6 +258,15 @@ ROWS = [
           SCALE + "replicas needs pool: an absolute count applies to one pool"),
     locked("scale-bad-request-while-locked", "direction=sideways",
            SCALE + "direction must be 'up' or 'down', got 'sideways'"),
+    # the state host and directory (the scale lock and events): refused before anything changes
+    extra("scale-state-host-not-in-inventory", "scale.yml", "direction=up tenfold_state_host=lb9",
+          "tenfold_state_host='lb9' is not a host of the inventory (its hosts: localhost)"),
+    extra("scale-state-dir-relative", "scale.yml", "direction=up tenfold_state_dir=logs/state",
+          "tenfold_state_dir='logs/state' must be an absolute path"),
+    extra("scale-state-dir-dotdot", "scale.yml", "direction=up tenfold_state_dir=/var/lib/../etc",
+          "tenfold_state_dir='/var/lib/../etc' must not hold '..'"),
+    extra("site-state-host-not-in-inventory", "site.yml", "tenfold_state_host=lb9",
+          "tenfold_state_host='lb9' is not a host of the inventory (its hosts: localhost)"),
     # inventory values: a copy of inventories/local with one bad group variable
     inventory("inv-replicas-negative", {"app_pools_backend_replicas": -1},
               "app_pools_backend_replicas=-1 must lie within app_pools_backend_min_replicas=3"),

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import pool_containers, stack_containers
-from helpers import ROOT, events_count, events_since, playbook, wait_for
+from helpers import SCALE_LOCK, events_count, events_since, playbook, wait_for
 from load import Load
 from test_monitor import MonitorProcess, backend_replicas
 
@@ -212,7 +212,7 @@ def kill_tree(pid: int) -> int:
 def test_the_monitor_killed_in_the_middle_of_a_scale_up_leaves_no_orphan_and_keeps_the_cooldown(
     engine, stack, tmp_path, figures
 ):
-    lock = ROOT / "logs" / f"scale-{stack.name}.lock"
+    lock = SCALE_LOCK
     orphan = f"{stack.name}-backend-4"
     (tmp_path / "first").mkdir()
     (tmp_path / "second").mkdir()

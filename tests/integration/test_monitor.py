@@ -14,9 +14,9 @@ from benchlib import MONITOR_DECISIONS, MONITOR_METRICS, monitor_settings
 from conftest import pool_containers
 from helpers import (
     BIN,
-    EVENTS_LOG,
     ROOT,
     STACK_VARS,
+    STATE_DIR,
     ansible_env,
     events_count,
     events_since,
@@ -49,7 +49,7 @@ class MonitorProcess:
                     stack.name,
                     stack.status_port,
                     workdir,
-                    EVENTS_LOG,
+                    STATE_DIR,
                     [str(BIN / "ansible-playbook"), "scale.yml", "-e", f"@{STACK_VARS}"],
                     interval_s=1.0,
                     window_s=5.0,

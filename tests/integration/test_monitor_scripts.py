@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from benchlib import MONITOR_DECISIONS, MONITOR_METRICS, monitor_settings
-from helpers import BIN, EVENTS_LOG, ROOT, STACK_VARS, ansible_env
+from helpers import BIN, ROOT, STACK_VARS, STATE_DIR, ansible_env
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def service_env(stack, tmp_path):
                 stack.name,
                 stack.status_port,
                 tmp_path,
-                EVENTS_LOG,
+                STATE_DIR,
                 [str(BIN / "ansible-playbook"), "scale.yml", "-e", f"@{STACK_VARS}"],
                 interval_s=1.0,
                 dry_run=True,

@@ -15,7 +15,7 @@ import pytest
 import tenfold_backup as tb
 import yaml
 from conftest import pool_containers
-from helpers import BIN, ROOT, STACK_VARS
+from helpers import BIN, ROOT, STACK_VARS, events_count, events_since
 
 pytestmark = pytest.mark.integration
 
@@ -35,10 +35,9 @@ def private_data_dir(stack, tmp_path):
     (pdd / "env" / "settings").write_text(
         yaml.safe_dump({"suppress_ansible_output": True, "job_timeout": 600})
     )
-    events = tmp_path / "scale-events.jsonl"
-    envvars = {"JOB_ID": "4242", "AWX_HOST": "https://awx.invalid", "TENFOLD_SCALE_EVENTS_LOG": str(events)}
+    envvars = {"JOB_ID": "4242", "AWX_HOST": "https://awx.invalid"}
     (pdd / "env" / "envvars").write_text(yaml.safe_dump(envvars))
-    return pdd, events
+    return pdd
 
 
 def runner(pdd: Path, playbook: str, ident: str, extravars: dict) -> subprocess.CompletedProcess:
@@ -65,15 +64,17 @@ def job_events(pdd: Path, ident: str) -> list[dict]:
 
 
 def test_scale_runs_under_ansible_runner_and_records_its_event(engine, stack, private_data_dir):
-    pdd, events = private_data_dir
+    pdd = private_data_dir
     backends = len(pool_containers(engine, stack, "backend"))
+    before = events_count()
     run = runner(pdd, "scale.yml", "scale", {"pool": "backend", "replicas": backends})
     status = (pdd / "artifacts" / "scale" / "status").read_text().strip()
     stdout = (pdd / "artifacts" / "scale" / "stdout").read_text()
     assert run.returncode == 0 and status == "successful", stdout[-4000:] + run.stderr[-2000:]
     kinds = {e["event"] for e in job_events(pdd, "scale")}
     assert {"playbook_on_start", "runner_on_ok", "playbook_on_stats"} <= kinds
-    [event] = [json.loads(line) for line in events.read_text().splitlines()]
+    # The project copy's run records where every run of the stack does: the state host's, not its own logs/.
+    [event] = events_since(before)
     assert event["stack"] == stack.name
     assert event["trigger"] == "awx"
     assert event["result"] == "ok"
@@ -81,7 +82,7 @@ def test_scale_runs_under_ansible_runner_and_records_its_event(engine, stack, pr
 
 
 def test_backup_runs_under_ansible_runner(stack, private_data_dir, tmp_path):
-    pdd, _ = private_data_dir
+    pdd = private_data_dir
     backups = tmp_path / "backups"
     run = runner(pdd, "backup.yml", "backup", {"backup_dir": str(backups), "backup_retention": 1})
     status = (pdd / "artifacts" / "backup" / "status").read_text().strip()

@@ -12,8 +12,8 @@ import pytest
 from conftest import pool_containers, stack_containers
 from helpers import (
     BIN,
-    EVENTS_LOG,
     ROOT,
+    SCALE_LOCK,
     STACK_VARS,
     ansible_env,
     events_count,
@@ -26,7 +26,6 @@ from test_monitor import MonitorProcess
 
 pytestmark = pytest.mark.integration
 
-EVENTS = EVENTS_LOG
 # Twelve clients off the allowlist, 5 req/s each: the rate limiter (10 req/s per address) lets them be.
 LOAD_SOURCES = [f"127.0.6.{i}" for i in range(1, 13)]
 LOAD_PATHS = ["/api/work?ms=20", "/whoami", "/api/whoami", "/"]
@@ -207,7 +206,7 @@ def test_two_concurrent_scale_runs_do_not_interleave(engine, stack):
 
 
 def test_lock_left_by_a_killed_run_is_recovered(engine, stack):
-    lock = ROOT / "logs" / f"scale-{stack.name}.lock"
+    lock = SCALE_LOCK
     ghost = subprocess.Popen(["sleep", "0"])
     ghost.wait()
     stat = {
@@ -217,7 +216,7 @@ def test_lock_left_by_a_killed_run_is_recovered(engine, stack):
         "since": time.time(),
         "run": "killed",
     }
-    lock.parent.mkdir(exist_ok=True)
+    lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps(stat))
     try:
         run = scale("direction=up", "pool=backend", "app_pools_scale_lock_timeout=5")
@@ -240,7 +239,7 @@ def test_a_monitor_run_queued_behind_a_manual_run_to_8_changes_nothing_and_the_m
     before = events_count()
     manual = start_scale("pool=backend", "replicas=8")
     try:
-        lock = ROOT / "logs" / f"scale-{stack.name}.lock"
+        lock = SCALE_LOCK
         assert wait_for(lock.exists, timeout=30, step=0.05)
         # What the monitor's actuator runs for a 3 -> 4 decision made before the manual run took the lock.
         queued = scale("pool=backend", "replicas=4", "expect_current=3", "trigger=monitor")
@@ -292,7 +291,7 @@ def test_scale_run_under_ansible_runner_is_recorded_as_awx(engine, stack, tmp_pa
     (private / "inventory").symlink_to(ROOT / "inventories" / "local")
     extravars = {**yaml.safe_load(STACK_VARS.read_text()), "direction": "up", "pool": "backend"}
     (private / "env" / "extravars").write_text(yaml.safe_dump(extravars))
-    envvars = {"TENFOLD_SCALE_EVENTS_LOG": str(EVENTS), "JOB_ID": "42", "PATH": ansible_env()["PATH"]}
+    envvars = {"JOB_ID": "42", "PATH": ansible_env()["PATH"]}
     (private / "env" / "envvars").write_text(yaml.safe_dump(envvars))
     before = events_count()
     try:

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import tenfold_lock
 from conftest import plain, pool_containers, put, snapshot
-from helpers import EVENTS_LOG, ROOT, events_count, events_since, playbook
+from helpers import EVENTS_LOG, SCALE_LOCK, events_count, events_since, playbook
 from tenfold_lb import Client
 from tenfold_monitor.engines import Engines
 from tenfold_monitor.promote import FastPath
@@ -113,7 +113,7 @@ def fast_path(stack, lb: type[Client] = Client) -> FastPath:
         stack.name,
         Engines(),
         f"http://127.0.0.1:{stack.status_port}",
-        ROOT / "logs" / f"scale-{stack.name}.lock",
+        SCALE_LOCK,
         EVENTS_LOG,
     )
     path.lb = lb(path.lb.url)
@@ -134,7 +134,7 @@ def test_the_monitors_fast_path_promotes_a_warm_replica_and_scale_yml_replaces_i
         (event,) = events_since(before)
         assert (event["trigger"], event["result"], event["request"]["path"]) == ("monitor", "ok", "warm")
         assert [(p["pool"], p["current"], p["target"]) for p in event["pools"]] == [(POOL, size, size + 1)]
-        assert not (ROOT / "logs" / f"scale-{stack.name}.lock").exists()
+        assert not (SCALE_LOCK).exists()
         assert not pool_containers(engine, stack, POOL, warm=True)
         # What the monitor runs next: scale.yml at the new size starts the promoted one's replacement.
         rest = scale_to(size + 1, "-e", f"expect_current={size + 1}")
@@ -152,10 +152,10 @@ def test_the_fast_path_does_nothing_while_a_scale_run_holds_the_lock_or_the_pool
     stale = fast_path(stack).promote(POOL, size - 1, size)
     assert (stale.result, stale.promoted) == ("skipped", ())
     assert "stale" in stale.reason
-    lock = ROOT / "logs" / f"scale-{stack.name}.lock"
+    lock = SCALE_LOCK
     run = subprocess.Popen(["sleep", "60"])  # a live scale run (not this process: the lock is re-entrant)
     owner = tenfold_lock.owner_for(run.pid, run="test_warm: a scale run in progress")
-    lock.parent.mkdir(exist_ok=True)
+    lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps(vars(owner)))
     try:
         held = fast_path(stack).promote(POOL, size, size + 1)

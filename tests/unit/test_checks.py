@@ -129,8 +129,7 @@ STRING_OPTIONS_CHECKED_ELSEWHERE = {
     # a number or "auto" (validate.yml), a pool's members (the control API validates them)
     "nginx_lb_worker_processes",
     "nginx_lb_members",
-    # the playbook's own lock file and the request (tenfold_lock, tenfold_scale_plan); never in a container
-    "app_pools_scale_lock",
+    # the request (tenfold_scale_plan); never in a container
     "app_pools_scale_request",
     "app_pools_scale_abort",
 }

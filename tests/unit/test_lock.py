@@ -231,10 +231,65 @@ def test_the_scale_events_callback_renews_the_lease_while_its_run_holds_the_lock
     events = callback.CallbackModule()
     task = SimpleNamespace(action="tenfold_lock")
     events.v2_runner_on_ok(
-        SimpleNamespace(_task=task, _result={"acquired": True, "path": path, "owner": asdict(me)})
+        SimpleNamespace(_task=task, _result={"acquired": True, "lock": path, "owner": asdict(me)})
     )
     assert wait_until(lambda: os.stat(path).st_mtime > 1.0)
     events.v2_runner_on_ok(SimpleNamespace(_task=task, _result={"changed": True, "released": True}))
     os.utime(path, (1.0, 1.0))
     tl.time.sleep(0.2)
     assert os.stat(path).st_mtime == 1.0  # released: no more renewals
+
+
+def test_a_lock_taken_for_a_run_on_another_host_names_that_run_and_lives_by_its_lease(tmp_path):
+    """What the module does on a remote state host: the owner is the controller's ansible-playbook run."""
+    path = str(tmp_path / "scale.lock")
+    controller = {"pid": 4242, "start_ticks": 7, "host": "laptop", "since": tl.time.time(), "run": "scale"}
+    result, _ = tl.run({"path": path, "state": "acquired", "timeout": 0, "owner": controller}, False, None)
+    assert result["acquired"] and result["owner"]["host"] == "laptop"
+    holder = tl.read_owner(path)
+    assert (holder.pid, holder.host) == (4242, "laptop")
+    assert tl.is_alive(holder)  # within its lease: pid 4242 here says nothing about the laptop's run
+    os.utime(path, (1.0, 1.0))
+    renewed, _ = tl.run({"path": path, "state": "renewed", "owner": controller}, False, None)
+    assert renewed == {"changed": False, "renewed": True} and os.stat(path).st_mtime > 1.0
+    other = {**controller, "pid": 4343}
+    assert tl.run({"path": path, "state": "renewed", "owner": other}, False, None)[0]["renewed"] is False
+    assert tl.run({"path": path, "state": "released", "owner": controller}, False, None)[0]["released"]
+    assert not os.path.exists(path)
+
+
+def test_a_malformed_owner_is_refused_and_no_lock_is_taken(tmp_path):
+    path = str(tmp_path / "scale.lock")
+    with pytest.raises(tl.LockError, match="owner must name a run"):
+        tl.run({"path": path, "state": "acquired", "owner": {"pid": 1}}, False, None)
+    assert not os.path.exists(path)
+
+
+def test_the_callback_renews_a_remote_lock_through_the_state_host_until_it_is_not_its_own(monkeypatch):
+    callback = load_plugin("callback", "tenfold_scale_events")
+    monkeypatch.setattr(callback._util("tenfold_lock"), "RENEW_EVERY_S", 0.05)
+    calls = []
+
+    def on_state_host(self, host, module, args):
+        calls.append((host, module, args))
+        return True, {"renewed": len(calls) < 3}
+
+    monkeypatch.setattr(callback.CallbackModule, "_on_state_host", on_state_host)
+    owner = {"pid": 1, "start_ticks": 2, "host": "laptop", "since": 3.0, "run": "", "lease_s": 120.0}
+    events = callback.CallbackModule()
+    result = {
+        "acquired": True,
+        "local": False,
+        "host": "lb1",
+        "lock": "/var/lib/x/scale.lock",
+        "owner": owner,
+    }
+    events.v2_runner_on_ok(SimpleNamespace(_task=SimpleNamespace(action="tenfold_lock"), _result=result))
+    assert wait_until(lambda: len(calls) >= 3)
+    tl.time.sleep(0.2)
+    assert len(calls) == 3  # the third said the lock is not its own any more: no more renewals
+    assert calls[0] == (
+        "lb1",
+        "tenfold_lock",
+        {"path": "/var/lib/x/scale.lock", "state": "renewed", "owner": owner},
+    )

@@ -57,6 +57,7 @@ def test_documented_options_match_the_argument_spec(name):
     ("kind", "name"),
     [
         ("callback", "tenfold_scale_events"),
+        ("lookup", "tenfold_state"),
         ("filter", "tenfold_members"),
         ("filter", "tenfold_seconds"),
         ("filter", "tenfold_not_ip"),

@@ -47,7 +47,7 @@ def monitor(tmp_path, collector: FixedCollector, min_replicas: int = 3) -> Monit
         stack="s",
         project_dir=str(tmp_path),
         scale_command=[sys.executable, "-c", "import time; time.sleep(0.2)"],
-        events_log=str(tmp_path / "events.jsonl"),
+        state_dir=str(tmp_path),
         pools={"backend": {"min_replicas": min_replicas, "stabilization_window_s": 0.0, "cooldown_s": 0.0}},
     )
     return Monitor(settings, collector=collector)
@@ -70,8 +70,7 @@ def test_a_replica_outside_the_lb_is_readmitted_at_the_current_count_on_the_seco
 
 
 def test_no_readmission_while_a_scale_run_holds_the_lock_or_every_replica_is_in_the_lb(tmp_path):
-    lock = tmp_path / "logs" / "scale-s.lock"
-    lock.parent.mkdir()
+    lock = tmp_path / "scale.lock"  # in the state directory
     lock.write_text(json.dumps(vars(tenfold_lock.owner_for(os.getpid()))))  # a live run holds it
     mon = monitor(tmp_path, FixedCollector())
     for i in range(3):
@@ -85,8 +84,7 @@ def test_no_readmission_while_a_scale_run_holds_the_lock_or_every_replica_is_in_
 
 
 def test_a_decision_waits_while_another_run_holds_the_lock_and_carries_the_size_it_was_made_on(tmp_path):
-    lock = tmp_path / "logs" / "scale-s.lock"
-    lock.parent.mkdir()
+    lock = tmp_path / "scale.lock"  # in the state directory
     lock.write_text(json.dumps(vars(tenfold_lock.owner_for(os.getpid()))))  # an operator's run holds it
     mon = monitor(tmp_path, FixedCollector(unlisted=0), min_replicas=6)  # the policy wants 4 -> 6
     decision = mon.tick(time.time())[0]

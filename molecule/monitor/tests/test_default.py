@@ -53,6 +53,7 @@ def test_settings_carry_the_inventory_bounds_and_the_stack(host):
     assert settings["dry_run"] is True
     assert settings["prometheus_port"] == 0
     assert settings["project_dir"] == str(ROOT)
+    assert settings["state_dir"] == "/etc/tenfold/molmon/scale"  # tenfold_state_dir: scale lock and events
     assert settings["lb_status_url"] == "http://127.0.0.1:8081/status"
     assert settings["stub_status_url"] == "http://127.0.0.1:8081/nginx_status"
     pools = settings["pools"]
@@ -150,11 +151,10 @@ def test_settings_the_monitor_rejects_never_replace_the_old_ones(host):
     assert host.file(SETTINGS).sha256sum == before
 
 
-def test_logrotate_rotates_the_checkouts_scale_events_by_size(host):
-    # Only logrotate -d: a forced rotation here would rotate this checkout's real events file.
-    config = f"/etc/tenfold/molmon/logrotate.d/tenfold-scale-events{re.sub('[^A-Za-z0-9]+', '-', str(ROOT))}"
+def test_logrotate_rotates_the_stacks_scale_events_by_size(host):
+    config = "/etc/tenfold/molmon/logrotate.d/tenfold-scale-events-etc-tenfold-molmon-scale"
     text = host.file(config).content_string
-    assert f"{ROOT}/logs/scale-events.jsonl {{" in text
+    assert "/etc/tenfold/molmon/scale/scale-events.jsonl {" in text
     for directive in ("size 10M", "rotate 10", "missingok", "notifempty", "nocreate", "delaycompress"):
         assert f"\n    {directive}\n" in text
     assert "\n    copytruncate\n" not in text  # renamed: see the template
