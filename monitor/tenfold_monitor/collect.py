@@ -19,7 +19,7 @@ import http.client
 import json
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,6 +45,8 @@ from tenfold_monitor.lbmembers import LbMember, active_endpoints, endpoints, fet
 DEFAULT_POOLS = ("frontend", "backend")
 DEFAULT_PANIC_WINDOW_S = 3.0
 TRAFFIC_STATES = ("ok", "warming", "restarted", "unreachable")
+# How long a remote Docker host's reading (listing, one-shot stats, /health: about 1 s) may take in a tick.
+REMOTE_READ_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,9 @@ class Collector:
         self.window = CounterWindow(window_s)
         self.panic_window_s = panic_window_s
         self.engines = engines or Engines()
+        # one reading per Docker host at a time, in threads that a lost host may keep waiting
+        self._executor = ThreadPoolExecutor(max_workers=len(self.engines.hosts))
+        self._reading: dict[str, Future] = {}
         self._host = HostSampler()
         # per Docker host, per container: previous stats reading, limits
         self._engine_memory = {host.name: EngineMemory() for host in self.engines.hosts}
@@ -259,6 +264,7 @@ class Collector:
         )
 
     def close(self) -> None:
+        self._executor.shutdown(wait=False)
         self.engines.close()
 
     # --- edges -----------------------------------------------------------------------------------
@@ -313,10 +319,25 @@ class Collector:
     def _containers(self, warnings: list[str]) -> tuple[list[ContainerMetrics] | None, list[str]]:
         """The stack's containers on every Docker host that answers (read in parallel), and the hosts that
         do not, named in the warnings too: their replicas serve nothing the monitor can count. None when no
-        host answers: the replicas are unknown."""
+        host answers: the replicas are unknown. A remote host gets REMOTE_READ_S to answer, so that a lost
+        one does not hold up the tick (its reading goes on in the background until ssh gives up)."""
         hosts = self.engines.hosts
-        with ThreadPoolExecutor(max_workers=len(hosts)) as executor:
-            found = list(executor.map(self._host_containers, hosts))
+        for host in hosts:
+            previous = self._reading.get(host.name)
+            if previous is None or previous.done():
+                self._reading[host.name] = self._executor.submit(self._host_containers, host)
+        remote = [self._reading[h.name] for h in hosts if h.url]
+        wait(remote, timeout=REMOTE_READ_S)
+        found = []
+        for host in hosts:
+            reading = self._reading[host.name]
+            if not host.url:
+                found.append(reading.result())  # the local engine: as long as it takes
+            elif reading.done():
+                found.append(reading.result())
+            else:
+                self.engines.failed(host)  # closes its client: the waiting reading ends
+                found.append((None, f"no answer within {REMOTE_READ_S:g} s"))
         unreachable = [host.name for host, (_, error) in zip(hosts, found, strict=True) if error]
         for host, (_, error) in zip(hosts, found, strict=True):
             if error:

@@ -28,7 +28,6 @@ import docker
 
 LOCAL = "local"
 DEFAULT_RETRY_S = 10.0
-SSH_TIMEOUT_S = 10  # each Docker API call over SSH
 
 
 @dataclass(frozen=True)
@@ -50,9 +49,9 @@ def _connect(host: EngineHost, max_pool_size: int) -> Any:
     if not host.url:
         client = docker.from_env(max_pool_size=max_pool_size)
     elif host.url.startswith("ssh://"):
-        client = docker.DockerClient(
-            base_url=host.url, use_ssh_client=True, timeout=SSH_TIMEOUT_S, max_pool_size=max_pool_size
-        )
+        # a call to a lost host ends when ssh gives up (its ServerAlive* options): the SDK's timeout does
+        # not reach the ssh process's pipe
+        client = docker.DockerClient(base_url=host.url, use_ssh_client=True, max_pool_size=max_pool_size)
     else:
         client = docker.DockerClient(base_url=host.url, max_pool_size=max_pool_size)
     client.api.trust_env = False  # no proxy lookups from the environment on every call

@@ -7,7 +7,7 @@ import re
 from collections import Counter
 
 import pytest
-from conftest import CONTROLLER, STACK, fleet_playbook, lb_members, placed
+from fleetlib import CONTROLLER, STACK, fleet_playbook, lb_members, placed
 from helpers import Client
 
 pytestmark = pytest.mark.fleet
@@ -15,11 +15,11 @@ pytestmark = pytest.mark.fleet
 
 def test_site_places_each_pool_in_turn_over_the_docker_hosts(stack):
     # 3 serving + 1 warm per pool: replica i on host (i - 1) mod 2
-    assert placed(stack, "backend") == {
+    assert placed("backend") == {
         "fleet-d1": [f"{STACK}-backend-1", f"{STACK}-backend-3"],
         "fleet-d2": [f"{STACK}-backend-2", f"{STACK}-backend-4-warm"],
     }
-    members = lb_members(stack)["backend"]
+    members = lb_members()["backend"]
     assert sorted((m["id"], m["address"], m["state"]) for m in members) == [
         (f"{STACK}-backend-1", stack.address("fleet-d1"), "active"),
         (f"{STACK}-backend-2", stack.address("fleet-d2"), "active"),
@@ -42,26 +42,25 @@ def test_a_client_stays_on_its_frontend_replica_across_hosts(stack):
 def test_scale_grows_and_shrinks_a_pool_over_both_hosts(stack):
     up = fleet_playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=5")
     assert up.rc == 0, up.output[-4000:]
-    assert placed(stack, "backend") == {
+    assert placed("backend") == {
         "fleet-d1": [f"{STACK}-backend-1", f"{STACK}-backend-3", f"{STACK}-backend-5"],
         "fleet-d2": [f"{STACK}-backend-2", f"{STACK}-backend-4", f"{STACK}-backend-6-warm"],
     }
-    active = {m["id"]: m["address"] for m in lb_members(stack)["backend"] if m["state"] == "active"}
+    active = {m["id"]: m["address"] for m in lb_members()["backend"] if m["state"] == "active"}
     assert active == {
         f"{STACK}-backend-{i}": stack.address("fleet-d1" if i % 2 else "fleet-d2") for i in range(1, 6)
     }
 
     down = fleet_playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=3")
     assert down.rc == 0, down.output[-4000:]
-    assert placed(stack, "backend") == {
+    assert placed("backend") == {
         "fleet-d1": [f"{STACK}-backend-1", f"{STACK}-backend-3"],
         "fleet-d2": [f"{STACK}-backend-2", f"{STACK}-backend-4-warm"],
     }
-    assert sorted(m["id"] for m in lb_members(stack)["backend"]) == [
-        f"{STACK}-backend-{i}" for i in (1, 2, 3)
-    ]
+    assert sorted(m["id"] for m in lb_members()["backend"]) == [f"{STACK}-backend-{i}" for i in (1, 2, 3)]
 
 
+@pytest.mark.long
 def test_a_backup_records_the_pools_size_across_hosts_and_restore_brings_it_back(stack):
     assert fleet_playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=4").rc == 0
     backup = fleet_playbook("backup.yml")
@@ -73,7 +72,7 @@ def test_a_backup_records_the_pools_size_across_hosts_and_restore_brings_it_back
 
     restore = fleet_playbook("restore.yml", "-e", "backup=latest")
     assert restore.rc == 0, restore.output[-4000:]
-    assert placed(stack, "backend") == {
+    assert placed("backend") == {
         "fleet-d1": [f"{STACK}-backend-1", f"{STACK}-backend-3", f"{STACK}-backend-5-warm"],
         "fleet-d2": [f"{STACK}-backend-2", f"{STACK}-backend-4"],
     }

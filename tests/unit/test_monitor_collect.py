@@ -323,6 +323,9 @@ class FakeApi:
     def api(self) -> FakeApi:
         return self
 
+    def close(self) -> None:
+        self.calls.append("close")
+
     def containers(self, all: bool, filters: dict) -> list:
         self.calls.append("list")
         return self.listing

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 
 import pytest
+from tenfold_monitor import collect
 from tenfold_monitor.collect import Collector
 from tenfold_monitor.engines import EngineHost, Engines, use_ssh_options
 from test_monitor_collect import FakeApi, closed_port_url
@@ -107,3 +110,33 @@ def test_no_ssh_option_changes_nothing(monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin")
     assert use_ssh_options([]) is None
     assert os.environ["PATH"] == "/usr/bin"
+
+
+class Hanging(Broken):
+    """An engine whose listing waits, as one over SSH to a host that is gone does, until it is closed."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def containers(self, all: bool, filters: dict) -> list:
+        self.release.wait(10)
+        raise OSError("Broken pipe")
+
+    def close(self) -> None:
+        self.closed = True
+        self.release.set()
+
+
+def test_a_remote_host_that_does_not_answer_does_not_hold_up_the_tick(monkeypatch):
+    monkeypatch.setattr(collect, "REMOTE_READ_S", 0.2)
+    hosts = [EngineHost("d1", "ssh://root@10.0.0.1"), EngineHost("d2", "ssh://root@10.0.0.2")]
+    fakes = {"d1": FakeApi(), "d2": Hanging()}
+    engines = Engines(hosts, connect=lambda h, size: fakes[h.name])
+    collector = Collector("s", closed_port_url("/status"), closed_port_url("/nginx_status"), engines=engines)
+    started = time.monotonic()
+    snap = collector.collect(1000.0)
+    assert time.monotonic() - started < 3
+    assert snap.unreachable_hosts == ["d2"] and snap.pools["backend"].replicas == 1
+    assert "Docker host d2 unreachable: no answer within 0.2 s" in " | ".join(snap.warnings)
+    assert fakes["d2"].closed  # its client closed: the waiting reading ends
+    collector.close()
