@@ -77,7 +77,7 @@ test-molecule: venv ## Each role's molecule scenario (converge, idempotence, tes
 	done
 
 # The suite takes its fleet down itself; the down after a failure is for a pytest that died before it could.
-test-fleet-short: deps venv images ## The short fleet tests: a fleet of three hosts up, checked, down (about 1 min)
+test-fleet-short: deps venv images ## The short fleet tests: a fleet of three hosts up, the stack on it, down (about 3 min)
 	$(BIN)/pytest -q --durations=10 -m "fleet and not long" tests/fleet || { scripts/test-fleet.sh down; exit 1; }
 
 test-fleet: deps venv images ## The whole fleet suite (also every image to every fleet host)

@@ -75,7 +75,7 @@ def test_a_docker_host_cut_under_load_is_drained_and_its_capacity_returns(stack,
     # What fails is what the LB sent the lost host before it or the monitor stopped it (each client has one
     # request at a time, so at most one per client); scripts/bench-fleet.py measures how many.
     assert load.tally.failed <= len(load.workers), load.tally.failures
-    assert load.tally.sent > 40 * 20
+    assert load.tally.sent > 40 * 10  # the clients ran through the cut
 
     # Back on the network, the host rejoins with a site.yml run: the pool (at the size the monitor left it)
     # placed over both hosts again, each replica once, and the LB's members are theirs.
