@@ -28,19 +28,16 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+
+# The names, parsers and stats arithmetic of the monitor package (make venv installs it).
+import tenfold_state
 import yaml
+from tenfold_monitor.containers import cpu_percent, memory_usage, published
+from tenfold_monitor.lbmembers import LbMember, member_key, read_members
+from tenfold_monitor.lbmembers import parse_members as parse_members  # (kept as a name here)
+from tenfold_pool import LABEL_POOL, LABEL_REPLICA, LABEL_STACK, WARM_SUFFIX
 
 ROOT = Path(__file__).resolve().parent.parent
-for _shared in ("plugins/module_utils", "monitor"):  # names, parsers and stats arithmetic of the monitor's
-    if str(ROOT / _shared) not in sys.path:
-        sys.path.insert(0, str(ROOT / _shared))
-
-import tenfold_state  # noqa: E402
-from tenfold_monitor.containers import cpu_percent, memory_usage, published  # noqa: E402
-from tenfold_monitor.lbmembers import LbMember, member_key, read_members  # noqa: E402
-from tenfold_monitor.lbmembers import parse_members as parse_members  # noqa: E402 (kept as a name here)
-from tenfold_pool import LABEL_POOL, LABEL_REPLICA, LABEL_STACK, WARM_SUFFIX  # noqa: E402
-
 DEFAULT_STACK = "tenfold"
 DEFAULT_STATUS_PORT = 8081  # nginx_lb_status_port's default
 NOT_IN_LB = "absent"  # Replica.lb_state of a replica the LB does not list
