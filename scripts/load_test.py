@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from tenfold_pool import LABEL_POOL, LABEL_STACK
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -338,9 +339,9 @@ def pool_sizes(stack: str) -> dict[str, int]:
             "docker",
             "ps",
             "--filter",
-            f"label=tenfold.stack={stack}",
+            f"label={LABEL_STACK}={stack}",
             "--format",
-            '{{.Label "tenfold.pool"}} {{.Names}}',
+            f'{{{{.Label "{LABEL_POOL}"}}}} {{{{.Names}}}}',
         ],
         capture_output=True,
         text=True,
