@@ -29,13 +29,16 @@ deps: ## Install the control machine's system packages (Debian; needs root)
 	  echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt constraints.txt
+# The project itself goes in editable: the monitor package and its console script tenfold-monitor, run from
+# this checkout's files (pyproject.toml: which files; a change to it reinstalls).
+$(BIN)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install -q -e . -c constraints.txt
 	touch $@
 
-venv: $(BIN)/.installed ## Create the virtual environment from the pinned requirements
+venv: $(BIN)/.installed ## Create the virtual environment from the pinned requirements, with the monitor package
 
 $(SSLYZE_VENV)/.installed: requirements-sslyze.txt
 	$(PYTHON) -m venv $(SSLYZE_VENV)
@@ -86,4 +89,4 @@ test-fleet: deps venv images ## The whole fleet suite (also every image to every
 test: deps venv lint test-unit test-integration test-fleet-short test-molecule ## Everything: lint, unit, integration, short fleet, molecule
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .ruff_cache tenfold.egg-info

@@ -267,7 +267,7 @@ class MonitorProcess:
         self._offset = 0
 
     def start(self) -> psutil.Process:
-        env = {**self.runner.env(), "PYTHONPATH": str(ROOT / "monitor")}
+        env = self.runner.env()
         with (self.workdir / "stderr.log").open("w") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tenfold_monitor", "run", "--config", str(self.config)],

@@ -59,6 +59,7 @@ from benchlib import (
     write_section,
 )
 from benchlib import leftovers as stack_leftovers
+from tenfold_pool import LABEL_POOL, LABEL_STACK
 
 STACK = "tenfoldbench"
 # What a scale run reads: uncommitted changes there are named next to the commit in the doc.
@@ -467,7 +468,7 @@ def check_event(event: dict, start: int, end: int, log: Path) -> None:
 
 def check_replicas(expected: int) -> None:
     names = docker_names(
-        "ps", "-a", "--filter", f"label=tenfold.stack={STACK}", "--filter", f"label=tenfold.pool={POOL}"
+        "ps", "-a", "--filter", f"label={LABEL_STACK}={STACK}", "--filter", f"label={LABEL_POOL}={POOL}"
     )
     names = [name for name in names if not name.endswith("-warm")]  # warm replicas are not the pool's size
     if len(names) != expected:

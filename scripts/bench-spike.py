@@ -109,7 +109,7 @@ def run_once(args, target: lt.Target, variant: str, workdir: Path, worktree: Pat
     if variant != "monitor off":
         policy = {"min_replicas": 3, "max_replicas": 10, "target_rps_per_replica": args.target_rps}
         settings = {"window_s": 10.0, "pools": {"backend": policy}}
-        code = worktree / "monitor" if variant == "monitor before" else ROOT / "monitor"
+        code = worktree / "monitor" if variant == "monitor before" else None  # None: the installed one
         monitor = lt.Monitor(target, workdir, settings, code)
         monitor.start()
     sampler = Sampler(target.status_port)

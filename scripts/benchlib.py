@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from tenfold_pool import LABEL_STACK
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -204,7 +206,7 @@ def json_lines(path: Path) -> list[dict]:
 
 def leftovers(stack: str) -> list[str]:
     """What a stack left on this machine: containers, networks and its host directories."""
-    found = docker_names("ps", "-a", "--filter", f"label=tenfold.stack={stack}")
+    found = docker_names("ps", "-a", "--filter", f"label={LABEL_STACK}={stack}")
     found += [n for n in docker_names("network", "ls", template="{{.Name}}") if n.startswith(f"{stack}-")]
     found += [p for p in (f"/etc/tenfold/{stack}", f"/var/log/tenfold/{stack}") if Path(p).exists()]
     return found

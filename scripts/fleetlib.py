@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+from tenfold_pool import LABEL_POOL, LABEL_STACK
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "test-fleet.sh"
@@ -74,7 +75,7 @@ def lb_members() -> dict[str, list[dict]]:
 
 def placed(pool: str, hosts: list[str] | None = None) -> dict[str, list[str]]:
     """Docker host -> the names of the pool's containers on its engine, sorted."""
-    labels = [f"tenfold.stack={STACK}", f"tenfold.pool={pool}"]
+    labels = [f"{LABEL_STACK}={STACK}", f"{LABEL_POOL}={pool}"]
     return {
         host: sorted(c.name for c in engine(host).containers.list(all=True, filters={"label": labels}))
         for host in hosts or DOCKER_HOSTS

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from tenfold_pool import LABEL_POOL, LABEL_STACK
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -275,8 +276,9 @@ def locust_version() -> str:
 class Monitor:
     """`python -m tenfold_monitor run` for the target stack, its settings and logs in `workdir`."""
 
-    def __init__(self, target: Target, workdir: Path, settings: dict, code: Path = ROOT / "monitor") -> None:
-        """`code`: the monitor package's directory (another checkout's, to compare two versions)."""
+    def __init__(self, target: Target, workdir: Path, settings: dict, code: Path | None = None) -> None:
+        """`code`: None for the installed monitor package, or another checkout's monitor/ directory, to
+        compare with a version from before the package (its __main__ found its module_utils itself)."""
         self.workdir = workdir
         self.code = code
         self.metrics = workdir / MONITOR_METRICS
@@ -290,7 +292,7 @@ class Monitor:
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
-            "PYTHONPATH": str(self.code),
+            **({"PYTHONPATH": str(self.code)} if self.code else {}),
             "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
             "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
         }
@@ -337,9 +339,9 @@ def pool_sizes(stack: str) -> dict[str, int]:
             "docker",
             "ps",
             "--filter",
-            f"label=tenfold.stack={stack}",
+            f"label={LABEL_STACK}={stack}",
             "--format",
-            '{{.Label "tenfold.pool"}} {{.Names}}',
+            f'{{{{.Label "{LABEL_POOL}"}}}} {{{{.Names}}}}',
         ],
         capture_output=True,
         text=True,

@@ -8,5 +8,5 @@ LOG=${TENFOLD_MONITOR_PERF_LOG:-logs/monitor-performance.log}
 mkdir -p "$(dirname "$LOG")"
 {
 	echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	PYTHONPATH=monitor .venv/bin/python -m tenfold_monitor once "$@"
+	.venv/bin/tenfold-monitor once "$@"
 } | tee -a "$LOG"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run tenfold's monitor (python -m tenfold_monitor) as a background service of this machine.
+# Run tenfold's monitor (tenfold-monitor run) as a background service of this machine.
 #   ./scripts/scaling-service.sh start|stop|restart|status
 # PID file: logs/scaling-service-<stack>.pid. The monitor's log as text (its stderr, as the journal gets it
 # under systemd): logs/scaling-service-<stack>.log, the previous start's kept as .log.1. The monitor itself
@@ -26,6 +26,8 @@ PIDFILE="logs/scaling-service-${STACK}.pid"
 LOG="logs/scaling-service-${STACK}.log"
 CONFIG=${TENFOLD_MONITOR_CONFIG:-logs/monitor-${STACK}.json}
 PYTHON=.venv/bin/python
+# The monitor package's console script (make venv installs it).
+MONITOR=.venv/bin/tenfold-monitor
 
 # The monitor's state file: the settings' state_file, else its default.
 state_file() {
@@ -36,11 +38,12 @@ state_file() {
 	echo "${state:-logs/monitor-state.json}"
 }
 
+# tenfold_monitor: a monitor started as python -m tenfold_monitor, before the console script.
 running_pid() {
 	[[ -f $PIDFILE ]] || return 1
 	local pid
 	pid=$(cat "$PIDFILE")
-	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && grep -q tenfold_monitor "/proc/$pid/cmdline" 2>/dev/null &&
+	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && grep -qaE 'tenfold[-_]monitor' "/proc/$pid/cmdline" 2>/dev/null &&
 		echo "$pid"
 }
 
@@ -50,16 +53,16 @@ start() {
 		echo "monitor of stack $STACK already running (pid $pid)"
 		return 0
 	fi
-	[[ -x $PYTHON ]] || { echo "scaling-service.sh: $PYTHON missing: run 'make venv' first" >&2; exit 1; }
+	[[ -x $MONITOR ]] || { echo "scaling-service.sh: $MONITOR missing: run 'make venv' first" >&2; exit 1; }
 	mkdir -p logs
-	local args=(-m tenfold_monitor run --stack "$STACK")
+	local args=(run --stack "$STACK")
 	if [[ -f $CONFIG ]]; then
 		args+=(--config "$CONFIG")
 	else
 		echo "note: $CONFIG not found, using the built-in defaults (ansible-playbook playbooks/monitor.yml renders it)"
 	fi
 	[[ ! -s $LOG ]] || mv -f "$LOG" "$LOG.1"
-	PYTHONPATH=monitor nohup "$PYTHON" "${args[@]}" >"$LOG" 2>&1 </dev/null &
+	nohup "$MONITOR" "${args[@]}" >"$LOG" 2>&1 </dev/null &
 	echo $! >"$PIDFILE"
 	sleep 1
 	if pid=$(running_pid); then

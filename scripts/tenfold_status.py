@@ -28,19 +28,18 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+
+# The names, parsers and stats arithmetic of the monitor package (make venv installs it).
+import tenfold_state
 import yaml
+from tenfold_monitor.containers import cpu_percent, memory_usage, published
+from tenfold_monitor.events import PoolChange, ScaleEvent, as_count
+from tenfold_monitor.events import read as read_events
+from tenfold_monitor.lbmembers import LbMember, member_key, read_members
+from tenfold_monitor.lbmembers import parse_members as parse_members  # (kept as a name here)
+from tenfold_pool import LABEL_POOL, LABEL_REPLICA, LABEL_STACK, WARM_SUFFIX
 
 ROOT = Path(__file__).resolve().parent.parent
-for _shared in ("plugins/module_utils", "monitor"):  # names, parsers and stats arithmetic of the monitor's
-    if str(ROOT / _shared) not in sys.path:
-        sys.path.insert(0, str(ROOT / _shared))
-
-import tenfold_state  # noqa: E402
-from tenfold_monitor.containers import cpu_percent, memory_usage, published  # noqa: E402
-from tenfold_monitor.lbmembers import LbMember, member_key, read_members  # noqa: E402
-from tenfold_monitor.lbmembers import parse_members as parse_members  # noqa: E402 (kept as a name here)
-from tenfold_pool import LABEL_POOL, LABEL_REPLICA, LABEL_STACK, WARM_SUFFIX  # noqa: E402
-
 DEFAULT_STACK = "tenfold"
 DEFAULT_STATUS_PORT = 8081  # nginx_lb_status_port's default
 NOT_IN_LB = "absent"  # Replica.lb_state of a replica the LB does not list
@@ -50,26 +49,6 @@ STATS_WORKERS = 32
 
 
 # --- records ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PoolChange:
-    pool: str
-    current: int
-    target: int
-
-
-@dataclass(frozen=True)
-class ScaleEvent:
-    start: str
-    trigger: str
-    stack: str
-    result: str
-    duration_s: float | None
-    pools: list[PoolChange] = field(default_factory=list)
-    requested_pool: str | None = None  # None: the request named no pool (all pools)
-    failed_task: str | None = None
-    error: str | None = None
-
-
 @dataclass(frozen=True)
 class Replica:
     name: str
@@ -124,56 +103,7 @@ class StackStatus:
     members_without_container: dict[str, list[str]] = field(default_factory=dict)
 
 
-# --- scale events (pure) --------------------------------------------------------------------------
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
-
-
-def _pool_change(raw: Any) -> PoolChange | None:
-    if not isinstance(raw, dict):
-        return None
-    current, target = _as_int(raw.get("current")), _as_int(raw.get("target"))
-    if not isinstance(raw.get("pool"), str) or current is None or target is None:
-        return None
-    return PoolChange(raw["pool"], current, target)
-
-
-def parse_event(line: str) -> ScaleEvent | None:
-    """One line of logs/scale-events.jsonl, or None when it is not a well-formed event."""
-    try:
-        raw = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("stack"), str):
-        return None
-    pools = raw.get("pools") if isinstance(raw.get("pools"), list) else []
-    duration = raw.get("duration_s")
-    request = raw.get("request") if isinstance(raw.get("request"), dict) else {}
-    return ScaleEvent(
-        start=str(raw.get("start") or ""),
-        trigger=str(raw.get("trigger") or "?"),
-        stack=raw["stack"],
-        result=str(raw.get("result") or "?"),
-        duration_s=float(duration) if isinstance(duration, int | float) else None,
-        pools=[change for change in map(_pool_change, pools) if change is not None],
-        requested_pool=str(request["pool"]) if request.get("pool") else None,
-        failed_task=raw.get("failed_task") if isinstance(raw.get("failed_task"), str) else None,
-        error=raw.get("error") if isinstance(raw.get("error"), str) else None,
-    )
-
-
-def read_events(lines: Iterable[str], stack: str) -> list[ScaleEvent]:
-    """The stack's events, oldest first; blank and malformed lines are skipped."""
-    events = (parse_event(line) for line in lines if line.strip())
-    return [event for event in events if event is not None and event.stack == stack]
-
-
+# --- scale events (pure; parsed by tenfold_monitor.events) -----------------------------------------
 def wanted_from_events(events: list[ScaleEvent]) -> dict[str, int]:
     """Per pool, the target of the last successful scale run that touched it."""
     wanted: dict[str, int] = {}
@@ -386,7 +316,7 @@ def default_members_url(root: Path = ROOT) -> str:
     The port is the inventory's, not the stack's: the LB of a stack that listens elsewhere (a test
     stack, say) is named with --members-url.
     """
-    port = _as_int(inventory_vars(root).get("nginx_lb_status_port"))
+    port = as_count(inventory_vars(root).get("nginx_lb_status_port"))
     return f"http://127.0.0.1:{port or DEFAULT_STATUS_PORT}/members"
 
 
@@ -427,7 +357,7 @@ def sample_of(container: Any) -> dict | None:
 
 def replica_of(container: Any, sample: dict | None) -> Replica:
     attrs, labels = container.attrs, container.labels
-    index = _as_int(labels.get(LABEL_REPLICA))
+    index = as_count(labels.get(LABEL_REPLICA))
     memory = memory_usage(sample) if sample else None
     return Replica(
         name=container.name,

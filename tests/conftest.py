@@ -8,7 +8,8 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
-for sub in ("plugins/module_utils", "plugins/filter", "monitor"):
+# The monitor package is installed (make venv); the plugins' own Python is not a package.
+for sub in ("plugins/module_utils", "plugins/filter"):
     path = str(ROOT / sub)
     if path not in sys.path:
         sys.path.insert(0, path)

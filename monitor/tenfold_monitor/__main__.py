@@ -1,8 +1,11 @@
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""python -m tenfold_monitor run|once [--config FILE] [--stack NAME] [--interval S] [--dry-run]
+"""tenfold-monitor run|once [--config FILE] [--stack NAME] [--interval S] [--dry-run]
 
-python -m tenfold_monitor report [--date YYYY-MM-DD] [--metrics FILE] [--out DIR]: the daily report
+tenfold-monitor check --config FILE|-: load the settings and print what is wrong with them, as JSON
+tenfold-monitor report [--date YYYY-MM-DD] [--metrics FILE] [--out DIR]: the daily report
+
+(`python -m tenfold_monitor ...` is the same.)
 """
 
 from __future__ import annotations
@@ -13,24 +16,26 @@ import sys
 import time
 from pathlib import Path
 
-# The pure scaling policy is shared with the Ansible modules: it lives in plugins/module_utils.
-_PROJECT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(_PROJECT / "plugins" / "module_utils"))
-
-from tenfold_monitor import logsetup  # noqa: E402
-from tenfold_monitor.service import Monitor, Settings  # noqa: E402
+from tenfold_monitor import logsetup
+from tenfold_monitor.service import Monitor, Settings, SettingsError, SettingsProblem
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tenfold_monitor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="tenfold-monitor", description=__doc__)
     parser.add_argument(
         "command",
-        choices=["run", "once", "report"],
-        help="run: watch and scale; once: one collection; report: a day's performance report (report -h)",
+        choices=["run", "once", "check", "report"],
+        help="run: watch and scale; once: one collection; check: check the settings only;"
+        " report: a day's performance report (report -h)",
     )
-    parser.add_argument("--config", type=Path, help="JSON settings (the monitor role renders them)")
+    parser.add_argument(
+        "--config", type=Path, help="JSON settings (the monitor role renders them; - = stdin)"
+    )
     parser.add_argument("--stack", help="stack to watch (default tenfold)")
-    parser.add_argument("--project-dir", default=str(_PROJECT), help="where scale.yml and logs/ are")
+    parser.add_argument(
+        "--project-dir",
+        help="where scale.yml and logs/ are (default: the settings', else the current directory)",
+    )
     parser.add_argument("--interval", type=float, dest="interval_s", help="seconds between collections")
     parser.add_argument("--dry-run", action="store_true", default=None, help="decide and log, never act")
     return parser.parse_args(argv)
@@ -52,8 +57,12 @@ def main(argv: list[str] | None = None) -> int:
             dry_run=True if args.command == "once" else args.dry_run,
         )
     except (OSError, ValueError, TypeError) as exc:
-        print(f"tenfold_monitor: bad settings: {exc}", file=sys.stderr)
+        if args.command == "check":
+            return check_report(exc)
+        print(f"tenfold-monitor: bad settings: {exc}", file=sys.stderr)
         return 2
+    if args.command == "check":
+        return check_report(None)
     if args.command == "run":
         logsetup.setup(settings.path(settings.decisions_log))
         Monitor(settings).run()
@@ -71,6 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     report = {"decisions": [d.as_dict() for d in decisions], "warnings": monitor.last_warnings}
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return 0
+
+
+def check_report(error: Exception | None) -> int:
+    """`check`: every problem as JSON on stdout ({"problems": [{"settings": [...], "message": ...}]}), each
+    setting named as in the settings file, so the monitor role can name its own variables. 0: none."""
+    if isinstance(error, SettingsError):
+        problems = error.problems
+    else:
+        problems = [SettingsProblem((), str(error))] if error else []
+    print(json.dumps({"problems": [problem.as_dict() for problem in problems]}, indent=2))
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""The scale events the tenfold_scale_events callback writes, read back for the monitor's cooldown.
+"""The scale events the tenfold_scale_events callback writes, read back for the monitor's cooldown and for
+the status view (scripts/tenfold_status.py).
 
 The file outlives the monitor, so a restarted monitor still knows when each pool was last scaled; its
 rotation (roles/monitor, logrotate) keeps the newest rotated copy uncompressed, and it is read too.
@@ -9,19 +10,49 @@ rotation (roles/monitor, logrotate) keeps the newest rotated copy uncompressed, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PoolChange:
+    pool: str
+    current: int
+    target: int
+    direction: str | None = None  # "up", "down", "none" (tenfold_scale_plan's); None when not recorded
 
 
 @dataclass(frozen=True)
 class ScaleEvent:
-    end: float
+    """One scale run, as the callback (plugins/module_utils/tenfold_events.py) writes it. The one reader of
+    the schema: the monitor's cooldown and scripts/tenfold_status.py both parse events here."""
+
+    start: str
+    end: float | None  # epoch seconds; None when the line has no readable end
+    trigger: str
     stack: str
     result: str
-    trigger: str
-    # pool -> (from, to), only the pools the run changed or meant to (every pool after a killed run)
-    changes: dict[str, tuple[int, int]]
+    duration_s: float | None
+    pools: list[PoolChange] = field(default_factory=list)
+    requested_pool: str | None = None  # None: the request named no pool (all pools)
+    failed_task: str | None = None
+    error: str | None = None
+    # the run took over the lock of a killed one, which recorded nothing
+    recovered: bool = False
+
+    @property
+    def changes(self) -> dict[str, tuple[int, int]]:
+        """pool -> (from, to) of the pools the run changed or meant to. A run that recovered a killed one's
+        lock counts for every pool: the killed run may have changed any of them before this one put them
+        right."""
+        return {
+            change.pool: (change.current, change.target)
+            for change in self.pools
+            if self.recovered or change.direction in ("up", "down")
+        }
 
 
 def _epoch(text: str) -> float | None:
@@ -31,31 +62,62 @@ def _epoch(text: str) -> float | None:
         return None
 
 
+def as_count(value: Any) -> int | None:
+    """A whole number of 0 or more from JSON or a label (an int, or a string of digits); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _pool_change(raw: Any) -> PoolChange | None:
+    if not isinstance(raw, dict):
+        return None
+    current, target = as_count(raw.get("current")), as_count(raw.get("target"))
+    if not isinstance(raw.get("pool"), str) or current is None or target is None:
+        return None
+    direction = raw.get("direction")
+    return PoolChange(raw["pool"], current, target, direction if isinstance(direction, str) else None)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def parse(line: str) -> ScaleEvent | None:
-    """One line of the events file, or None when it is not a well-formed event."""
+    """One line of the events file, or None when it is not an event (not a JSON object with a stack).
+    Malformed parts of an event are left out (a pool entry) or None (a duration)."""
     try:
         raw = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict) or not isinstance(raw.get("stack"), str):
         return None
-    end = _epoch(raw.get("end", ""))
-    if end is None:
-        return None
-    # A run that took over the lock of a killed one (which recorded nothing) counts for every pool: the
-    # killed run may have changed any of them before this one put them right.
-    recovered = bool(raw.get("recovered_from"))
-    changes = {}
-    for pool in raw.get("pools") or []:
-        if isinstance(pool, dict) and (recovered or pool.get("direction") in ("up", "down")):
-            changes[str(pool.get("pool"))] = (int(pool.get("current", 0)), int(pool.get("target", 0)))
+    pools = raw.get("pools") if isinstance(raw.get("pools"), list) else []
+    duration = raw.get("duration_s")
+    request = raw.get("request") if isinstance(raw.get("request"), dict) else {}
     return ScaleEvent(
-        end=end,
-        stack=str(raw.get("stack") or ""),
-        result=str(raw.get("result") or ""),
-        trigger=str(raw.get("trigger") or ""),
-        changes=changes,
+        start=str(raw.get("start") or ""),
+        end=_epoch(raw.get("end", "")),
+        trigger=str(raw.get("trigger") or "?"),
+        stack=raw["stack"],
+        result=str(raw.get("result") or "?"),
+        duration_s=float(duration) if isinstance(duration, int | float) else None,
+        pools=[change for change in map(_pool_change, pools) if change is not None],
+        requested_pool=str(request["pool"]) if request.get("pool") else None,
+        failed_task=_text(raw.get("failed_task")),
+        error=_text(raw.get("error")),
+        recovered=bool(raw.get("recovered_from")),
     )
+
+
+def read(lines: Iterable[str], stack: str) -> list[ScaleEvent]:
+    """The stack's events, oldest first; blank and malformed lines are skipped."""
+    events = (parse(line) for line in lines if line.strip())
+    return [event for event in events if event is not None and event.stack == stack]
 
 
 def last_scaled(path: Path, stack: str, max_bytes: int = 1 << 20) -> dict[str, float]:
@@ -65,9 +127,8 @@ def last_scaled(path: Path, stack: str, max_bytes: int = 1 << 20) -> dict[str, f
     is read too, so a rotation right after a scale event does not end its cooldown."""
     found: dict[str, float] = {}
     for part in (rotated(path), path):
-        for line in _tail(part, max_bytes).splitlines():
-            event = parse(line)
-            if event is None or event.stack != stack:
+        for event in read(_tail(part, max_bytes).splitlines(), stack):
+            if event.end is None:
                 continue
             for pool in event.changes:
                 found[pool] = max(found.get(pool, 0.0), event.end)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -38,6 +39,25 @@ from tenfold_monitor.promote import FastPath
 LOG = logging.getLogger("tenfold.monitor")
 # A daily report still running after this long is stopped (it reads at most the metrics log's backups).
 REPORT_TIMEOUT_S = 900.0
+
+
+@dataclass(frozen=True)
+class SettingsProblem:
+    """What is wrong with the monitor's settings, and which settings (dotted: pools.backend.tolerance)."""
+
+    settings: tuple[str, ...]
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"settings": list(self.settings), "message": self.message}
+
+
+class SettingsError(ValueError):
+    def __init__(self, problems: list[SettingsProblem]) -> None:
+        self.problems = problems
+        super().__init__(
+            "; ".join(f"{', '.join(p.settings)}: {p.message}" if p.settings else p.message for p in problems)
+        )
 
 
 @dataclass
@@ -78,28 +98,82 @@ class Settings:
 
     @classmethod
     def load(cls, path: Path | None, **overrides: Any) -> Settings:
-        values: dict[str, Any] = json.loads(path.read_text()) if path else {}
+        """The settings in `path` (JSON, "-": stdin) with `overrides`; a SettingsError names each bad one."""
+        values: dict[str, Any] = {}
+        try:
+            if path == Path("-"):
+                values = json.load(sys.stdin)
+            elif path:
+                values = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise SettingsError([SettingsProblem((), f"{path} is not JSON: {exc}")]) from exc
+        if not isinstance(values, dict):
+            raise SettingsError([SettingsProblem((), f"the settings must be a JSON object, got {values!r}")])
         values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = set(values) - set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"unknown monitor settings: {', '.join(sorted(unknown))}")
-        settings = cls(**values)
-        if settings.interval_s <= 0:
-            raise ValueError(f"interval_s must be positive, got {settings.interval_s}")
-        if not 0 < settings.panic_window_s <= settings.window_s:
-            raise ValueError(
-                f"panic_window_s must be above 0 and at most window_s ({settings.window_s:g}),"
-                f" got {settings.panic_window_s}"
+            raise SettingsError(
+                [SettingsProblem(tuple(unknown), f"unknown monitor settings: {', '.join(unknown)}")]
             )
-        settings.engine_hosts()  # fails early, naming the bad host
-        if not all(isinstance(option, str) for option in settings.ssh_options):
-            raise ValueError(f"ssh_options must be strings, got {settings.ssh_options!r}")
-        settings.state()  # fails early: a relative or malformed state_dir
-        for pool, config in settings.pools.items():
-            policy.PolicyConfig.from_mapping(config)  # fails early, naming the bad field
-            if not pool:
-                raise ValueError("a pool needs a name")
+        settings = cls(**values)
+        problems = settings.problems()
+        if problems:
+            raise SettingsError(problems)
         return settings
+
+    def problems(self) -> list[SettingsProblem]:
+        """Everything wrong with these settings, each naming its settings (pools.<pool>.<policy field>)."""
+        problems: list[SettingsProblem] = []
+
+        def check(names: tuple[str, ...], test: Callable[[], object]) -> None:
+            try:
+                test()
+            except (ValueError, TypeError) as exc:
+                problems.append(SettingsProblem(names, str(exc)))
+
+        check(("interval_s",), self._check_interval)
+        check(("window_s", "panic_window_s"), self._check_windows)
+        check(("docker_hosts",), self.engine_hosts)  # naming the bad host
+        check(("ssh_options",), self._check_ssh_options)
+        check(("state_dir",), self.state)  # a relative or malformed state_dir
+        if not isinstance(self.pools, dict):
+            problems.append(
+                SettingsProblem(("pools",), f"pools must map pools to policies, got {self.pools!r}")
+            )
+            return problems
+        for pool, config in self.pools.items():
+            if not pool or not isinstance(config, dict):
+                problems.append(
+                    SettingsProblem(
+                        (f"pools.{pool}",), f"pool {pool!r} needs a name and a policy, got {config!r}"
+                    )
+                )
+                continue
+            try:
+                policy.PolicyConfig.from_mapping(config)
+            except policy.PolicyError as exc:
+                problems += [
+                    SettingsProblem(tuple(f"pools.{pool}.{name}" for name in problem.fields), problem.message)
+                    for problem in exc.problems
+                ]
+            except TypeError as exc:
+                problems.append(SettingsProblem((f"pools.{pool}",), str(exc)))
+        return problems
+
+    def _check_interval(self) -> None:
+        if not self.interval_s > 0:
+            raise ValueError(f"interval_s must be positive, got {self.interval_s}")
+
+    def _check_windows(self) -> None:
+        if not 0 < self.panic_window_s <= self.window_s:
+            raise ValueError(
+                f"panic_window_s must be above 0 and at most window_s ({self.window_s}),"
+                f" got {self.panic_window_s}"
+            )
+
+    def _check_ssh_options(self) -> None:
+        if not isinstance(self.ssh_options, list) or not all(isinstance(o, str) for o in self.ssh_options):
+            raise ValueError(f"ssh_options must be strings, got {self.ssh_options!r}")
 
     def engine_hosts(self) -> list[EngineHost]:
         hosts = [EngineHost.from_mapping(raw) for raw in self.docker_hosts] or [EngineHost(LOCAL)]
@@ -389,16 +463,13 @@ class Monitor:
                 LOG.error("performance report of %s not written: the previous one is still running", previous)
                 return
             metrics = self.settings.path(self.settings.metrics_log).resolve()
-            package_dir = str(Path(__file__).resolve().parents[1])
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(filter(None, [package_dir, os.environ.get("PYTHONPATH")])),
-            }
+            # the installed package, by the interpreter that runs this one (the console script may not be
+            # on PATH under systemd)
             command = [sys.executable, "-m", "tenfold_monitor", "report", "--date", previous.isoformat()]
             command += ["--metrics", str(metrics), "--out", str(metrics.parent / "reports")]
             stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _reap_report once the child exits)
             proc = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
             )
             self.report_run = (proc, now, stderr)
             LOG.info("writing the performance report of %s", previous)

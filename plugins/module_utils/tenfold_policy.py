@@ -70,6 +70,22 @@ def _is_count(value: object) -> bool:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """What is wrong with a config, and the fields it is about (so a caller can name its own variables)."""
+
+    fields: tuple[str, ...]
+    message: str
+
+
+class PolicyError(ValueError):
+    """An invalid scaling policy; `problems` says which fields are at fault."""
+
+    def __init__(self, problems: list[Problem], prefix: str = "invalid scaling policy: ") -> None:
+        self.problems = problems
+        super().__init__(prefix + "; ".join(problem.message for problem in problems))
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """The policy of one pool. Every default is the seed's number (or follows from it)."""
 
@@ -108,7 +124,7 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         problems = _config_problems(self)
         if problems:
-            raise ValueError("invalid scaling policy: " + "; ".join(problems))
+            raise PolicyError(problems)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> PolicyConfig:
@@ -116,9 +132,8 @@ class PolicyConfig:
         known = [item.name for item in fields(cls)]
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(
-                f"unknown scaling policy setting(s): {', '.join(unknown)}; known: {', '.join(known)}"
-            )
+            message = f"unknown scaling policy setting(s): {', '.join(unknown)}; known: {', '.join(known)}"
+            raise PolicyError([Problem(tuple(unknown), message)], prefix="")
         return cls(**values)  # type: ignore[arg-type]
 
 
@@ -140,24 +155,24 @@ _OPTIONAL_POSITIVE = (
 )
 
 
-def _config_problems(config: PolicyConfig) -> list[str]:
+def _config_problems(config: PolicyConfig) -> list[Problem]:
     problems = [
-        f"{name} must be a whole number, got {getattr(config, name)!r}"
+        Problem((name,), f"{name} must be a whole number, got {getattr(config, name)!r}")
         for name in ("min_replicas", "max_replicas")
         if not _is_count(getattr(config, name))
     ]
     problems += [
-        f"{name} must be a number above 0, got {getattr(config, name)!r}"
+        Problem((name,), f"{name} must be a number above 0, got {getattr(config, name)!r}")
         for name in _POSITIVE
         if not (_is_number(getattr(config, name)) and getattr(config, name) > 0)
     ]
     problems += [
-        f"{name} must be a number of 0 or more, got {getattr(config, name)!r}"
+        Problem((name,), f"{name} must be a number of 0 or more, got {getattr(config, name)!r}")
         for name in _NON_NEGATIVE
         if not (_is_number(getattr(config, name)) and getattr(config, name) >= 0)
     ]
     problems += [
-        f"{name} must be a number above 0 or None, got {getattr(config, name)!r}"
+        Problem((name,), f"{name} must be a number above 0 or None, got {getattr(config, name)!r}")
         for name in _OPTIONAL_POSITIVE
         if getattr(config, name) is not None
         and not (_is_number(getattr(config, name)) and getattr(config, name) > 0)
@@ -166,18 +181,29 @@ def _config_problems(config: PolicyConfig) -> list[str]:
         return problems
     if not 0 <= config.min_replicas <= config.max_replicas or config.max_replicas < 1:
         problems.append(
-            f"need 0 <= min_replicas <= max_replicas and max_replicas >= 1, got {config.min_replicas}"
-            f" and {config.max_replicas}"
+            Problem(
+                ("min_replicas", "max_replicas"),
+                "need 0 <= min_replicas <= max_replicas and max_replicas >= 1, got "
+                f"{config.min_replicas} and {config.max_replicas}",
+            )
         )
     if not config.scale_down_utilization < config.target_utilization <= 100:
         problems.append(
-            "need scale_down_utilization < target_utilization <= 100, got "
-            f"{config.scale_down_utilization:g} and {config.target_utilization:g}"
+            Problem(
+                ("scale_down_utilization", "target_utilization"),
+                "need scale_down_utilization < target_utilization <= 100, got "
+                f"{config.scale_down_utilization:g} and {config.target_utilization:g}",
+            )
         )
     if config.tolerance >= 1:
-        problems.append(f"tolerance must be below 1, got {config.tolerance:g}")
+        problems.append(Problem(("tolerance",), f"tolerance must be below 1, got {config.tolerance:g}"))
     if config.emergency_error_rate is not None and config.emergency_error_rate > 1:
-        problems.append(f"emergency_error_rate is a share (0..1), got {config.emergency_error_rate:g}")
+        problems.append(
+            Problem(
+                ("emergency_error_rate",),
+                f"emergency_error_rate is a share (0..1), got {config.emergency_error_rate:g}",
+            )
+        )
     return problems
 
 

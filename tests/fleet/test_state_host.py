@@ -49,7 +49,7 @@ def wait_for(predicate, timeout: float) -> bool:
 def held_seen_from_fleet_lb() -> str:
     """What the monitor on fleet-lb sees of the lock: its holder, and whether it counts as alive."""
     code = (
-        "import sys; sys.path.insert(0, 'plugins/module_utils'); import tenfold_lock as t;"
+        "import tenfold_lock as t;"  # the venv's monitor package installs it
         f" o = t.read_owner('{STATE}/scale.lock'); print(o and o.host, o and t.is_alive(o))"
     )
     run = fleet_script("ssh", "fleet-lb", f'cd {ROOT} && .venv/bin/python -c "{code}"')

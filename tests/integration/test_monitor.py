@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ def backend_replicas(engine, stack) -> int:
 
 
 class MonitorProcess:
-    """`python -m tenfold_monitor run` for the test stack, with its own settings and log files."""
+    """`tenfold-monitor run` for the test stack, with its own settings and log files."""
 
     def __init__(self, stack, workdir: Path, settings: dict | None = None, **policy) -> None:
         """`policy` sets the backend pool's policy; `settings`, the monitor's own (lb_status_url, say)."""
@@ -61,11 +60,10 @@ class MonitorProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {**ansible_env(), "PYTHONPATH": str(ROOT / "monitor")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tenfold_monitor", "run", "--config", str(self.settings)],
+            [str(BIN / "tenfold-monitor"), "run", "--config", str(self.settings)],
             cwd=ROOT,
-            env=env,
+            env=ansible_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

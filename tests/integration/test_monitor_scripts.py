@@ -86,7 +86,7 @@ def test_scaling_service_starts_reports_and_stops_the_monitor(service_env):
     assert stopped.returncode == 0
     assert (
         not os.path.exists(f"/proc/{pid}")
-        or b"tenfold_monitor" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        or b"tenfold-monitor" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     )
     assert run("scaling-service.sh", "status", env=env).returncode == 3
     restarted = run("scaling-service.sh", "start", env=env)  # the last run's log is kept as .1

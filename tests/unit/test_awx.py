@@ -95,6 +95,15 @@ def test_ansible_builder_creates_the_build_context(tmp_path):
     )
     assert "docker==7.2.0" in (context / "_build" / "requirements.txt").read_text()
     assert "openssh-clients" in (context / "_build" / "bindep.txt").read_text()
+    # the monitor package, built from the same files as the venv's (pyproject.toml's package-dir)
+    package = context / "_build" / "tenfold"
+    for path in (
+        "pyproject.toml",
+        "monitor/tenfold_monitor/__main__.py",
+        "plugins/module_utils/tenfold_policy.py",
+    ):
+        assert (package / path).is_file(), path
+    assert "pip install --no-cache-dir --no-deps /tmp/tenfold" in text
 
 
 @NEEDS_AWX

@@ -19,7 +19,6 @@ from tenfold_monitor.__main__ import main as monitor_main
 from tenfold_monitor.collect import PoolSnapshot, Snapshot
 from tenfold_monitor.service import Monitor, Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2026, 11, 26)
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC).timestamp()  # the scenario's first sample
 STEP = 2.0  # seconds between samples
@@ -365,12 +364,9 @@ def test_a_failed_report_is_logged_and_the_monitor_goes_on(tmp_path, caplog):
 
 
 def test_the_report_runs_without_the_monitors_settings_from_the_command_line(metrics, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "monitor")}
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "tenfold_monitor",
+            str(Path(sys.executable).parent / "tenfold-monitor"),
             "report",
             "--date",
             "2026-11-26",
@@ -380,7 +376,6 @@ def test_the_report_runs_without_the_monitors_settings_from_the_command_line(met
             str(tmp_path / "r"),
         ],
         cwd=tmp_path,
-        env=env,
         capture_output=True,
         text=True,
         timeout=120,

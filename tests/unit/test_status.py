@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from tenfold_monitor import events
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "tenfold_status.py"
 
@@ -185,9 +186,9 @@ def test_events_of_other_stacks_are_left_out():
 
 def test_malformed_pool_entries_are_dropped_and_the_rest_kept():
     raw = event(pools=[{"pool": "backend", "current": "3", "target": 5}, {"pool": "frontend"}, "x"])
-    parsed = ts.parse_event(json.dumps(raw))
+    parsed = events.parse(json.dumps(raw))
     assert parsed is not None
-    assert parsed.pools == [ts.PoolChange("backend", 3, 5)]
+    assert parsed.pools == [events.PoolChange("backend", 3, 5)]
 
 
 def test_wanted_is_the_target_of_the_last_successful_run_per_pool():
@@ -203,8 +204,8 @@ def test_wanted_is_the_target_of_the_last_successful_run_per_pool():
 
 
 def test_an_event_shows_the_pools_it_changed_else_the_pool_asked_about():
-    changed = ts.parse_event(json.dumps(event()))
-    unchanged = ts.parse_event(
+    changed = events.parse(json.dumps(event()))
+    unchanged = events.parse(
         json.dumps(
             event(
                 pools=[

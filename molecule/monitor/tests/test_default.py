@@ -10,23 +10,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 PYTHON = ROOT / ".venv" / "bin" / "python"
+MONITOR = ROOT / ".venv" / "bin" / "tenfold-monitor"
 SETTINGS = "/etc/tenfold/molmon/monitor.json"
 UNIT = "/etc/tenfold/molmon/systemd/tenfold-monitor-molmon.service"
 BAD = "/etc/tenfold/molmon-bad"
 
 # Loads a settings file with the monitor itself; prints the settings it holds and the fields it knows.
-LOAD = f"""
+LOAD = """
 import dataclasses, json, sys
 from pathlib import Path
-sys.path[:0] = ["{ROOT}/monitor", "{ROOT}/plugins/module_utils"]
 from tenfold_monitor.service import Settings
 from tenfold_policy import PolicyConfig
 settings = Settings.load(Path(sys.argv[1]))
-print(json.dumps({{
+print(json.dumps({
     "settings": dataclasses.asdict(settings),
     "settings_fields": sorted(Settings.__dataclass_fields__),
     "policy_fields": sorted(f.name for f in dataclasses.fields(PolicyConfig)),
-}}))
+}))
 """
 
 
@@ -76,8 +76,8 @@ def test_unit_runs_the_monitor_on_the_rendered_settings(host):
     unit = host.file(UNIT)
     assert unit.is_file and unit.mode == 0o644 and unit.user == "root"
     lines = unit_lines(host)
-    assert f"ExecStart={PYTHON} -m tenfold_monitor run --config {SETTINGS}" in lines
-    assert f"Environment=PYTHONPATH={ROOT}/monitor" in lines
+    assert f"ExecStart={MONITOR} run --config {SETTINGS}" in lines
+    assert not [line for line in lines if "PYTHONPATH" in line]  # the package is installed in the venv
     assert f"WorkingDirectory={ROOT}" in lines
     for line in ("Type=simple", "Restart=on-failure", "RestartSec=5", "TimeoutStopSec=120", "KillMode=mixed"):
         assert line in lines
@@ -99,7 +99,7 @@ def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(host):
 
 def test_unit_is_not_started_where_systemd_is_not_the_init(host):
     assert not host.file("/run/systemd/system").exists
-    assert host.run(f"pgrep -f '[t]enfold_monitor run --config {SETTINGS}'").rc != 0
+    assert host.run(f"pgrep -f '[t]enfold-monitor run --config {SETTINGS}'").rc != 0
 
 
 def run_bad_input(*extra: str) -> subprocess.CompletedProcess:
@@ -122,14 +122,41 @@ def run_bad_input(*extra: str) -> subprocess.CompletedProcess:
 def test_zero_interval_fails_in_validate_before_anything_is_written(host):
     run = run_bad_input("-e", "monitor_interval=0")
     assert run.returncode != 0
-    assert "monitor_interval=0 (seconds between collections)" in run.stdout
+    assert "the monitor rejects these settings: monitor_interval: interval_s must be positive" in run.stdout
     assert not host.file(BAD).exists
 
 
 def test_min_above_max_fails_in_validate_before_anything_is_written(host):
     run = run_bad_input("-e", '{"monitor_pools": {"backend": {"min_replicas": 5, "max_replicas": 4}}}')
     assert run.returncode != 0
-    assert "monitor_pools.backend: min_replicas=5 and max_replicas=4" in run.stdout
+    assert (
+        "monitor_pools.backend.min_replicas and monitor_pools.backend.max_replicas: need 0 <= min_replicas"
+        " <= max_replicas and max_replicas >= 1, got 5 and 4"
+    ) in run.stdout
+    assert not host.file(BAD).exists
+
+
+def test_bad_policy_values_are_named_by_the_variables_they_came_from(host):
+    pools = '{"monitor_pools": {"backend": {"scale_down_utilization": 80}, "frontend": {}}}'
+    run = run_bad_input("-e", pools, "-e", "monitor_tolerance=2")
+    assert run.returncode != 0
+    # a pool's own entry, and the variable every pool takes the other value from
+    assert (
+        "monitor_pools.backend.scale_down_utilization and monitor_target_utilization: need"
+        " scale_down_utilization < target_utilization <= 100, got 80 and 70"
+    ) in run.stdout
+    # the shared variable once, though both pools take it
+    failures = [line for line in run.stdout.splitlines() if "the monitor rejects these settings" in line]
+    assert failures
+    for line in failures:
+        assert line.count("monitor_tolerance: tolerance must be below 1, got 2") == 1
+    assert not host.file(BAD).exists
+
+
+def test_a_cpu_trigger_above_100_is_the_policys_to_allow(host):
+    # validate.yml's old Jinja copy of the checks capped it at 100, the policy never did: one rule now
+    run = run_bad_input("-e", "monitor_cpu_trigger=150", "--check")
+    assert run.returncode == 0, run.stdout
     assert not host.file(BAD).exists
 
 

@@ -1,10 +1,11 @@
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""The monitor role's filter: each pool's complete scaling policy, as the numbers the monitor expects.
+"""The monitor role's filters: each pool's complete scaling policy, as the numbers the monitor expects, and
+the monitor's verdict on the rendered settings in the role's own variable names.
 
-Only merging and type conversion happen here (values from `-e key=value` arrive as strings). Whether the
-numbers make a valid policy is decided once, by `tenfold_policy.PolicyConfig`: the role loads the rendered
-settings with the monitor before it writes them.
+Only merging, type conversion and naming happen here (values from `-e key=value` arrive as strings). Whether
+the settings are valid is decided once, by the monitor package (`tenfold-monitor check`, which asks
+`tenfold_policy.PolicyConfig` about each pool): tasks/validate.yml runs it before anything is written.
 """
 
 from __future__ import annotations
@@ -47,6 +48,44 @@ def tenfold_monitor_pools(
     return merged
 
 
+def _variable(
+    setting: str,
+    pools: Mapping[str, Any],
+    setting_vars: Mapping[str, str],
+    policy_vars: Mapping[str, str],
+) -> str:
+    """The role variable a setting of the monitor's (dotted, as `check` names it) was rendered from."""
+    top, _, rest = setting.partition(".")
+    if top != "pools" or not rest:
+        return setting_vars.get(top, f"the monitor's setting {setting}")
+    pool, _, name = rest.partition(".")
+    if not name:
+        return f"monitor_pools.{pool}"
+    # a pool's own entry wins over the variable every pool takes its value from
+    if name in ((pools or {}).get(pool) or {}) or name not in policy_vars:
+        return f"monitor_pools.{pool}.{name}"
+    return policy_vars[name]
+
+
+def tenfold_monitor_problems(
+    check: Mapping[str, Any],
+    pools: Mapping[str, Any],
+    setting_vars: Mapping[str, str],
+    policy_vars: Mapping[str, str],
+) -> list[str]:
+    """`tenfold-monitor check`'s problems, each led by the role variables it is about (once each)."""
+    lines: list[str] = []
+    for problem in check.get("problems", []):
+        names = dict.fromkeys(_variable(s, pools, setting_vars, policy_vars) for s in problem["settings"])
+        line = f"{' and '.join(names)}: {problem['message']}" if names else problem["message"]
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"tenfold_monitor_pools": tenfold_monitor_pools}
+        return {
+            "tenfold_monitor_pools": tenfold_monitor_pools,
+            "tenfold_monitor_problems": tenfold_monitor_problems,
+        }
