@@ -105,8 +105,14 @@ class FastPath:
         if serving != current:
             reason = f"{pool}: planned at {current} replicas, the pool has {serving} now: stale, nothing done"
             return Promotion(pool, current, current, (), "skipped", reason)
-        # the lowest warm indexes first: the next ones, unless a lost host left holes in the numbering
-        chosen = [r for _, r in sorted(warm.items()) if self._healthy(r.address)][: wanted - current]
+        # only the next indexes, so the serving ones stay 1..N as scale.yml plans them: with a gap (a replica
+        # or a Docker host lost), scale.yml fills it instead
+        chosen = []
+        for index in range(current + 1, wanted + 1):
+            replica = warm.get(index)
+            if replica is None or not self._healthy(replica.address):
+                break
+            chosen.append(replica)
         if not chosen:
             return Promotion(pool, current, current, (), "skipped", f"{pool}: no healthy warm replica")
         try:
