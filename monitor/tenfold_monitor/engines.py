@@ -13,6 +13,7 @@ monitor one slow reading, not one per tick.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shlex
@@ -111,7 +112,9 @@ def use_ssh_options(options: Sequence[str], directory: Path | None = None) -> Pa
     real = shutil.which("ssh")
     if real is None:
         raise ValueError("ssh is not installed, and the monitor's Docker hosts are reached over SSH")
-    directory = directory or Path(tempfile.mkdtemp(prefix="tenfold-monitor-ssh-"))
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="tenfold-monitor-ssh-"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)  # the process's own: gone with it
     wrapper = directory / "ssh"
     quoted = " ".join(shlex.quote(o) for o in ["-o", "BatchMode=yes", *options])
     wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(real)} {quoted} "$@"\n')
