@@ -124,8 +124,3 @@ class FleetMonitor:
         if run.rc != 0:
             raise RuntimeError(f"scaling-service.sh {action} on fleet-lb failed: {run.output}")
         return run.out
-
-    @staticmethod
-    def log() -> str:
-        path = ROOT / "logs" / f"scaling-service-{STACK}.log"
-        return path.read_text()[-4000:] if path.exists() else ""
