@@ -12,9 +12,11 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Extra arguments for ansible-playbook, e.g. make up ARGS="--check --diff".
 ARGS ?=
 MOLECULE_SCENARIOS := images app_pools tls nginx_lb monitor backup
-# The control machine's system packages; the last three are for the test fleet (scripts/test-fleet.sh):
-# an sshd per fleet host, ip, and the storage driver of the fleet hosts' Docker engines.
-DEB_PACKAGES := python3-venv mmdebstrap curl testssl.sh nftables openssh-server iproute2 fuse-overlayfs
+# The control machine's system packages; the last four are for the test fleet (scripts/test-fleet.sh):
+# an sshd per fleet host, ip, the storage driver of the fleet hosts' Docker engines, and logrotate, which
+# site.yml would install on each fleet host, which shares the controller's files but reaches no mirror.
+DEB_PACKAGES := python3-venv mmdebstrap curl testssl.sh nftables openssh-server iproute2 fuse-overlayfs \
+	logrotate
 
 .PHONY: help deps venv sslyze images up down lint test test-unit test-integration test-long test-molecule \
 	test-fleet test-fleet-short clean

@@ -47,7 +47,7 @@ KEY=$STATE/id_ed25519
 KNOWN_HOSTS=$STATE/known_hosts
 # Directories each host has of its own (a bind mount in its mount namespace): host path → name under
 # $STATE/<host>/. Everything else (the project's checkout and venv among them) is the controller's.
-PRIVATE_DIRS=(/etc/docker /etc/tenfold /var/lib/tenfold /var/log/tenfold /var/backups/tenfold)
+PRIVATE_DIRS=(/etc/docker /etc/sysctl.d /etc/tenfold /var/lib/tenfold /var/log/tenfold /var/backups/tenfold)
 # Bounds of every wait (tries × 0.5 s).
 DOCKERD_TRIES=80
 SSHD_TRIES=40

@@ -72,9 +72,10 @@ def test_a_docker_host_cut_under_load_is_drained_and_its_capacity_returns(stack,
         fleet_monitor.service("stop")
     print(f"\ncut -> LB off fleet-d1 {lb_off:.1f} s, cut -> 3 backend replicas on fleet-d2 {restored:.1f} s")
     print(f"requests {load.tally.sent}, failed {load.tally.failed}: {dict(load.tally.failures)}")
-    # What fails is what the LB sent the lost host before it or the monitor stopped it (each client has one
-    # request at a time, so at most one per client); scripts/bench-fleet.py measures how many.
-    assert load.tally.failed <= len(load.workers), load.tally.failures
+    # A GET the LB had sent the lost host (in flight at the cut, or sent before the monitor drained it) fails
+    # over to another replica when the LB host's TCP gives up on it (nginx_lb_tcp_retries2: 6.2 s), so the
+    # clients see none fail, only those requests slow.
+    assert load.tally.failed == 0, load.tally.failures
     assert load.tally.sent > 40 * 10  # the clients ran through the cut
 
     # Back on the network, the host rejoins with a site.yml run: the pool (at the size the monitor left it)

@@ -230,6 +230,8 @@ ROWS = [
           "nginx_lb_https_port=70000 must be a port number from 1 to 65535"),
     extra("site-port-not-a-number", "site.yml", "nginx_lb_http_port=eighty",
           "argument 'nginx_lb_http_port' is of type str and we were unable to convert to int"),
+    extra("site-tcp-retries2-too-low", "site.yml", "nginx_lb_tcp_retries2=1",
+          "nginx_lb_tcp_retries2=1 must be 0 (the host's own setting) or from 3 to 15"),
     # strings meant to reach nginx's config or a container raw: the strict forms (tenfold_bad_forms)
     injected("site-injected-server-block", "site.yml", "", "nginx_lb_upstream_fail_timeout",
              "10s; } server { listen 127.0.0.1:18888; return 200 injected; } upstream x {",
