@@ -73,6 +73,21 @@ def lb_members() -> dict[str, list[dict]]:
     return {name: pool["members"] for name, pool in json.loads(run.out)["pools"].items()}
 
 
+def fleet_status() -> dict:
+    """`auto-scale.sh status --json` on fleet-lb, with the Docker hosts of the monitor's settings (rendered
+    here by playbooks/monitor.yml from the inventory)."""
+    if not (ROOT / "logs" / f"monitor-{STACK}.json").exists():
+        rendered = fleet_playbook("playbooks/monitor.yml")
+        if rendered.rc != 0:
+            raise RuntimeError(f"playbooks/monitor.yml failed: {rendered.output[-3000:]}")
+    run = fleet_script(
+        "ssh", "fleet-lb", f"cd {ROOT} && TENFOLD_STACK={STACK} scripts/auto-scale.sh status --json"
+    )
+    if run.rc != 0:
+        raise RuntimeError(f"auto-scale.sh status on fleet-lb failed: {run.output}")
+    return json.loads(run.out)
+
+
 def placed(pool: str, hosts: list[str] | None = None) -> dict[str, list[str]]:
     """Docker host -> the names of the pool's containers on its engine, sorted."""
     labels = [f"{LABEL_STACK}={STACK}", f"{LABEL_POOL}={pool}"]
