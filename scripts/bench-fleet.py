@@ -36,6 +36,7 @@ from fleetlib import (
     IMAGES,
     STACK,
     FleetMonitor,
+    fleet_lock,
     fleet_playbook,
     fleet_script,
     serving_at,
@@ -206,6 +207,29 @@ def section(rounds: list[dict], when: str, facts: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def measure(count: int, workdir: Path, rounds: list[dict]) -> None:
+    """The fleet up, the stack on it, `count` rounds appended to `rounds`; the fleet down again."""
+    fleet_script("down")
+    try:
+        for step in (("up",), ("images", *IMAGES)):
+            run = fleet_script(*step, timeout=900)
+            if run.rc != 0:
+                raise RuntimeError(f"test-fleet.sh {step[0]} failed: {run.output[-2000:]}")
+        playbook("site.yml")
+        for index in range(count):
+            with Clients() as clients:
+                time.sleep(3)
+                found = {"up1": scale(clients, 4), "up7": scale(clients, 10)}
+            here = workdir / f"round{index + 1}"
+            here.mkdir()
+            found["cut"] = cut(here)
+            rounds.append(found)
+            print(f"round {index + 1}: {json.dumps(found)}", flush=True)
+    finally:
+        fleet_playbook("playbooks/down.yml")
+        fleet_script("down")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -218,25 +242,8 @@ def main() -> int:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     facts = machine(WATCHED)
     rounds: list[dict] = []
-    fleet_script("down")
-    try:
-        for step in (("up",), ("images", *IMAGES)):
-            run = fleet_script(*step, timeout=900)
-            if run.rc != 0:
-                raise RuntimeError(f"test-fleet.sh {step[0]} failed: {run.output[-2000:]}")
-        playbook("site.yml")
-        for index in range(args.rounds):
-            with Clients() as clients:
-                time.sleep(3)
-                found = {"up1": scale(clients, 4), "up7": scale(clients, 10)}
-            here = workdir / f"round{index + 1}"
-            here.mkdir()
-            found["cut"] = cut(here)
-            rounds.append(found)
-            print(f"round {index + 1}: {json.dumps(found)}", flush=True)
-    finally:
-        fleet_playbook("playbooks/down.yml")
-        fleet_script("down")
+    with fleet_lock():
+        measure(args.rounds, workdir, rounds)
     (workdir / "rounds.json").write_text(json.dumps(rounds, indent=2))
     if args.write_docs:
         write_section("bench-fleet", section(rounds, when, facts))

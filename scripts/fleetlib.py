@@ -5,9 +5,13 @@ scripts/bench-fleet.py share it."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,9 @@ CONTROLLER = "10.231.15.1"
 CLIENTS = [f"10.231.15.{i}" for i in range(100, 200)]
 ADDRESSES = {"fleet-lb": "10.231.15.10", "fleet-d1": "10.231.15.11", "fleet-d2": "10.231.15.12"}
 DOCKER_HOSTS = ["fleet-d1", "fleet-d2"]
+# The machine has one fleet: held by whoever uses it (a fleet suite, bench-fleet.py), waited for by the next.
+LOCK = Path("/run/lock/tenfold-fleet-tests.lock")
+LOCK_WAIT_S = 900
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,25 @@ class Run:
     @property
     def output(self) -> str:
         return self.out + self.err
+
+
+@contextlib.contextmanager
+def fleet_lock(wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the fleet; another user of it (another checkout's make test, a benchmark) waits up to wait_s."""
+    deadline = time.monotonic() + wait_s
+    with LOCK.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another user of the fleet held {LOCK} for {wait_s:g} s") from None
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def fleet_script(*args: str, timeout: float = 300) -> Run:
@@ -71,6 +97,21 @@ def lb_members() -> dict[str, list[dict]]:
     if run.rc != 0:
         raise RuntimeError(f"the LB's members could not be read: {run.output}")
     return {name: pool["members"] for name, pool in json.loads(run.out)["pools"].items()}
+
+
+def fleet_status() -> dict:
+    """`auto-scale.sh status --json` on fleet-lb, with the Docker hosts of the monitor's settings (rendered
+    here by playbooks/monitor.yml from the inventory)."""
+    if not (ROOT / "logs" / f"monitor-{STACK}.json").exists():
+        rendered = fleet_playbook("playbooks/monitor.yml")
+        if rendered.rc != 0:
+            raise RuntimeError(f"playbooks/monitor.yml failed: {rendered.output[-3000:]}")
+    run = fleet_script(
+        "ssh", "fleet-lb", f"cd {ROOT} && TENFOLD_STACK={STACK} scripts/auto-scale.sh status --json"
+    )
+    if run.rc != 0:
+        raise RuntimeError(f"auto-scale.sh status on fleet-lb failed: {run.output}")
+    return json.loads(run.out)
 
 
 def placed(pool: str, hosts: list[str] | None = None) -> dict[str, list[str]]:

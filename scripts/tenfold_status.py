@@ -3,12 +3,13 @@
 # SPDX-License-Identifier: MIT
 """Status of a tenfold stack at a glance: pools, replicas, load balancer membership and recent scale events.
 
-Reads the local Docker engine (or DOCKER_HOST), the LB's members API (GET /members on its status server:
-which replicas are active members, which are draining, the LB's requests in flight on each) and the
-scale-events log; changes nothing. Parsing, CPU arithmetic and rendering are pure functions
-(tests/unit/test_status.py); Docker, HTTP and file reads stay in the functions at the bottom.
+Reads the Docker hosts' engines (those of the monitor's settings, logs/monitor-<stack>.json, when the
+monitor role rendered them: a fleet's hosts over SSH; else the local engine or DOCKER_HOST), the LB's
+members API (GET /members on its status server: which replicas are active members, which are draining, the
+LB's requests in flight on each) and the scale-events log; changes nothing. Parsing, CPU arithmetic and
+rendering are pure functions (tests/unit/test_status.py); Docker, HTTP and file reads stay at the bottom.
 
-    scripts/tenfold_status.py [--stack NAME] [--json] [--members-url URL] [--events FILE]
+    scripts/tenfold_status.py [--stack NAME] [--json] [--members-url URL] [--events FILE] [--settings FILE]
 """
 
 from __future__ import annotations
@@ -26,17 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import docker.errors
-import requests.exceptions
 
 # The names, parsers and stats arithmetic of the monitor package (make venv installs it).
-import tenfold_state
 import yaml
+from tenfold_monitor.containers import ENGINE_ERRORS as SDK_ERRORS
 from tenfold_monitor.containers import cpu_percent, memory_usage, published
+from tenfold_monitor.engines import LOCAL, EngineHost, Engines, use_ssh_options
 from tenfold_monitor.events import PoolChange, ScaleEvent, as_count
 from tenfold_monitor.events import read as read_events
 from tenfold_monitor.lbmembers import LbMember, member_key, read_members
 from tenfold_monitor.lbmembers import parse_members as parse_members  # (kept as a name here)
+from tenfold_monitor.service import Settings, SettingsError
 from tenfold_pool import LABEL_POOL, LABEL_REPLICA, LABEL_STACK, WARM_SUFFIX
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,7 @@ class Replica:
     lb_state: str | None = None  # "active", "draining" (no new requests, finishing its own) or NOT_IN_LB
     lb_inflight: int | None = None  # requests the LB has in flight on it (None when it is no member)
     lb_failing: bool | None = None  # passively marked failed: the LB rests it for fail_timeout
+    host: str = LOCAL  # the Docker host it runs on (the settings' name of it)
 
     @property
     def warm(self) -> bool:
@@ -101,6 +103,8 @@ class StackStatus:
     replicas: list[Replica]
     events: list[ScaleEvent]
     members_without_container: dict[str, list[str]] = field(default_factory=dict)
+    docker_hosts: list[str] = field(default_factory=lambda: [LOCAL])  # the hosts read, in order
+    unreachable_hosts: dict[str, str] = field(default_factory=dict)  # host -> why it was not read
 
 
 # --- scale events (pure; parsed by tenfold_monitor.events) -----------------------------------------
@@ -236,15 +240,18 @@ def lb_cells(replica: Replica) -> list[str]:
     return [replica.lb_state, "?" if replica.lb_inflight is None else str(replica.lb_inflight)]
 
 
-def replicas_table(replicas: list[Replica]) -> list[str]:
+def replicas_table(replicas: list[Replica], hosts: bool = False) -> list[str]:
+    """One row a replica; with `hosts` (a stack on several Docker hosts) a HOST column after the name."""
     rows = []
     for r in replicas:
         used, limit = human_bytes(r.memory_used), human_bytes(r.memory_limit)
         memory = "-" if r.memory_used is None else f"{used} / {limit}"
         cpu = "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}"
-        rows.append([r.name, r.state, r.health, cpu, memory, r.address or "-", *lb_cells(r)])
-    headers = ["REPLICA", "STATE", "HEALTH", "CPU %", "MEMORY", "ADDRESS", "IN LB", "LB INFLIGHT"]
-    return columns(headers, rows, frozenset({3, 7}))
+        rows.append([r.name, *([r.host] if hosts else []), r.state, r.health, cpu, memory, r.address or "-"])
+        rows[-1] += lb_cells(r)
+    headers = ["REPLICA", *(["HOST"] if hosts else []), "STATE", "HEALTH", "CPU %", "MEMORY", "ADDRESS"]
+    shift = int(hosts)
+    return columns([*headers, "IN LB", "LB INFLIGHT"], rows, frozenset({3 + shift, 7 + shift}))
 
 
 def shown_changes(event: ScaleEvent) -> list[PoolChange]:
@@ -265,6 +272,10 @@ def events_table(events: list[ScaleEvent]) -> list[str]:
 
 def render_table(status: StackStatus) -> str:
     lines = [f"tenfold stack {status.stack!r}  ({short_time(status.generated_at)})", ""]
+    for host, reason in status.unreachable_hosts.items():
+        lines.append(f"! Docker host {host} did not answer, its replicas are not shown: {reason}")
+    if status.unreachable_hosts:
+        lines.append("")
     if status.lb is None and not status.replicas:
         lines.append(f"No containers of stack {status.stack!r} (label {LABEL_STACK}={status.stack}).")
     else:
@@ -282,7 +293,7 @@ def render_table(status: StackStatus) -> str:
             if r.lb_failing:
                 lines.append(f"! {r.name}: failing, the LB rests it (no new requests until fail_timeout)")
         if status.replicas:
-            lines += ["", *replicas_table(status.replicas)]
+            lines += ["", *replicas_table(status.replicas, hosts=len(status.docker_hosts) > 1)]
     lines += ["", f"Last {RECENT_EVENTS} scale events:"]
     lines += events_table(status.events) if status.events else ["  none recorded"]
     return "\n".join(lines) + "\n"
@@ -329,19 +340,10 @@ def read_text(path: Path) -> str | None:
 
 # --- I/O: Docker --------------------------------------------------------------------------------
 class EngineUnreachable(RuntimeError):
-    """The Docker engine did not answer."""
+    """No Docker engine of the stack answered."""
 
 
-ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
-
-
-def connect() -> docker.DockerClient:
-    try:
-        client = docker.from_env(max_pool_size=STATS_WORKERS)
-        client.ping()
-    except ENGINE_ERRORS as exc:
-        raise EngineUnreachable(str(exc)) from exc
-    return client
+ENGINE_ERRORS = (*SDK_ERRORS, OSError)  # OSError: the ssh process of a remote engine's connection
 
 
 def health_of(attrs: dict) -> str:
@@ -355,7 +357,7 @@ def sample_of(container: Any) -> dict | None:
         return None  # gone since it was listed, say
 
 
-def replica_of(container: Any, sample: dict | None) -> Replica:
+def replica_of(container: Any, sample: dict | None, host: str = LOCAL) -> Replica:
     attrs, labels = container.attrs, container.labels
     index = as_count(labels.get(LABEL_REPLICA))
     memory = memory_usage(sample) if sample else None
@@ -369,11 +371,12 @@ def replica_of(container: Any, sample: dict | None) -> Replica:
         cpu_percent=cpu_percent(sample) if sample else None,
         memory_used=memory[0] if memory else None,
         memory_limit=memory[1] if memory else None,
+        host=host,
     )
 
 
-def load_replicas(client: docker.DockerClient, stack: str) -> list[Replica]:
-    """App containers of the stack with a stats sample each (one second per sample, so in parallel)."""
+def load_replicas(client: docker.DockerClient, stack: str, host: str = LOCAL) -> list[Replica]:
+    """The stack's app containers on one engine, a stats sample each (a second each, so in parallel)."""
     containers = client.containers.list(
         all=True, filters={"label": [f"{LABEL_STACK}={stack}", LABEL_POOL]}, ignore_removed=True
     )  # a replica removed by a scale-down between the listing and its inspect is left out
@@ -382,25 +385,41 @@ def load_replicas(client: docker.DockerClient, stack: str) -> list[Replica]:
     if running:
         with ThreadPoolExecutor(max_workers=min(STATS_WORKERS, len(running))) as pool:
             samples = dict(zip([c.id for c in running], pool.map(sample_of, running), strict=True))
-    replicas = [replica_of(c, samples.get(c.id)) for c in containers]
-    order = {pool: i for i, pool in enumerate(ordered_pools(r.pool for r in replicas))}
-    return sorted(replicas, key=lambda r: (order[r.pool], r.index, r.name))
+    return [replica_of(c, samples.get(c.id), host) for c in containers]
 
 
-def load_lb(client: docker.DockerClient, stack: str) -> LoadBalancer | None:
+def load_lb(stack: str) -> LoadBalancer | None:
+    """The LB container on this host's engine (the LB host's, where its members API answers too)."""
     try:
-        container = client.containers.get(f"{stack}-lb")
-    except docker.errors.NotFound:
+        container = docker.from_env().containers.get(f"{stack}-lb")
+    except ENGINE_ERRORS:
         return None
     return LoadBalancer(container.name, container.attrs["State"]["Status"], health_of(container.attrs))
 
 
-def collect(client: docker.DockerClient, stack: str, members_url: str, events_path: Path) -> StackStatus:
-    try:
-        replicas = load_replicas(client, stack)
-        lb = load_lb(client, stack)
-    except ENGINE_ERRORS as exc:
-        raise EngineUnreachable(str(exc)) from exc
+def read_hosts(engines: Engines, stack: str) -> tuple[list[Replica], dict[str, str]]:
+    """Every Docker host's replicas, the hosts in parallel; a host that fails is named with its error."""
+
+    def read(host: EngineHost) -> list[Replica]:
+        return load_replicas(engines.client(host), stack, host.name)
+
+    replicas: list[Replica] = []
+    unreachable: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=len(engines.hosts)) as pool:
+        futures = [(host, pool.submit(read, host)) for host in engines.hosts]
+    for host, future in futures:
+        try:
+            replicas += future.result()
+        except ENGINE_ERRORS as exc:
+            unreachable[host.name] = str(exc).strip() or type(exc).__name__
+    order = {pool: i for i, pool in enumerate(ordered_pools(r.pool for r in replicas))}
+    return sorted(replicas, key=lambda r: (order[r.pool], r.index, r.name)), unreachable
+
+
+def collect(engines: Engines, stack: str, members_url: str, events_path: Path) -> StackStatus:
+    replicas, unreachable = read_hosts(engines, stack)
+    if len(unreachable) == len(engines.hosts):
+        raise EngineUnreachable("; ".join(f"{host}: {why}" for host, why in unreachable.items()))
     # The newest rotated copy first (roles/monitor's logrotate config keeps it uncompressed), then the file.
     rotated = events_path.with_name(events_path.name + ".1")
     text = "\n".join(read_text(path) or "" for path in (rotated, events_path))
@@ -412,11 +431,13 @@ def collect(client: docker.DockerClient, stack: str, members_url: str, events_pa
         generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         members_url=members_url,
         members_known=members is not None,
-        lb=lb,
+        lb=load_lb(stack),
         pools=pool_statuses(replicas, wanted, members),
         replicas=with_membership(replicas, members),
         events=events[-RECENT_EVENTS:],
         members_without_container=strays(replicas, members),
+        docker_hosts=[host.name for host in engines.hosts],
+        unreachable_hosts=unreachable,
     )
 
 
@@ -435,9 +456,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--events",
         type=Path,
-        help="scale events (default the stack's here: /var/lib/tenfold/<stack>/scale/scale-events.jsonl)",
+        help="scale events (default the stack's here: the settings' state_dir, else "
+        "/var/lib/tenfold/<stack>/scale/scale-events.jsonl)",
+    )
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        help="the monitor's settings: the Docker hosts to read and how (default logs/monitor-<stack>.json "
+        "when it exists, else the local engine)",
     )
     return parser.parse_args(argv)
+
+
+def monitor_settings(path: Path | None, stack: str, root: Path = ROOT) -> Settings:
+    """The monitor's settings (the role renders them from the inventory); the defaults when there are none."""
+    default = root / "logs" / f"monitor-{stack}.json"
+    if path is None and not default.exists():
+        return Settings(stack=stack)
+    return Settings.load(path or default)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,12 +481,21 @@ def main(argv: list[str] | None = None) -> int:
     stack = args.stack or default_stack()
     members_url = args.members_url or default_members_url()
     try:
-        events = args.events or Path(tenfold_state.events_path(tenfold_state.default_dir(stack)))
-        status = collect(connect(), stack, members_url, events)
+        settings = monitor_settings(args.settings, stack)
+    except (OSError, SettingsError) as exc:
+        print(f"tenfold_status: the monitor's settings cannot be used: {exc}", file=sys.stderr)
+        return 2
+    use_ssh_options(settings.ssh_options)
+    engines = Engines(settings.engine_hosts(), max_pool_size=STATS_WORKERS)
+    try:
+        events = args.events or settings.events_log()
+        status = collect(engines, stack, members_url, events)
     except EngineUnreachable as exc:
         reason = f"cannot reach the Docker engine ({exc})"
         print(f"tenfold_status: {reason}. Is it running, and may this user use it?", file=sys.stderr)
         return 1
+    finally:
+        engines.close()
     sys.stdout.write(render_json(status) if args.json else render_table(status))
     return 0
 

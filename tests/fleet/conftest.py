@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import docker
 import pytest
 import yaml
-from fleetlib import IMAGES, INVENTORY, ROOT, engine, fleet_playbook, fleet_script
+from fleetlib import IMAGES, INVENTORY, ROOT, engine, fleet_lock, fleet_playbook, fleet_script
 
 ANSIBLE = ROOT / ".venv" / "bin" / "ansible"
 # An image every fleet test can run: it serves GET /health on port 8080. A tag of the backend image of its
 # own, so that the stack's tests, which send the backend image first, leave it new to the fleet's hosts.
 PROBE_IMAGE = "tenfold-fleet/probe:local"
-# Held while a suite uses the fleet, and how long another suite waits for it (s).
-LOCK = Path("/run/lock/tenfold-fleet-tests.lock")
-LOCK_WAIT = 900
 
 pytestmark = pytest.mark.fleet
 
@@ -74,25 +67,6 @@ class Fleet:
     def engine(self, host: str) -> docker.DockerClient:
         """The host's own Docker engine, through its socket on the controller."""
         return engine(host)
-
-
-@contextlib.contextmanager
-def fleet_lock() -> Iterator[None]:
-    """The machine has one fleet: a second fleet suite (another checkout's make test) waits for the first."""
-    deadline = time.monotonic() + LOCK_WAIT
-    with LOCK.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"another fleet suite held {LOCK} for {LOCK_WAIT} s")
-                time.sleep(1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import re
 from collections import Counter
 
 import pytest
-from fleetlib import CONTROLLER, STACK, fleet_playbook, lb_members, placed
+from fleetlib import CONTROLLER, STACK, fleet_playbook, fleet_status, lb_members, placed
 from helpers import Client
 
 pytestmark = pytest.mark.fleet
@@ -37,6 +37,23 @@ def test_a_client_stays_on_its_frontend_replica_across_hosts(stack):
     client = Client(443, source=CONTROLLER, host=stack.address("fleet-lb"))
     seen = {client.get("/whoami").json()["instance"] for _ in range(8)}
     assert len(seen) == 1, seen
+
+
+def test_status_on_the_lb_host_shows_every_docker_hosts_replicas(stack):
+    status = fleet_status()
+    assert status["docker_hosts"] == ["fleet-d1", "fleet-d2"] and status["unreachable_hosts"] == {}
+    assert status["lb"]["state"] == "running"
+    backend = {r["name"]: (r["host"], r["lb_state"]) for r in status["replicas"] if r["pool"] == "backend"}
+    assert backend == {
+        f"{STACK}-backend-1": ("fleet-d1", "active"),
+        f"{STACK}-backend-2": ("fleet-d2", "active"),
+        f"{STACK}-backend-3": ("fleet-d1", "active"),
+        f"{STACK}-backend-4-warm": ("fleet-d2", "absent"),
+    }
+    assert [(p["pool"], p["running"], p["in_lb"], p["warm"]) for p in status["pools"]] == [
+        ("frontend", 3, 3, 1),
+        ("backend", 3, 3, 1),
+    ]
 
 
 def test_scale_grows_and_shrinks_a_pool_over_both_hosts(stack):

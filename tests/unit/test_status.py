@@ -414,3 +414,38 @@ def test_default_stack_comes_from_the_environment_then_the_inventory(tmp_path, m
     assert ts.default_stack(tmp_path) == "blue"
     monkeypatch.setenv("TENFOLD_STACK", "green")
     assert ts.default_stack(tmp_path) == "green"
+
+
+def test_a_stack_on_several_docker_hosts_shows_each_replicas_host_and_the_hosts_not_read():
+    replicas = [replace(r, host=f"app{r.index % 2 + 1}") for r in sample_status().replicas]
+    status = replace(
+        sample_status(),
+        replicas=replicas,
+        docker_hosts=["app1", "app2", "app3"],
+        unreachable_hosts={"app3": "ssh: connect to host 10.0.1.13 port 22: Connection timed out"},
+    )
+    lines = ts.render_table(status).splitlines()
+    assert lines[2] == (
+        "! Docker host app3 did not answer, its replicas are not shown: "
+        "ssh: connect to host 10.0.1.13 port 22: Connection timed out"
+    )
+    header = next(line for line in lines if line.startswith("REPLICA"))
+    assert header.split()[:3] == ["REPLICA", "HOST", "STATE"]
+    row = next(line for line in lines if line.startswith("tenfold-backend-1 "))
+    assert row.split()[:3] == ["tenfold-backend-1", "app2", "running"]
+    assert row.split()[-2:] == ["active", "2"]
+    assert json.loads(ts.render_json(status))["unreachable_hosts"] == {
+        "app3": status.unreachable_hosts["app3"]
+    }
+
+
+def test_the_docker_hosts_come_from_the_monitors_settings_when_the_role_rendered_them(tmp_path):
+    assert [h.name for h in ts.monitor_settings(None, "tenfold", tmp_path).engine_hosts()] == ["local"]
+    (tmp_path / "logs").mkdir()
+    rendered = {"stack": "tenfold", "docker_hosts": [{"name": "app1", "url": "ssh://root@10.0.1.11"}]}
+    (tmp_path / "logs" / "monitor-tenfold.json").write_text(json.dumps(rendered))
+    hosts = ts.monitor_settings(None, "tenfold", tmp_path).engine_hosts()
+    assert [(h.name, h.url) for h in hosts] == [("app1", "ssh://root@10.0.1.11")]
+    (tmp_path / "bad.json").write_text(json.dumps({"docker_hosts": [{"url": "ssh://x"}]}))
+    with pytest.raises(ts.SettingsError, match="docker_hosts"):
+        ts.monitor_settings(tmp_path / "bad.json", "tenfold", tmp_path)
