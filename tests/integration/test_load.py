@@ -7,13 +7,12 @@ allowlisted range 127.0.3.0/24 (tests/integration/stack.yml); the rate limiter s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 import time
 
 import pytest
+from benchkit import stats as tl
 from conftest import pool_containers
 from helpers import ROOT, STACK_VARS, playbook
 
@@ -21,18 +20,6 @@ pytestmark = pytest.mark.integration
 
 SCRIPT = ROOT / "scripts" / "load-test.sh"
 POOLS = ("frontend", "backend")
-
-
-def _evaluation():
-    spec = importlib.util.spec_from_file_location("tenfold_load", ROOT / "scripts" / "tenfold_load.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("tenfold_load", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-tl = _evaluation()
 
 
 def load_test(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:

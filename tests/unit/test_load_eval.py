@@ -1,4 +1,4 @@
-"""scripts/tenfold_load.py on recorded data: statistics, the criteria, result files, the spike timeline.
+"""benchkit.stats on recorded data: statistics, the criteria, result files, the spike timeline.
 
 The recorded files in data/load/ come from real short runs of scripts/load-test.sh against a test stack:
 100 users for 3 s (passes), 1000 users for 3 s (its p95 is far above 1 s: must fail), and a short spike
@@ -8,27 +8,13 @@ The recorded files in data/load/ come from real short runs of scripts/load-test.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from benchkit import stats as tl
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 DATA = Path(__file__).resolve().parent / "data" / "load"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("tenfold_load", SCRIPTS / "tenfold_load.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tenfold_load"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tl = _load()
 META = {"generated_at": "2026-12-01T13:49:00Z", "target": "stack t, https://127.0.0.1:1", "model": "closed"}
 
 

@@ -1,11 +1,11 @@
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""The load test's evaluation: statistics, the seed's criteria, result files and the spike's timeline.
+"""Statistics and the load test's evaluation: the seed's criteria, result files and the spike's timeline.
 
-Pure functions over recorded data (no network, no Docker), shared by scripts/load-test.py (the runner behind
-scripts/load-test.sh) and scripts/bench-load.py; tests/unit/test_load_eval.py covers them.
+Pure functions over recorded data (no network, no Docker), shared by scripts/load_test.py (the runner behind
+scripts/load-test.sh) and the benches; tests/unit/test_load_eval.py and test_benchkit.py cover them.
 
-Input is the per-second record that the locust users write (scripts/load/locustfile.py): one dict per
+Input is the per-second record that the locust users write (benchkit/locustfile.py): one dict per
 wall-clock second `{"t", "started", "ok", "failed", "latencies_ms", "users"}`.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +68,18 @@ class Criteria:
 
 
 # --- statistics -----------------------------------------------------------------------------------
+def median(values: Iterable[float | None]) -> float | None:
+    """The median of the values measured (None ones are not); None when there are none."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def spread(values: Iterable[float | None]) -> list[float] | None:
+    """[min, median, max] of the values measured; None when there are none."""
+    known = [v for v in values if v is not None]
+    return [min(known), statistics.median(known), max(known)] if known else None
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100) of the values; None when there are none."""
     if not values:
