@@ -32,6 +32,12 @@ WATCHED = ("roles/nginx_lb/templates/lb-limits.nft.j2", "scripts/bench_conn_boun
 MODES = ("bound", "no bound")
 
 
+NUMBERS = {  # the bench's number options: default, what it is
+    "--rounds": (3, "rounds of both modes, 1-20"),
+    "--connections": (3000, "connects per run, 100-100000"),
+}
+
+
 def table(stack: str) -> str:
     return "tenfold_" + "".join(c if c.isalnum() or c == "_" else "_" for c in stack) + "_lb"
 
@@ -97,10 +103,7 @@ def modes(found: dict[str, list[dict]]) -> dict[str, dict]:
 
 
 def main() -> int:
-    parser = results.parser(__doc__, "conn-bound", {
-        "--rounds": (3, "rounds of both modes, 1-20"),
-        "--connections": (3000, "connects per run, 100-100000"),
-    })  # fmt: skip
+    parser = results.parser(__doc__, "conn-bound", NUMBERS)
     parser.add_argument(
         "--vars", type=Path, required=True, help="the stack's variables (like tests/integration/stack.yml)"
     )

@@ -38,6 +38,16 @@ PLOT = host.ROOT / "docs" / "benchmarks-spike.png"
 SLICE_S = 20
 
 
+NUMBERS = {  # the bench's number options: default, what it is
+    "--duration": (60.0, "seconds per scenario"),
+    "--direct-seconds": (20.0, "seconds per direct and LB run"),
+    "--baseline-rps": (50.0, "the spike's baseline, req/s"),
+    "--baseline-s": (60.0, "seconds of baseline"),
+    "--spike-s": (120.0, "seconds of spike"),
+    "--after-s": (60.0, "seconds back at the baseline"),
+}
+
+
 def failed_checks(result: dict) -> list[str]:
     return [c["criterion"].split(" ")[0] for c in result["checks"] if not c["pass"]]
 
@@ -152,7 +162,7 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict:
     )
     (workdir / "scenarios").mkdir(exist_ok=True)
     scenarios = lt.run_scenarios(ns, stack, tl.Criteria(), workdir / "scenarios")
-    print(tl.scenario_table(scenarios["scenarios"]), flush=True)
+    print(tl.table(scenarios["scenarios"]), flush=True)
     spike_sources = parse_sources(lt.SPIKE_SOURCES)
     lt.check_spike_sources(spike_sources, outside_allowlist(spike_sources, stack.allowlist))
     spike_args = {
@@ -169,11 +179,11 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict:
     }
     spike_args |= {"monitor_interval": 2.0, "monitor_window": 10.0, "restore": True, "sources": spike_sources}
     spike = lt.run_spike(argparse.Namespace(**{**vars(ns), **spike_args}), stack, tl.Criteria(), workdir)
-    print(tl.phase_table(spike["phases"]), flush=True)
-    problems = tl.validate_results(scenarios) + tl.validate_spike(spike)
+    print(tl.table(spike["phases"]), flush=True)
+    problems = tl.validate(scenarios) + tl.validate(spike)
     if problems:
         raise BenchError("incomplete results: " + "; ".join(problems))
-    tl.plot_spike(spike, PLOT if args.write_docs else workdir / PLOT.name)
+    lt.plot(spike, PLOT if args.write_docs else workdir / PLOT.name)
     scenario_keys = ("users", "rps", "p50_s", "p95_s", "p99_s", "error_percent", "pass")
     return {
         "sources": scenarios["sources"],
@@ -196,14 +206,7 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def main() -> int:
-    parser = results.parser(__doc__, "load", {
-        "--duration": (60.0, "seconds per scenario"),
-        "--direct-seconds": (20.0, "seconds per direct and LB run"),
-        "--baseline-rps": (50.0, "the spike's baseline, req/s"),
-        "--baseline-s": (60.0, "seconds of baseline"),
-        "--spike-s": (120.0, "seconds of spike"),
-        "--after-s": (60.0, "seconds back at the baseline"),
-    })  # fmt: skip
+    parser = results.parser(__doc__, "load", NUMBERS)
     parser.add_argument(
         "--vars", type=Path, required=True, help="the stack's variables (like tests/integration/stack.yml)"
     )

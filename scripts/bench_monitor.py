@@ -59,6 +59,18 @@ MB = 1_000_000
 SPREAD = ("decision_s", "tick_s", "serving_s", "decision_to_serving_s")  # min / median / max over the rounds
 
 
+NUMBERS = {  # the bench's number options: default, what it is
+    "--rounds": (3, "spike rounds"),
+    "--window": (60.0, "seconds measured per interval"),
+    "--warmup": (12.0, "seconds before measuring"),
+    "--light-rate": (20.0, "req/s during the overhead"),
+    "--baseline-rate": (10.0, "req/s before the spike"),
+    "--spike-rate": (110.0, "req/s of the spike"),
+    "--probe-rate": (10.0, "probe req/s"),
+    "--spike-seconds": (90.0, "longest a spike lasts"),
+}
+
+
 def process_cpu(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system + times.children_user + times.children_system
@@ -287,16 +299,7 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = results.parser(__doc__, "monitor", {
-        "--rounds": (3, "spike rounds"),
-        "--window": (60.0, "seconds measured per interval"),
-        "--warmup": (12.0, "seconds before measuring"),
-        "--light-rate": (20.0, "req/s during the overhead"),
-        "--baseline-rate": (10.0, "req/s before the spike"),
-        "--spike-rate": (110.0, "req/s of the spike"),
-        "--probe-rate": (10.0, "probe req/s"),
-        "--spike-seconds": (90.0, "longest a spike lasts"),
-    })  # fmt: skip
+    parser = results.parser(__doc__, "monitor", NUMBERS)
     args = parser.parse_args(argv)
     rates = (args.light_rate, args.baseline_rate, args.spike_rate, args.probe_rate)
     if args.rounds < 0 or not all(0 < r <= 200 for r in rates) or not 10 <= args.window <= 600:

@@ -91,6 +91,18 @@ class Measurement:
         return self.end > self.start
 
 
+NUMBERS = {  # the bench's number options: default, what it is
+    "--rounds": (3, "rounds of the scale sequence"),
+    "--rate": (50.0, "probe requests per second"),
+    "--max-seconds": (300.0, "longest a scale run may take"),
+    "--settle": (10.0, "seconds to keep probing after a scale-up for new replicas not seen yet"),
+    "--pause": (2.0, "seconds between runs"),
+    "--quiet-below": (25.0, "start a run once the machine was less busy (percent) for 3 s; 100: at once"),
+    "--quiet-wait": (300.0, "longest wait for a quiet machine before a run starts anyway"),
+    "--port-wait": (120.0, "longest wait before a scale-up until the new replicas' ports can be bound"),
+}
+
+
 def op_label(start: int, end: int) -> str:
     return f"{end - start:+d} ({start}->{end})"
 
@@ -209,23 +221,13 @@ def bench(stack: Stack, args: argparse.Namespace) -> tuple[list[Measurement], li
         for start, end in ROUND:
             time.sleep(args.pause)
             runs.append(measure_again_if_port_taken(stack, start, end, args))
-            print(f"round {number}: {describe(runs[-1])}", flush=True)
+            print(f"round {number}: {runs[-1]}", flush=True)
     profiled: list[Measurement] = []
     for start, end in () if args.no_profile else PROFILED:
         time.sleep(args.pause)
         profiled.append(measure_again_if_port_taken(stack, start, end, args, profiled=True))
-        print(f"profiled: {describe(profiled[-1])}", flush=True)
+        print(f"profiled: {profiled[-1]}", flush=True)
     return runs, profiled, pings
-
-
-def describe(r: Measurement) -> str:
-    text = f"{r.op:<11} wall {r.wall_s:6.2f} s"
-    if r.up:
-        text += f"  first new serving {r.first_new_s} s  all new serving {r.all_new_s} s"
-    return (
-        text
-        + f"  probes failed {len(r.errors)}/{r.probes}  machine busy {r.machine_busy}  quiet {r.quiet_start}"
-    )
 
 
 # --- the results ----------------------------------------------------------------------------------
@@ -254,31 +256,14 @@ def figures(
         }
         for op, group in groups.items()
     ]
-    targets = []
-    for target, op, measure_, limit in TARGETS:
-        value = median(getattr(r, measure_) for r in groups.get(op, []))
-        shown = "-" if value is None else f"{value:.2f} s"
-        targets.append(
-            {
-                "target": target,
-                "operation": op,
-                "measure": MEASURES[measure_],
-                "median": shown,
-                "met": value is not None and value <= limit,
-            }
-        )
     wall, ping = median(r.wall_s for r in groups.get("+1 (3->4)", [])), median(pings)
+    targets = [
+        target(text, op, MEASURES[key], median(getattr(r, key) for r in groups.get(op, [])), limit)
+        for text, op, key, limit in TARGETS
+    ]
     if wall is not None and ping:
-        targets.append(
-            {
-                "target": f"+1 wall time <= {PING_RATIO:g} x a no-op `ansible localhost -m ping`"
-                f" ({ping:.2f} s)",
-                "operation": "+1 (3->4)",
-                "measure": "wall time / ping",
-                "median": f"{wall / ping:.2f} x",
-                "met": wall <= PING_RATIO * ping,
-            }
-        )
+        text = f"+1 wall time <= {PING_RATIO:g} x a no-op `ansible localhost -m ping` ({ping:.2f} s)"
+        targets.append(target(text, "+1 (3->4)", "wall time / ping", wall / ping, PING_RATIO, "x"))
     return {
         "stack": STACK,
         "https_port": BASE + 443,
@@ -290,17 +275,24 @@ def figures(
         "ports": ports_note([*runs, *profiled]),
         "operations": operations,
         "targets": targets,
-        "quiet": None
-        if args.quiet_below >= 100
-        else {
-            "below": args.quiet_below,
-            "wait_s": args.quiet_wait,
-            "quiet": sum(r.quiet_start for r in runs),
-            "runs": len(runs),
-        },
+        "quiet": {"below": args.quiet_below, "wait_s": args.quiet_wait, "runs": len(runs)}
+        | {"quiet": sum(r.quiet_start for r in runs)}
+        if args.quiet_below < 100
+        else None,
         "probe_cpu": median(r.probe_cpu for r in runs),
         "profile_top": PROFILE_TOP,
         "profiles": [profile(run) for run in profiled],
+    }
+
+
+def target(text: str, op: str, measure: str, value: float | None, limit: float, unit: str = "s") -> dict:
+    shown = "-" if value is None else f"{value:.2f} {unit}"
+    return {
+        "target": text,
+        "operation": op,
+        "measure": measure,
+        "median": shown,
+        "met": value is not None and value <= limit,
     }
 
 
@@ -344,16 +336,7 @@ def profile(run: Measurement) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = results.parser(__doc__, "scale", {
-        "--rounds": (3, "rounds of the scale sequence"),
-        "--rate": (50.0, "probe requests per second"),
-        "--max-seconds": (300.0, "longest a scale run may take"),
-        "--settle": (10.0, "seconds to keep probing after a scale-up for new replicas not seen yet"),
-        "--pause": (2.0, "seconds between runs"),
-        "--quiet-below": (25.0, "start a run once the machine was less busy (percent) for 3 s; 100: at once"),
-        "--quiet-wait": (300.0, "longest wait for a quiet machine before a run starts anyway"),
-        "--port-wait": (120.0, "longest wait before a scale-up until the new replicas' ports can be bound"),
-    })  # fmt: skip
+    parser = results.parser(__doc__, "scale", NUMBERS)
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled pass")
     args = parser.parse_args(argv)
     if args.rounds < 1 or not 1 <= args.rate <= 200:

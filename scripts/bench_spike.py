@@ -81,6 +81,18 @@ class Sampler(threading.Thread):
         return None
 
 
+NUMBERS = {  # the bench's number options: default, what it is
+    "--rounds": (3, "rounds of the four variants, 1-5"),
+    "--baseline-rps": (15.0, "req/s before and after the spike"),
+    "--baseline-s": (30.0, "seconds before the spike"),
+    "--spike-s": (60.0, "seconds of 10x"),
+    "--after-s": (20.0, "seconds after the spike"),
+    "--max-concurrency": (4, "requests a backend replica works on at once"),
+    "--work-ms": (200, "ms of work per request"),
+    "--target-rps": (15.0, "the monitors' target_rps_per_replica"),
+}
+
+
 def variant_stack(args, variant: str, workdir: Path) -> Stack:
     """The stack with the variant's settings; its work directory holds this run's scale lock and events."""
     extra = {"nginx_lb_allowlist": [], "app_pools_backend_max_concurrency": args.max_concurrency}
@@ -172,38 +184,19 @@ def median_of(runs: list[dict], get) -> float | None:
 
 def plot(runs: list[dict], path: Path) -> None:
     """Round 1 of each variant: served req/s, p95 per second, active backend members."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_rate, ax_p95, ax_rep) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    first = {r["variant"]: r for r in reversed(runs)}
+    panels: dict[str, list[tuple]] = {"answered req/s": [], "p95 (s)": [], "backend members": []}
     for variant, style in zip(VARIANTS, ("-", "--", ":", "-."), strict=True):
-        run = next(r for r in runs if r["variant"] == variant)
-        t = [row["t"] for row in run["timeline"]]
-        ax_rate.plot(t, [row["served_rps"] for row in run["timeline"]], linestyle=style, label=variant)
-        p95 = [row["p95_s"] if row["p95_s"] is not None else float("nan") for row in run["timeline"]]
-        ax_p95.plot(t, p95, linestyle=style, label=variant)
-        ax_rep.step(
-            [m[0] for m in run["members"]],
-            [m[1] for m in run["members"]],
-            where="post",
-            linestyle=style,
-            label=variant,
+        rows, members = first[variant]["timeline"], first[variant]["members"]
+        t, options = [row["t"] for row in rows], {"label": variant, "linestyle": style}
+        panels["answered req/s"].append((t, [row["served_rps"] for row in rows], dict(options)))
+        panels["p95 (s)"].append((t, [row["p95_s"] for row in rows], dict(options)))
+        panels["backend members"].append(
+            ([m[0] for m in members], [m[1] for m in members], {**options, "step": True})
         )
-    ax_rate.plot(
-        t, [row["offered_rps"] for row in run["timeline"]], color="grey", linewidth=0.8, label="offered"
-    )
-    ax_rate.set_ylabel("answered req/s")
-    ax_p95.set_ylabel("p95 (s)")
-    ax_rep.set_ylabel("backend members")
-    ax_rep.set_xlabel("seconds since the start")
-    for ax in (ax_rate, ax_p95, ax_rep):
-        ax.legend(loc="upper right")
-    fig.suptitle("tenfold: the same 10x spike, four ways (round 1 of each)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    offered = {"color": "grey", "linewidth": 0.8, "label": "offered"}
+    panels["answered req/s"].append((t, [row["offered_rps"] for row in rows], offered))
+    results.plot(path, "tenfold: the same 10x spike, four ways (round 1 of each)", panels)
 
 
 def targets(runs: list[dict]) -> list[dict]:
@@ -297,16 +290,7 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def main() -> int:
-    parser = results.parser(__doc__, "spike", {
-        "--rounds": (3, "rounds of the four variants, 1-5"),
-        "--baseline-rps": (15.0, "req/s before and after the spike"),
-        "--baseline-s": (30.0, "seconds before the spike"),
-        "--spike-s": (60.0, "seconds of 10x"),
-        "--after-s": (20.0, "seconds after the spike"),
-        "--max-concurrency": (4, "requests a backend replica works on at once"),
-        "--work-ms": (200, "ms of work per request"),
-        "--target-rps": (15.0, "the monitors' target_rps_per_replica"),
-    })  # fmt: skip
+    parser = results.parser(__doc__, "spike", NUMBERS)
     parser.add_argument("--sources", default="127.0.5.1-127.0.5.200", help="at least 100, none allowlisted")
     parser.add_argument("--before", default="22f9ee0^", help="main before this work (default: %(default)s)")
     args = parser.parse_args()

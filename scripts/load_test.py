@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchkit import results
 from benchkit import stats as tl
 from benchkit.host import ROOT, BenchError, on_sigterm
 from benchkit.locust import LocustRun, locust_version
@@ -132,6 +133,33 @@ def run_spike(args: argparse.Namespace, stack: Stack, criteria: tl.Criteria, wor
     )
 
 
+def plot(doc: dict, path: Path) -> None:
+    """The spike's timeline: offered, served and failed req/s, p95 against its limit, replicas per pool."""
+    rows = doc["timeline"]
+    t = [r["t"] for r in rows]
+    limit = doc["criteria"]["max_p95_s"]
+    pools = sorted({pool for r in rows for pool in r["replicas"]})
+    results.plot(
+        path,
+        f"tenfold spike: {doc.get('target', '')} ({'PASS' if doc['pass'] else 'FAIL'})",
+        {
+            "req/s": [
+                (t, [r["offered_rps"] for r in rows], {"label": "offered req/s", "linestyle": "--"}),
+                (t, [r["served_rps"] for r in rows], {"label": "served req/s"}),
+                (t, [r["failed_rps"] for r in rows], {"label": "failed req/s", "color": "red"}),
+            ],
+            "p95 (s)": [
+                (t, [r["p95_s"] for r in rows], {"label": "p95"}),
+                (t, [limit] * len(t), {"label": "p95 limit", "color": "red", "linestyle": ":"}),
+            ],
+            "replicas": [
+                (t, [r["replicas"].get(p) for r in rows], {"label": p, "step": True}) for p in pools
+            ],
+        },
+        [p["start_s"] for p in doc["phases"]],
+    )
+
+
 # --- the command line -----------------------------------------------------------------------------
 def number_list(text: str) -> list[int]:
     try:
@@ -155,71 +183,54 @@ def positive(text: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    add = common.add_argument
+    add(
         "--vars",
         type=Path,
-        help="the stack's variables (YAML, like tests/integration/stack.yml); "
-        "default: inventories/local and the roles' defaults",
+        help="the stack's variables (like tests/integration/stack.yml); default: the local one",
     )
-    common.add_argument(
-        "--sources",
-        help=f"load source addresses: the scenarios' allowlisted (default {DEFAULT_SOURCES}); the spike's"
-        f" at least {SPIKE_MIN_SOURCES}, none allowlisted (default {SPIKE_SOURCES})",
+    sources = (
+        f"scenarios: allowlisted (default {DEFAULT_SOURCES}); spike: {SPIKE_MIN_SOURCES}+, none allowlisted"
     )
-    common.add_argument(
-        "--paths",
-        default="/,/api/work?ms=20",
-        help="paths the users cycle through (default /,/api/work?ms=20)",
-    )
-    common.add_argument("--short", action="store_true", help="the short profile (seconds, for tests)")
-    common.add_argument("--out", type=Path, help="result file")
-    common.add_argument(
+    add("--sources", help=f"load source addresses; {sources} (default {SPIKE_SOURCES})")
+    add("--paths", default="/,/api/work?ms=20", help="paths the users cycle through (default %(default)s)")
+    add("--short", action="store_true", help="the short profile (seconds, for tests)")
+    add("--out", type=Path, help="result file")
+    add(
         "--workdir",
         type=Path,
         help="keep locust's and the monitor's logs here (default: a temporary directory)",
     )
-    common.add_argument("--min-rps", type=float, default=tl.Criteria.min_rps)
-    common.add_argument("--max-p95", type=float, default=tl.Criteria.max_p95_s, help="seconds")
-    common.add_argument("--max-errors", type=float, default=tl.Criteria.max_error_percent, help="percent")
+    add("--min-rps", type=float, default=tl.Criteria.min_rps)
+    add("--max-p95", type=float, default=tl.Criteria.max_p95_s, help="seconds")
+    add("--max-errors", type=float, default=tl.Criteria.max_error_percent, help="percent")
     top = argparse.ArgumentParser(
         prog="load-test.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = top.add_subparsers(dest="command")
     scen = sub.add_parser("scenarios", parents=[common], help="the seed's concurrent-user scenarios")
     scen.add_argument(
-        "--users",
-        type=number_list,
-        default=list(DEFAULT_USERS),
-        help="comma-separated (default 10,50,100,200,500,1000)",
+        "--users", type=number_list, default=list(DEFAULT_USERS), help="comma-separated (10,50,...)"
     )
     scen.add_argument("--duration", type=positive, help="seconds per scenario (default 60; --short: 3)")
     spike = sub.add_parser("spike", parents=[common], help="baseline, 10x spike, back down, with the monitor")
-    spike.add_argument(
+    add = spike.add_argument
+    add(
         "--baseline-rps",
         type=positive,
         help="offered req/s before and after the spike (default 50; --short: 20)",
     )
-    spike.add_argument(
-        "--factor", type=positive, default=10.0, help="the spike's rate / the baseline's (default 10)"
-    )
-    spike.add_argument("--baseline-s", type=positive, help="seconds of baseline (default 60; --short: 6)")
-    spike.add_argument("--spike-s", type=positive, help="seconds of spike (default 120; --short: 14)")
-    spike.add_argument(
-        "--after-s", type=positive, help="seconds back at the baseline (default 60; --short: 6)"
-    )
-    spike.add_argument("--user-rate", type=positive, default=1.0, help="req/s of one user (default 1)")
-    spike.add_argument("--no-monitor", dest="monitor", action="store_false", help="without the monitor")
-    spike.add_argument("--monitor-settings", type=Path, help="JSON merged over the monitor's settings")
-    spike.add_argument(
-        "--monitor-interval", type=positive, default=2.0, help="seconds (default 2; --short: 1)"
-    )
-    spike.add_argument(
-        "--monitor-window", type=positive, default=10.0, help="seconds (default 10; --short: 5)"
-    )
-    spike.add_argument(
-        "--no-restore", dest="restore", action="store_false", help="leave the pools as the spike left them"
-    )
-    spike.add_argument("--plot", type=Path, help="PNG of the timeline (default: next to --out)")
+    add("--factor", type=positive, default=10.0, help="the spike's rate / the baseline's (default 10)")
+    add("--baseline-s", type=positive, help="seconds of baseline (default 60; --short: 6)")
+    add("--spike-s", type=positive, help="seconds of spike (default 120; --short: 14)")
+    add("--after-s", type=positive, help="seconds back at the baseline (default 60; --short: 6)")
+    add("--user-rate", type=positive, default=1.0, help="req/s of one user (default 1)")
+    add("--no-monitor", dest="monitor", action="store_false", help="without the monitor")
+    add("--monitor-settings", type=Path, help="JSON merged over the monitor's settings")
+    add("--monitor-interval", type=positive, default=2.0, help="seconds (default 2; --short: 1)")
+    add("--monitor-window", type=positive, default=10.0, help="seconds (default 10; --short: 5)")
+    add("--no-restore", dest="restore", action="store_false", help="leave the pools as the spike left them")
+    add("--plot", type=Path, help="PNG of the timeline (default: next to --out)")
     return top
 
 
@@ -259,23 +270,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"of {stack.name}: the rate limiter will answer them with 429",
                 file=sys.stderr,
             )
-        default_out = "load-test-results.json" if args.command == "scenarios" else "load-test-spike.json"
-        out = args.out or ROOT / "logs" / default_out
+        out = args.out or ROOT / "logs" / ("load-test-spike.json" if spike else "load-test-results.json")
         with scratch:
-            if args.command == "scenarios":
-                doc = run_scenarios(args, stack, criteria, workdir)
-                problems = tl.validate_results(doc)
-                table = tl.scenario_table(doc["scenarios"])
-            else:
-                doc = run_spike(args, stack, criteria, workdir)
-                problems = tl.validate_spike(doc)
-                table = tl.phase_table(doc["phases"])
+            doc = (run_spike if spike else run_scenarios)(args, stack, criteria, workdir)
+        problems, table = tl.validate(doc), tl.table(doc["phases" if spike else "scenarios"])
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(doc, indent=1) + "\n")
-        if args.command == "spike":
-            plot = args.plot or out.with_suffix(".png")
-            tl.plot_spike(doc, plot)
-            print(f"plot: {plot}")
+        if spike:
+            path = args.plot or out.with_suffix(".png")
+            plot(doc, path)
+            print(f"plot: {path}")
         verdict = "PASS" if doc["pass"] else "FAIL"
         print(f"\n{table}\n\nmodel: {doc['model']}\nresults: {out}\noverall: {verdict}")
         if problems:

@@ -17,7 +17,7 @@ import shlex
 import signal
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -139,3 +139,27 @@ def render(results_dir: Path = RESULTS) -> str:
     text = environment().get_template("benchmarks.md.j2").render(results=found)
     # One blank line between blocks, however the template's sections end.
     return re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n"
+
+
+def plot(path: Path, title: str, panels: dict[str, list[tuple]], marks: Sequence[float] = ()) -> None:
+    """A PNG of panels over one time axis: y label -> lines (x, y, matplotlib options; `step=True` draws
+    steps); a None in y is a gap; `marks` are thin vertical lines (phase starts)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 8), sharex=True)
+    for ax, (label, lines) in zip(axes, panels.items(), strict=True):
+        for x, y, options in lines:
+            draw = ax.step if options.pop("step", False) else ax.plot
+            draw(x, [float("nan") if v is None else v for v in y], **options)
+        for at in marks:
+            ax.axvline(at, color="grey", linewidth=0.5)
+        ax.set_ylabel(label)
+        ax.legend(loc="upper right")
+    axes[-1].set_xlabel("seconds since the start")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

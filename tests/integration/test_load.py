@@ -38,7 +38,7 @@ def test_the_scenarios_short_profile_writes_a_complete_result_file_and_a_summary
     # 0: every scenario passed; 1: one failed the criteria. Either is a verdict; 2 would be an error.
     assert run.returncode in (0, 1), run.stdout[-3000:] + run.stderr[-3000:]
     doc = json.loads(out.read_text())
-    assert tl.validate_results(doc) == []
+    assert tl.validate(doc) == []
     assert [s["name"] for s in doc["scenarios"]] == [f"users-{n}" for n in (10, 50, 100, 200, 500, 1000)]
     assert all(s["requests"] > 0 and s["duration_s"] == 3 for s in doc["scenarios"])
     assert run.returncode == (0 if doc["pass"] else 1)
@@ -119,7 +119,7 @@ def test_the_spike_short_profile_writes_its_timeline_and_plot_and_restores_the_p
         )
         assert run.returncode in (0, 1), run.stdout[-3000:] + run.stderr[-3000:]
         doc = json.loads(out.read_text())
-        assert tl.validate_spike(doc) == []
+        assert tl.validate(doc) == []
         assert run.returncode == (0 if doc["pass"] else 1)
         assert [p["name"] for p in doc["phases"]] == ["baseline", "spike", "after"]
         assert doc["phases"][1]["offered_rps"] == 10 * doc["phases"][0]["offered_rps"]

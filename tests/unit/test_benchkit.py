@@ -116,8 +116,9 @@ def test_monitor_targets_and_figures(tmp_path):
 
 def test_load_spike_figures_from_a_recorded_spike(tmp_path):
     doc = {**spike_doc(), "pools_before": {"frontend": 3, "backend": 3}, "factor": 10, "sources": "a-b (2)"}
-    doc |= {"generator_cpu_s": 3.0, "scale_events": [{"trigger": "monitor", "duration_s": 6.2, "result": "ok",
-            "pools": [{"pool": "backend", "current": 3, "target": 4}]}]}  # fmt: skip
+    event = {"trigger": "monitor", "duration_s": 6.2, "result": "ok"}
+    event["pools"] = [{"pool": "backend", "current": 3, "target": 4}]
+    doc |= {"generator_cpu_s": 3.0, "scale_events": [event]}
     spike = bench_load.spike_figures(doc)
     assert [p["name"] for p in spike["phases"]] == ["baseline", "spike", "after"]
     assert spike["scale_runs"] == ["backend 3->4 in 6 s (ok)"] and spike["slices"][0]["seconds"] == "0-20"
