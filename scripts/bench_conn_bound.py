@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""What the per-address connection bound (the stack's nftables table) costs a new connection.
+"""What the per-address connection bound (the stack's nftables table) costs a new connection: TCP
+connects to the LB with the table loaded and removed in turn (it is loaded again at the end, whatever
+happens).
 
-The bound acts on a connection's first packet only (`ct state new`, a meter keyed by the source address),
-so its cost is in the TCP handshake: this opens and closes bounded numbers of TCP connections to the LB's
-HTTPS port from addresses off the allowlist, with the table loaded and removed in turn, round after round
-in one run (the machine is shared and noisy), and reports the connect times of each. The table is loaded
-again at the end, whatever happens.
+How it measures and what each figure means: the doc's section "The per-address connection bound" (its
+template: docs/benchmarks/conn-bound.md.j2). Every load and wait is bounded. --write-docs writes
+docs/benchmarks/conn-bound.json and renders the doc.
 
     .venv/bin/python scripts/bench_conn_bound.py --vars STACK.yml --rounds 3 --connections 3000 --write-docs
 """

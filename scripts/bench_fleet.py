@@ -1,15 +1,12 @@
 #!/usr/bin/env python3
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""The stack on the test fleet (scripts/test-fleet.sh: an LB host and two Docker hosts reached over SSH).
+"""The stack on the test fleet (scripts/test-fleet.sh: an LB host and two Docker hosts reached over SSH):
+scale.yml's times and a Docker host cut under load, with the monitor on the LB host.
 
-Each round: `scale.yml` for the backend 3 -> 4 and 3 -> 10 (wall: the command's run; serving: from its
-start until the last new replica first answers a client through the LB), each followed by a run back to 3;
-then a Docker host cut under load with the monitor running on the LB host: from the cut until the LB sends
-the host's backend replicas no new request (failing or drained), and until three backend replicas serve
-again on the other host. The clients: 40 keep-alive clients on addresses of their own (none on an
-allowlist), 40 req/s in all on `GET /api/whoami`, no retry; each failure is counted. After the cut the host
-is restored and rejoins with `site.yml`.
+How it measures and what each figure means: the doc's section "The stack on a fleet of hosts" (its template:
+docs/benchmarks/fleet.md.j2). Every load and wait is bounded; what it brings up it removes again, also on
+Ctrl-C or SIGTERM. --write-docs writes docs/benchmarks/fleet.json and renders the doc.
 
     .venv/bin/python scripts/bench_fleet.py --rounds 3 --write-docs      (root: it makes the fleet)
 """

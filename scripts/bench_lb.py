@@ -1,14 +1,12 @@
 #!/usr/bin/env python3
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""The LB's own cost before and after members became data (the Lua balancer), side by side in one run.
+"""The LB's own cost before and after members became data (the Lua balancer): two stacks, one from a
+worktree of `--before`, measured in turn in one run.
 
-Two stacks of the script's own: one from a worktree of `--before` (main before the Lua balancer: nginx's
-own upstreams in its config) and one from this checkout, on the same images (this checkout's, not rebuilt),
-3 backend replicas each, no allowlist. Each round measures the two in turn (which goes first alternates;
-the other is idle): the added latency, 10 paced users of 5 req/s each on `GET /api/whoami` (an address
-each, keep-alive, no retry) straight to backend replica 1 and then through the LB; and the LB's own
-requests/s, 50 closed-model users on `GET /health` (nginx answers it itself).
+How it measures and what each figure means: the doc's section "The LB's own cost" (its template:
+docs/benchmarks/lb.md.j2). Every load and wait is bounded; what it brings up it removes again, also on Ctrl-C
+or SIGTERM. --write-docs writes docs/benchmarks/lb.json and renders the doc.
 
     .venv/bin/python scripts/bench_lb.py --rounds 3 --write-docs
 """

@@ -1,22 +1,15 @@
 #!/usr/bin/env python3
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""Benchmark the stack under load: the seed's scenarios, the LB against a backend reached directly, the spike.
+"""The stack under load, on a stack that is up with 3 frontend and 3 backend replicas and the load sources
+in its nginx_lb_allowlist: the LB against a backend reached directly, the seed's scenarios and the spike of
+scripts/load-test.sh (the pools go back to their sizes afterwards). Run it alone on the machine.
 
-Runs against a stack that is up (its variables in --vars, like tests/integration/stack.yml, with the load
-sources 127.0.3.0/24 in nginx_lb_allowlist), with 3 frontend and 3 backend replicas:
+How it measures and what each figure means: the doc's section "Load tests and The 10x spike" (its template:
+docs/benchmarks/load.md.j2). Every load and wait is bounded. --write-docs writes docs/benchmarks/load.json and
+renders the doc.
 
-1. Load balancer vs direct: locust's closed-model users send `GET /api/whoami` for --direct-seconds, first
-   straight to backend replica 1 (plain HTTP on its published port), then through the LB (HTTPS, keep-alive,
-   the backend pool of 3), at 10 and 50 users.
-2. The seed's scenarios (scripts/load-test.sh scenarios): --users, --duration s each.
-3. The spike (scripts/load-test.sh spike) with the monitor running, its defaults (2 s interval, 10 s window,
-   target 33 req/s per replica); the pools go back to their sizes afterwards.
-
-    .venv/bin/python scripts/bench_load.py --vars FILE [--duration 60] [--spike-s 120] [--write-docs]
-
---write-docs writes docs/benchmarks/load.json, renders docs/benchmarks.md (its Load tests and The 10x spike)
-and copies the plot to docs/benchmarks-spike.png. Run it alone on the machine (flock /tmp/tenfold-heavy.lock).
+    flock /tmp/tenfold-heavy.lock .venv/bin/python scripts/bench_load.py --vars STACK.yml --write-docs
 """
 
 from __future__ import annotations

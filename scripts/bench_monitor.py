@@ -1,26 +1,14 @@
 #!/usr/bin/env python3
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""Benchmark the monitor on a stack of its own: its overhead (CPU, RSS) and how fast it reacts to a spike.
+"""The monitor on a stack of its own (`tenfoldmon`): its overhead (CPU, RSS, the Docker engine's CPU) at
+intervals of 2 s and 1 s, and, `--rounds` times, how fast it decides and a new replica serves after a spike.
 
-Brings up the stack `tenfoldmon` (LB on 127.0.0.1:47080/47443, status 47081, app ports 47100+/47200+) with
-site.yml, and always removes it again with playbooks/down.yml, also on Ctrl-C or SIGTERM.
+How it measures and what each figure means: the doc's section "Monitor" (its template:
+docs/benchmarks/monitor.md.j2). Every load and wait is bounded; what it brings up it removes again, also on
+Ctrl-C or SIGTERM. --write-docs writes docs/benchmarks/monitor.json and renders the doc.
 
-1. Overhead: `python -m tenfold_monitor run` (dry run, both pools, default window) for 60 s at an interval
-   of 2 s and for 60 s at 1 s, under a light steady load (~20 req/s); psutil samples the monitor process's
-   CPU time and RSS every second. The Docker engine's CPU (dockerd, containerd) is measured over the same
-   windows and over one window without the monitor, since the monitor's stats calls cost the engine too.
-2. Reaction, `--rounds` times: a monitor that acts (backend: target 15 req/s per replica, window 5 s,
-   interval 1 s) watches a baseline load; then a spike of ~110 req/s of `GET /api/work?ms=50` starts. The
-   script times the spike's start -> the monitor's first `up` decision (its line in the metrics log) -> the
-   first answer of a new replica (`tenfoldmon-backend-4` or later) to a probe sending GET /api/whoami
-   through the LB. Between rounds the backend goes back to 3 replicas with scale.yml.
-
-Every load and wait is bounded; the load, the spike and the probe are the harness's (benchkit.load).
-
-    .venv/bin/python scripts/bench_monitor.py [--rounds 3] [--write-docs]
-
---write-docs writes docs/benchmarks/monitor.json and renders docs/benchmarks.md (its Monitor section).
+    .venv/bin/python scripts/bench_monitor.py --rounds 3 --write-docs
 """
 
 from __future__ import annotations

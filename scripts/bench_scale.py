@@ -1,21 +1,14 @@
 #!/usr/bin/env python3
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""Benchmark scale.yml on a stack of its own: wall time of each run, time until new replicas serve.
+"""scale.yml on a stack of its own (`tenfoldbench`): the wall time of each run of a fixed sequence of
+operations, when new replicas serve, probe failures during scale-downs, and a profiled pass.
 
-Brings up the stack `tenfoldbench` (ports 48080/48443/48081, app ports 48100+/48200+) with site.yml, scales
-its backend pool through a fixed sequence of operations (+1, +6, -7, +7, -7, +1, -1) for N rounds, and
-always removes the stack again with playbooks/down.yml, also on Ctrl-C or SIGTERM.
+How it measures and what each figure means: the doc's section "Scaling" (its template:
+docs/benchmarks/scale.md.j2). Every load and wait is bounded; what it brings up it removes again, also on
+Ctrl-C or SIGTERM. --write-docs writes docs/benchmarks/scale.json and renders the doc.
 
-For every `ansible-playbook scale.yml` it measures the wall time of the whole process. Meanwhile a probe
-sends about 50 GET /api/whoami per second through the load balancer (a fresh TLS connection per request,
-from 127.0.0.x addresses): for a scale-up it gives the time from the command's start until each new replica
-answered, for a scale-down whether any request failed. One extra, profiled pass
-(ansible.posix.profile_tasks) shows which tasks take the time. Every loop is bounded.
-
-    .venv/bin/python scripts/bench_scale.py [--rounds 3] [--write-docs]
-
---write-docs writes docs/benchmarks/scale.json and renders docs/benchmarks.md (its Scaling section).
+    .venv/bin/python scripts/bench_scale.py --rounds 3 --write-docs
 """
 
 from __future__ import annotations
