@@ -89,11 +89,13 @@ class Stack:
             values.update(loaded)
         stack = cls(values, workdir, vars_file.resolve() if vars_file else None)
         try:
-            if not ipaddress.ip_address(stack.address).is_loopback:
-                raise BenchError(f"the load balancer listens on {stack.address}: load only targets loopback")
-            int(values.get("nginx_lb_https_port", 443)), int(values.get("nginx_lb_status_port", 8081))
-        except ValueError as exc:
+            loopback = (
+                ipaddress.ip_address(stack.address).is_loopback and stack.https_port + stack.status_port > 0
+            )
+        except ValueError as exc:  # not an address, or a port that is not a number
             raise BenchError(f"bad stack variables: {exc}") from None
+        if not loopback:
+            raise BenchError(f"the load balancer listens on {stack.address}: load only targets loopback")
         return stack
 
     # --- what it is -------------------------------------------------------------------------------
