@@ -166,10 +166,12 @@ class Stack:
             raise error(f"{' '.join(cmd)} exited {rc} (log: {log}):\n{text[-4000:]}")
         return log
 
-    def scale(self, pool: str, replicas: int, *args: str, timeout: float = 300) -> Path:
-        return self.run(
-            "scale.yml", "-e", f"pool={pool}", "-e", f"replicas={replicas}", *args, timeout=timeout
-        )
+    def scale(
+        self, pool: str, replicas: int, *args: str, timeout: float = 300, env: dict | None = None
+    ) -> Path:
+        """scale.yml for one pool (`env`: the environment of the run, say with more callbacks)."""
+        scale = ("scale.yml", "-e", f"pool={pool}", "-e", f"replicas={replicas}")
+        return self.run(*scale, *args, timeout=timeout, env=env)
 
     def restore(self, sizes: dict[str, int]) -> None:
         """Scale the pools back to `sizes` (after a load that a monitor scaled), the scale events apart from

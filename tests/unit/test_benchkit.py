@@ -21,7 +21,7 @@ import pytest
 from benchkit import results, stats
 from benchkit.host import BenchError
 from benchkit.load import Load
-from benchkit.stack import Stack, outside_allowlist, parse_sources
+from benchkit.stack import PortTaken, Stack, outside_allowlist, parse_sources
 from test_load_eval import spike_doc
 
 MACHINE = {"nproc": "4", "memory": "8.0 GiB", "nginx": "1.22.1", "locust": "2.47.0", "commit": "abc1234"}
@@ -240,6 +240,33 @@ def test_a_benchs_own_stack_and_a_stack_from_a_vars_file(tmp_path):
     vars_file.write_text("nginx_lb_listen_address: 10.1.2.3\n")
     with pytest.raises(BenchError, match="only targets loopback"):
         Stack.from_file(vars_file, tmp_path)
+
+
+def test_a_scale_run_is_a_bounded_logged_playbook_run_that_names_a_port_taken(tmp_path, monkeypatch):
+    stack = Stack.own("tenfoldx", 48000, tmp_path)
+    ran = []
+
+    def run_logged(cmd, log, timeout, **popen):
+        ran.append((cmd, timeout, popen["env"]["EXTRA"]))
+        log.write_text("Error: address already in use\n")
+        return 2
+
+    monkeypatch.setattr("benchkit.stack.run_logged", run_logged)
+    with pytest.raises(PortTaken, match="exited 2"):
+        stack.scale("backend", 4, "-e", "trigger=bench", timeout=60, env=stack.env(EXTRA="1"))
+    cmd, timeout, extra = ran[0]
+    assert cmd[1:] == [
+        "scale.yml",
+        "-e",
+        f"@{stack.vars_file}",
+        "-e",
+        "pool=backend",
+        "-e",
+        "replicas=4",
+        "-e",
+        "trigger=bench",
+    ]
+    assert (timeout, extra) == (60, "1") and (tmp_path / "001-scale.log").exists()
 
 
 def test_load_sources_are_loopback_ranges_and_the_allowlist_exempts_some():
