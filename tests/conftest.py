@@ -13,8 +13,8 @@ for sub in ("plugins/module_utils", "plugins/filter"):
     path = str(ROOT / sub)
     if path not in sys.path:
         sys.path.insert(0, path)
-# The scripts' shared helpers (benchlib) and the stack drivers of tests/integration (helpers, which the
-# fleet suite uses too), last: nothing there may shadow a test module.
+# The scripts (the benchmark harness benchkit, reliability_report, fleetlib...) and the stack drivers of
+# tests/integration (helpers, which the fleet suite uses too), last: nothing there may shadow a test module.
 for sub in ("scripts", "tests/integration"):
     if str(ROOT / sub) not in sys.path:
         sys.path.append(str(ROOT / sub))

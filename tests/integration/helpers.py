@@ -209,7 +209,7 @@ class Figures:
     """Measurements the reliability tests take on the way, for docs/reliability.md.
 
     A test records what it measured (the assertions stay in the test). With TENFOLD_FIGURES set to a path,
-    the session writes them there as JSON at its end; `scripts/reliability-report.py` runs the tests that way
+    the session writes them there as JSON at its end; `scripts/reliability_report.py` runs the tests that way
     and renders the doc from the file. Without it they are only kept in memory.
     """
 

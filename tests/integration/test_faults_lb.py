@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from benchkit.load import Load
 from conftest import config_files, pool_containers, snapshot, stack_containers, tree_files
 from helpers import assert_lb_error_page, playbook, wait_for
-from load import Load
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from benchkit.load import Load
 from conftest import pool_containers, stack_containers
 from helpers import SCALE_LOCK, events_count, events_since, playbook, wait_for
-from load import Load
 from test_monitor import MonitorProcess, backend_replicas
 
 pytestmark = pytest.mark.integration

@@ -7,13 +7,12 @@ allowlisted range 127.0.3.0/24 (tests/integration/stack.yml); the rate limiter s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 import time
 
 import pytest
+from benchkit import stats as tl
 from conftest import pool_containers
 from helpers import ROOT, STACK_VARS, playbook
 
@@ -21,18 +20,6 @@ pytestmark = pytest.mark.integration
 
 SCRIPT = ROOT / "scripts" / "load-test.sh"
 POOLS = ("frontend", "backend")
-
-
-def _evaluation():
-    spec = importlib.util.spec_from_file_location("tenfold_load", ROOT / "scripts" / "tenfold_load.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("tenfold_load", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-tl = _evaluation()
 
 
 def load_test(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -51,7 +38,7 @@ def test_the_scenarios_short_profile_writes_a_complete_result_file_and_a_summary
     # 0: every scenario passed; 1: one failed the criteria. Either is a verdict; 2 would be an error.
     assert run.returncode in (0, 1), run.stdout[-3000:] + run.stderr[-3000:]
     doc = json.loads(out.read_text())
-    assert tl.validate_results(doc) == []
+    assert tl.validate(doc) == []
     assert [s["name"] for s in doc["scenarios"]] == [f"users-{n}" for n in (10, 50, 100, 200, 500, 1000)]
     assert all(s["requests"] > 0 and s["duration_s"] == 3 for s in doc["scenarios"])
     assert run.returncode == (0 if doc["pass"] else 1)
@@ -132,7 +119,7 @@ def test_the_spike_short_profile_writes_its_timeline_and_plot_and_restores_the_p
         )
         assert run.returncode in (0, 1), run.stdout[-3000:] + run.stderr[-3000:]
         doc = json.loads(out.read_text())
-        assert tl.validate_spike(doc) == []
+        assert tl.validate(doc) == []
         assert run.returncode == (0 if doc["pass"] else 1)
         assert [p["name"] for p in doc["phases"]] == ["baseline", "spike", "after"]
         assert doc["phases"][1]["offered_rps"] == 10 * doc["phases"][0]["offered_rps"]

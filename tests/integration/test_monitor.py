@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from benchlib import MONITOR_DECISIONS, MONITOR_METRICS, monitor_settings
+from benchkit.load import Load
+from benchkit.monitor import MONITOR_DECISIONS, MONITOR_METRICS, monitor_settings
 from conftest import pool_containers
 from helpers import (
     BIN,
@@ -22,7 +23,6 @@ from helpers import (
     playbook,
     wait_for,
 )
-from load import Load
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import json
 import time
 
 import pytest
-from benchlib import MONITOR_METRICS
+from benchkit.load import Load
+from benchkit.monitor import MONITOR_METRICS
 from helpers import events_count, events_since, playbook
-from load import Load
 from test_abuse import Raw, poll_until_cut
 from test_monitor import MonitorProcess, backend_replicas
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from benchlib import MONITOR_DECISIONS, MONITOR_METRICS, monitor_settings
+from benchkit.monitor import MONITOR_DECISIONS, MONITOR_METRICS, monitor_settings
 from helpers import BIN, ROOT, STACK_VARS, STATE_DIR, ansible_env
 
 pytestmark = pytest.mark.integration

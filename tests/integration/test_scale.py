@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+from benchkit.load import Load
 from conftest import pool_containers, stack_containers
 from helpers import (
     BIN,
@@ -21,7 +22,6 @@ from helpers import (
     playbook,
     wait_for,
 )
-from load import Load
 from test_monitor import MonitorProcess
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""scripts/tenfold_load.py on recorded data: statistics, the criteria, result files, the spike timeline.
+"""benchkit.stats on recorded data: statistics, the criteria, result files, the spike timeline.
 
 The recorded files in data/load/ come from real short runs of scripts/load-test.sh against a test stack:
 100 users for 3 s (passes), 1000 users for 3 s (its p95 is far above 1 s: must fail), and a short spike
@@ -8,27 +8,14 @@ The recorded files in data/load/ come from real short runs of scripts/load-test.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import load_test
 import pytest
+from benchkit import stats as tl
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 DATA = Path(__file__).resolve().parent / "data" / "load"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("tenfold_load", SCRIPTS / "tenfold_load.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tenfold_load"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tl = _load()
 META = {"generated_at": "2026-12-01T13:49:00Z", "target": "stack t, https://127.0.0.1:1", "model": "closed"}
 
 
@@ -157,7 +144,7 @@ def scenarios_doc() -> dict:
 
 def test_a_complete_results_file_validates_and_fails_overall_when_one_scenario_fails():
     doc = scenarios_doc()
-    assert tl.validate_results(doc) == []
+    assert tl.validate(doc) == []
     assert [s["pass"] for s in doc["scenarios"]] == [True, False]
     assert doc["pass"] is False
 
@@ -178,11 +165,11 @@ def test_a_complete_results_file_validates_and_fails_overall_when_one_scenario_f
 def test_an_incomplete_or_inconsistent_results_file_is_caught(change, problem):
     doc = copy.deepcopy(scenarios_doc())
     change(doc)
-    assert any(problem in p for p in tl.validate_results(doc)), tl.validate_results(doc)
+    assert any(problem in p for p in tl.validate(doc)), tl.validate(doc)
 
 
 def test_the_terminal_table_has_a_line_per_scenario_with_its_verdict():
-    table = tl.scenario_table(scenarios_doc()["scenarios"]).splitlines()
+    table = tl.table(scenarios_doc()["scenarios"]).splitlines()
     assert len(table) == 4
     assert table[2].startswith("users-100") and table[2].endswith("PASS")
     assert table[3].startswith("users-1000") and table[3].endswith("FAIL (p95_s)")
@@ -216,7 +203,7 @@ def test_spike_phases_size_users_from_the_rates():
 
 def test_the_recorded_spike_gives_a_timeline_second_by_second_with_replicas():
     doc = spike_doc()
-    assert tl.validate_spike(doc) == []
+    assert tl.validate(doc) == []
     rows = doc["timeline"]
     assert len(rows) == 26 and [r["t"] for r in rows] == list(range(26))
     assert {r["phase"] for r in rows[:6]} == {"baseline"} and {r["phase"] for r in rows[6:20]} == {"spike"}
@@ -238,7 +225,7 @@ def test_the_recorded_spike_passes_and_fails_when_the_criteria_are_tighter():
     strict = spike_doc(tl.Criteria(max_p95_s=0.2))
     assert strict["pass"] is False
     assert [p["pass"] for p in strict["phases"]] == [True, False, False]
-    assert tl.validate_spike(strict) == []
+    assert tl.validate(strict) == []
 
 
 def test_an_incomplete_spike_file_is_caught():
@@ -251,7 +238,7 @@ def test_an_incomplete_spike_file_is_caught():
     ]:
         doc = spike_doc()
         change(doc)
-        assert any(problem in p for p in tl.validate_spike(doc)), (problem, tl.validate_spike(doc))
+        assert any(problem in p for p in tl.validate(doc)), (problem, tl.validate(doc))
 
 
 def test_replicas_come_from_the_last_monitor_line_before_the_second():
@@ -266,5 +253,5 @@ def test_replicas_come_from_the_last_monitor_line_before_the_second():
 
 def test_the_plot_is_a_png(tmp_path):
     path = tmp_path / "spike.png"
-    tl.plot_spike(spike_doc(), path)
+    load_test.plot(spike_doc(), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

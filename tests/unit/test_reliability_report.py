@@ -1,22 +1,8 @@
-"""scripts/reliability-report.py: JUnit outcomes and recorded figures become the doc's Measured section."""
+"""scripts/reliability_report.py: JUnit outcomes and recorded figures become the doc's Measured section."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("reliability_report", SCRIPTS / "reliability-report.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rr = _load()
+import reliability_report as rr
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" errors="0" failures="1" skipped="1" tests="3">
@@ -47,7 +33,7 @@ def test_render_groups_figures_by_section_and_counts_the_passed_tests(tmp_path):
         {"section": "TLS", "label": "verdict", "value": "compliant", "unit": "", "note": ""},
         {"section": "Abuse", "label": "cut", "value": 50, "unit": "connections", "note": ""},
     ]
-    text = rr.render(figures, rr.outcomes(junit), {"nproc": "2"}, "python scripts/reliability-report.py")
+    text = rr.render(figures, rr.outcomes(junit), {"nproc": "2"}, "python scripts/reliability_report.py")
     assert "| nproc | 2 |" in text
     abuse, tls = text.index("### Abuse"), text.index("### TLS")
     assert (

@@ -1,11 +1,11 @@
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""The load test's evaluation: statistics, the seed's criteria, result files and the spike's timeline.
+"""Statistics and the load test's evaluation: the seed's criteria, result files and the spike's timeline.
 
-Pure functions over recorded data (no network, no Docker), shared by scripts/load-test.py (the runner behind
-scripts/load-test.sh) and scripts/bench-load.py; tests/unit/test_load_eval.py covers them.
+Pure functions over recorded data (no network, no Docker), shared by scripts/load_test.py (the runner behind
+scripts/load-test.sh) and the benches; tests/unit/test_load_eval.py and test_benchkit.py cover them.
 
-Input is the per-second record that the locust users write (scripts/load/locustfile.py): one dict per
+Input is the per-second record that the locust users write (benchkit/locustfile.py): one dict per
 wall-clock second `{"t", "started", "ok", "failed", "latencies_ms", "users"}`.
 """
 
@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import math
+import operator
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 RESULTS_VERSION = 1
-SCENARIO_KEYS = {
+ENTRY_KEYS = {  # a scenario's, or a spike phase's (which has no duration_s)
     "name": str,
     "users": int,
     "duration_s": (int, float),
@@ -67,6 +69,18 @@ class Criteria:
 
 
 # --- statistics -----------------------------------------------------------------------------------
+def median(values: Iterable[float | None]) -> float | None:
+    """The median of the values measured (None ones are not); None when there are none."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def spread(values: Iterable[float | None]) -> list[float] | None:
+    """[min, median, max] of the values measured; None when there are none."""
+    known = [v for v in values if v is not None]
+    return [min(known), statistics.median(known), max(known)] if known else None
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100) of the values; None when there are none."""
     if not values:
@@ -139,35 +153,26 @@ def checks(stats: Mapping[str, Any], criteria: Criteria, rate: bool = True) -> l
     """Each criterion against the stats: {criterion, value, limit, pass}. No request at all fails them all.
 
     `rate=False` leaves out the minimum rate (a spike's baseline is low by design)."""
+    rows = [("rps >= min_rps", stats["rps"], criteria.min_rps, operator.ge)] if rate else []
+    rows += [
+        ("p95_s <= max_p95_s", stats["p95_s"], criteria.max_p95_s, operator.le),
+        (
+            "error_percent <= max_error_percent",
+            stats["error_percent"],
+            criteria.max_error_percent,
+            operator.le,
+        ),
+    ]
     answered = stats["requests"] > 0
-    found = []
-    if rate:
-        found.append(
-            {
-                "criterion": "rps >= min_rps",
-                "value": stats["rps"],
-                "limit": criteria.min_rps,
-                "pass": answered and stats["rps"] >= criteria.min_rps,
-            }
-        )
-    p95 = stats["p95_s"]
-    found.append(
+    return [
         {
-            "criterion": "p95_s <= max_p95_s",
-            "value": p95,
-            "limit": criteria.max_p95_s,
-            "pass": answered and p95 is not None and p95 <= criteria.max_p95_s,
+            "criterion": name,
+            "value": value,
+            "limit": limit,
+            "pass": answered and value is not None and ok(value, limit),
         }
-    )
-    found.append(
-        {
-            "criterion": "error_percent <= max_error_percent",
-            "value": stats["error_percent"],
-            "limit": criteria.max_error_percent,
-            "pass": answered and stats["error_percent"] <= criteria.max_error_percent,
-        }
-    )
-    return found
+        for name, value, limit, ok in rows
+    ]
 
 
 def scenario_result(
@@ -196,56 +201,6 @@ def results_document(
         "scenarios": list(scenarios),
         "pass": bool(scenarios) and all(s["pass"] for s in scenarios),
     }
-
-
-def _type_problems(entry: Mapping[str, Any], keys: Mapping[str, Any], where: str) -> list[str]:
-    problems = []
-    for key, kind in keys.items():
-        if key not in entry:
-            problems.append(f"{where}: missing {key}")
-        elif isinstance(entry[key], bool) and kind is not bool:
-            problems.append(f"{where}: {key} is not {kind}")
-        elif not isinstance(entry[key], kind):
-            problems.append(f"{where}: {key} is {type(entry[key]).__name__}")
-    return problems
-
-
-def validate_results(doc: Mapping[str, Any]) -> list[str]:
-    """What is missing or inconsistent in a scenarios result document ([] when it is complete and right).
-
-    Beyond the keys and types, each scenario's pass/fail must be what the criteria in the file give for its
-    figures, and the document's pass must be the scenarios' together."""
-    problems = []
-    for key in ("version", "kind", "generated_at", "target", "model", "criteria", "scenarios", "pass"):
-        if key not in doc:
-            problems.append(f"missing {key}")
-    if problems:
-        return problems
-    if doc["kind"] != "scenarios":
-        return [f"kind is {doc['kind']!r}, not 'scenarios'"]
-    try:
-        criteria = Criteria.from_dict(doc["criteria"])
-    except (ResultError, TypeError) as exc:
-        return [str(exc)]
-    if not doc["scenarios"]:
-        problems.append("no scenario")
-    for index, scenario in enumerate(doc["scenarios"]):
-        where = f"scenario {index} ({scenario.get('name', '?')})"
-        found = _type_problems(scenario, SCENARIO_KEYS, where)
-        if found:
-            problems += found
-            continue
-        if scenario["ok"] + scenario["failed"] != scenario["requests"]:
-            problems.append(f"{where}: ok + failed != requests")
-        expected = checks(scenario, criteria)
-        if [c["pass"] for c in expected] != [c["pass"] for c in scenario["checks"]]:
-            problems.append(f"{where}: checks disagree with the criteria")
-        if scenario["pass"] != all(c["pass"] for c in expected):
-            problems.append(f"{where}: pass is {scenario['pass']}, the criteria say {not scenario['pass']}")
-    overall = bool(doc["scenarios"]) and all(s.get("pass") is True for s in doc["scenarios"])
-    if doc["pass"] != overall:
-        problems.append(f"pass is {doc['pass']}, the scenarios say {overall}")
-    return problems
 
 
 # --- the spike ------------------------------------------------------------------------------------
@@ -365,55 +320,55 @@ def spike_document(
     }
 
 
-def validate_spike(doc: Mapping[str, Any]) -> list[str]:
-    """What is missing or inconsistent in a spike result document ([] when complete and right)."""
-    problems = [
-        f"missing {key}"
-        for key in (
-            "version",
-            "kind",
-            "generated_at",
-            "target",
-            "model",
-            "criteria",
-            "phases",
-            "timeline",
-            "pass",
-        )
-        if key not in doc
-    ]
-    if problems:
-        return problems
-    if doc["kind"] != "spike":
-        return [f"kind is {doc['kind']!r}, not 'spike'"]
+def validate(doc: Mapping[str, Any]) -> list[str]:
+    """What is missing or inconsistent in a result document, scenarios or spike ([] when complete and right).
+
+    Beyond the keys and types, each entry's pass must be what the criteria in the file give for its figures,
+    and the document's pass its entries' together; a spike has its three phases and a row per second."""
+    spike = doc.get("kind") == "spike"
+    entries = "phases" if spike else "scenarios"
+    required = ["version", "kind", "generated_at", "target", "model", "criteria", entries, "pass"]
+    problems = [f"missing {key}" for key in [*required, *(["timeline"] if spike else [])] if key not in doc]
+    if problems or doc["kind"] not in ("scenarios", "spike"):
+        return problems or [f"kind is {doc['kind']!r}, not 'scenarios' or 'spike'"]
     try:
         criteria = Criteria.from_dict(doc["criteria"])
     except (ResultError, TypeError) as exc:
         return [str(exc)]
-    names = [p.get("name") for p in doc["phases"]]
-    if names != ["baseline", "spike", "after"]:
-        problems.append(f"phases are {names}, not baseline, spike, after")
-    for phase in doc["phases"]:
-        where = f"phase {phase.get('name')}"
-        keys = {k: v for k, v in SCENARIO_KEYS.items() if k not in ("name", "users", "duration_s")}
-        found = _type_problems(phase, keys, where)
-        if found:
-            problems += found
+    if not doc[entries]:
+        problems.append(f"no {entries[:-1]}")
+    keys = {key: kind for key, kind in ENTRY_KEYS.items() if not (spike and key == "duration_s")}
+    for index, entry in enumerate(doc[entries]):
+        where = f"{entries[:-1]} {index} ({entry.get('name', '?')})"
+        wrong = [f"{where}: missing {key}" for key in keys if key not in entry]
+        wrong += [
+            f"{where}: {key} is {type(entry[key]).__name__}"
+            for key, kind in keys.items()
+            if key in entry
+            and (not isinstance(entry[key], kind) or (isinstance(entry[key], bool) and kind is not bool))
+        ]
+        if wrong:
+            problems += wrong
             continue
-        expected = checks(phase, criteria, rate=phase["name"] == "spike")
-        if phase["pass"] != all(c["pass"] for c in expected):
-            problems.append(f"{where}: pass is {phase['pass']}, the criteria say {not phase['pass']}")
-    end = doc["phases"][-1].get("end_s", 0) if doc["phases"] else 0
-    if len(doc["timeline"]) != math.ceil(end):
-        problems.append(f"timeline has {len(doc['timeline'])} seconds, the phases {math.ceil(end)}")
-    for index, row in enumerate(doc["timeline"]):
-        missing = [k for k in (*TIMELINE_KEYS, "replicas") if k not in row]
-        if missing:
-            problems.append(f"timeline second {index}: missing {', '.join(missing)}")
-            break
-    overall = bool(doc["phases"]) and all(p.get("pass") is True for p in doc["phases"])
+        if entry["ok"] + entry["failed"] != entry["requests"]:
+            problems.append(f"{where}: ok + failed != requests")
+        expected = checks(entry, criteria, rate=not spike or entry["name"] == "spike")
+        if [c["pass"] for c in expected] != [c["pass"] for c in entry["checks"]]:
+            problems.append(f"{where}: checks disagree with the criteria")
+        if entry["pass"] != all(c["pass"] for c in expected):
+            problems.append(f"{where}: pass is {entry['pass']}, the criteria say {not entry['pass']}")
+    if spike:
+        names = [p.get("name") for p in doc["phases"]]
+        if names != ["baseline", "spike", "after"]:
+            problems.append(f"phases are {names}, not baseline, spike, after")
+        seconds = math.ceil(doc["phases"][-1].get("end_s", 0)) if doc["phases"] else 0
+        if len(doc["timeline"]) != seconds:
+            problems.append(f"timeline has {len(doc['timeline'])} seconds, the phases {seconds}")
+        missing = {k for row in doc["timeline"] for k in (*TIMELINE_KEYS, "replicas") if k not in row}
+        problems += [f"timeline: missing {key}" for key in sorted(missing)]
+    overall = bool(doc[entries]) and all(e.get("pass") is True for e in doc[entries])
     if doc["pass"] != overall:
-        problems.append(f"pass is {doc['pass']}, the phases say {overall}")
+        problems.append(f"pass is {doc['pass']}, the {entries} say {overall}")
     return problems
 
 
@@ -422,8 +377,8 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
 
 
-def scenario_table(scenarios: Sequence[Mapping[str, Any]]) -> str:
-    """The terminal summary: one line per scenario."""
+def table(scenarios: Sequence[Mapping[str, Any]]) -> str:
+    """The terminal summary: one line per scenario (or spike phase)."""
     head = (
         f"{'scenario':<12} {'users':>6} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
         f"{'errors %':>8}  result"
@@ -437,54 +392,3 @@ def scenario_table(scenarios: Sequence[Mapping[str, Any]]) -> str:
             f"{_ms(s['p99_s']):>7} {s['error_percent']:>8.2f}  {verdict}"
         )
     return "\n".join(lines)
-
-
-def phase_table(phases: Sequence[Mapping[str, Any]]) -> str:
-    return scenario_table([{**p, "users": p["users"]} for p in phases])
-
-
-def plot_spike(doc: Mapping[str, Any], path: Path) -> None:
-    """The spike's timeline as a PNG: offered and served req/s, p95, errors, replicas per pool."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = doc["timeline"]
-    t = [r["t"] for r in rows]
-    fig, (ax_rate, ax_p95, ax_rep) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    ax_rate.plot(t, [r["offered_rps"] for r in rows], label="offered req/s", linestyle="--")
-    ax_rate.plot(t, [r["served_rps"] for r in rows], label="served req/s")
-    ax_rate.plot(t, [r["failed_rps"] for r in rows], label="failed req/s", color="red")
-    ax_rate.set_ylabel("req/s")
-    ax_rate.legend(loc="upper right")
-    ax_p95.plot(t, [r["p95_s"] if r["p95_s"] is not None else float("nan") for r in rows], label="p95")
-    ax_p95.axhline(doc["criteria"]["max_p95_s"], color="red", linestyle=":", label="p95 limit")
-    ax_p95.set_ylabel("p95 (s)")
-    ax_p95.legend(loc="upper right")
-    pools = sorted({pool for r in rows for pool in r["replicas"]})
-    top = 1
-    for pool, style in zip(pools, ("-", "--", ":", "-."), strict=False):
-        values = [r["replicas"].get(pool) for r in rows]
-        top = max([top, *(v for v in values if v is not None)])
-        ax_rep.step(
-            t,
-            [v if v is not None else float("nan") for v in values],
-            where="post",
-            label=pool,
-            linestyle=style,
-        )
-    ax_rep.set_ylim(0, top + 1)
-    ax_rep.yaxis.get_major_locator().set_params(integer=True)
-    ax_rep.set_ylabel("replicas")
-    ax_rep.set_xlabel("seconds since the start")
-    if pools:
-        ax_rep.legend(loc="upper right")
-    for phase in doc["phases"]:
-        for ax in (ax_rate, ax_p95, ax_rep):
-            ax.axvline(phase["start_s"], color="grey", linewidth=0.5)
-    verdict = "PASS" if doc["pass"] else "FAIL"
-    fig.suptitle(f"tenfold spike: {doc.get('target', '')} ({verdict})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)

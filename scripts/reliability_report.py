@@ -8,7 +8,7 @@ run here on their own session stack (tests/integration/stack.yml, or TENFOLD_IT_
 TENFOLD_FIGURES set, so every figure they record lands in a JSON file, and with a JUnit XML report for each
 test's outcome and duration. Nothing in the doc's generated section is typed by hand.
 
-    .venv/bin/python scripts/reliability-report.py [--write-docs] [-- pytest arguments]
+    .venv/bin/python scripts/reliability_report.py [--write-docs] [-- pytest arguments]
 
 --write-docs rewrites the section between the doc's `<!-- reliability:start -->` and `:end -->` markers.
 Exits 1 when a test failed (the section then says which).
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchlib import BIN, ROOT, machine, write_section
+from benchkit.host import BIN, ROOT, machine
 
 DOC = ROOT / "docs" / "reliability.md"
 TESTS = [
@@ -68,7 +69,7 @@ def render(figures: list[dict], tests: list[dict], facts: dict[str, str], comman
     lines = [
         "## Measured",
         "",
-        f"Written by `scripts/reliability-report.py` on {when}. Rerun it to replace this section:",
+        f"Written by `scripts/reliability_report.py` on {when}. Rerun it to replace this section:",
         "",
         "```bash",
         command,
@@ -98,6 +99,14 @@ def render(figures: list[dict], tests: list[dict], facts: dict[str, str], comman
     return "\n".join(lines)
 
 
+def write_section(name: str, section: str, path: Path) -> None:
+    """Replace the doc's section `name` (between its markers); everything else stays as it is."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text()
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    path.write_text(pattern.sub(lambda _: f"{start}\n{section.rstrip()}\n{end}", text, count=1))
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write-docs", action="store_true", help="rewrite the Measured section of the doc")
@@ -121,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures,
         tests,
         machine(WATCHED),
-        ". .venv/bin/activate && python scripts/reliability-report.py --write-docs",
+        ". .venv/bin/activate && python scripts/reliability_report.py --write-docs",
     )
     print(section)
     if args.write_docs:
