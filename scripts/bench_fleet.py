@@ -106,10 +106,12 @@ FIGURES = (  # the doc's name of a figure, and where it is in a round's results
 )
 
 
-def figures(rounds: list[dict]) -> dict:
+def figures(rounds: list[dict], busy: float | None) -> dict:
     return {
         "clients": CLIENT_COUNT,
         "rate": RATE,
+        # the whole machine, all work on it: a shared machine's other work shows here, and in the times
+        "machine_busy": None if busy is None else round(busy, 2),
         "figures": [
             {"figure": name, "seconds": spread(r[part][key] for r in rounds)} for name, part, key in FIGURES
         ],
@@ -121,6 +123,7 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict:
     """The fleet up (once another user of it let go), the stack on it, the rounds; the fleet down again."""
     rounds: list[dict] = []
     with fleet_lock():
+        cpu = host.machine_cpu()
         fleet_script("down")
         try:
             for step in (("up",), ("images", *IMAGES)):
@@ -139,7 +142,8 @@ def measure_all(args: argparse.Namespace, workdir: Path) -> dict:
         finally:
             fleet_playbook("playbooks/down.yml")
             fleet_script("down")
-    return figures(rounds)
+        busy = host.busy_share(cpu, host.machine_cpu())
+    return figures(rounds, busy)
 
 
 def main() -> int:

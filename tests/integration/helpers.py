@@ -36,6 +36,26 @@ SCALE_LOCK = Path(tenfold_state.lock_path(str(STATE_DIR)))
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
+def access_log(stack) -> Path:
+    return Path(f"/var/log/tenfold/{stack.name}/access.json.log")
+
+
+def backend_entries(stack, start: int, end: int) -> list[dict]:
+    """The backend pool's access log entries written between two offsets."""
+    with access_log(stack).open("rb") as handle:
+        handle.seek(start)
+        lines = handle.read(end - start).decode(errors="replace").splitlines()
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut by an offset
+        if entry.get("pool") == "backend":
+            entries.append(entry)
+    return entries
+
+
 def events_count() -> int:
     """Scale events recorded so far (the tenfold_scale_events callback's log of the test session)."""
     return len(EVENTS_LOG.read_text().splitlines()) if EVENTS_LOG.exists() else 0

@@ -14,13 +14,12 @@ import time
 import urllib.request
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import psutil
 import pytest
 from benchkit.load import Load
 from conftest import pool_containers, stack_containers
-from helpers import SCALE_LOCK, events_count, events_since, playbook, wait_for
+from helpers import SCALE_LOCK, access_log, backend_entries, events_count, events_since, playbook, wait_for
 from test_monitor import MonitorProcess, backend_replicas
 
 pytestmark = pytest.mark.integration
@@ -49,29 +48,9 @@ def running_backends(engine, stack) -> list[str]:
     return [c.name for c in pool_containers(engine, stack, "backend") if c.status == "running"]
 
 
-def access_log(stack) -> Path:
-    return Path(f"/var/log/tenfold/{stack.name}/access.json.log")
-
-
 def in_lb(stack, port: int) -> bool:
     """Whether the LB's backend pool has a member at that port."""
     return any(m["port"] == port for m in stack.lb_pool("backend")["members"])
-
-
-def backend_entries(stack, start: int, end: int) -> list[dict]:
-    """The backend pool's access log entries written between two offsets."""
-    with access_log(stack).open("rb") as handle:
-        handle.seek(start)
-        lines = handle.read(end - start).decode(errors="replace").splitlines()
-    entries = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # a line cut by an offset
-        if entry.get("pool") == "backend":
-            entries.append(entry)
-    return entries
 
 
 def retried(entries: list[dict]) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import members_restored, plain, put
-from helpers import playbook, wait_for
+from helpers import access_log, backend_entries, playbook, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -167,6 +167,25 @@ def test_a_failing_member_is_marked_for_all_workers_and_its_requests_go_elsewher
         _, status = stack.lb_api("GET", "/status")
         # max_fails tries in all, not per worker: then it rests, for every worker.
         assert status["pools"]["backend"]["served"]["tenfoldit-backend-dead"]["failures"] == max_fails
+
+
+def test_a_retry_goes_to_another_address_before_another_member_at_the_failed_one(stack):
+    # Four members at an address where nothing listens (a Docker host gone, as the LB sees it) beside the
+    # replicas at 127.0.0.1: a request whose try failed there is retried at 127.0.0.1, not at the same host.
+    gone = [
+        {"id": f"tenfoldit-backend-gone{i}", "address": "127.0.0.3", "port": 28250 + i, "state": "active"}
+        for i in range(4)
+    ]
+    with members_restored(stack, "backend") as original:
+        assert put(stack, "backend", [*original, *gone])[0] == 200
+        start = access_log(stack).stat().st_size
+        statuses = [stack.client(source=f"127.0.7.{150 + i}").get("/api/whoami").status for i in range(30)]
+        time.sleep(1.5)  # the access log is flushed every second
+        entries = backend_entries(stack, start, access_log(stack).stat().st_size)
+    assert statuses == [200] * 30
+    tries = [entry["upstream_addr"].split(", ") for entry in entries if "," in entry["upstream_addr"]]
+    assert tries, "no first try met a gone member"
+    assert all(len(t) == 2 and t[0].startswith("127.0.0.3:") and t[1].startswith("127.0.0.1:") for t in tries)
 
 
 class OneRequestPerConnection(socketserver.BaseRequestHandler):

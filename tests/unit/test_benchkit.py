@@ -179,12 +179,14 @@ def test_conn_bound_lb_fleet_and_spike_figures(tmp_path):
 
     cut = {"lb_off_s": 3.9, "restored_s": 10.7, "requests": 400, "failed": 2, "failures": {"TimeoutError": 2}}
     fleet = bench_fleet.figures(
-        [{"up1": {"wall_s": 6.0, "serving_s": 5.0}, "up7": {"wall_s": 9.0, "serving_s": 7.0}, "cut": cut}]
+        [{"up1": {"wall_s": 6.0, "serving_s": 5.0}, "up7": {"wall_s": 9.0, "serving_s": 7.0}, "cut": cut}],
+        0.874,
     )
     text = render(tmp_path, "fleet", fleet)
     assert (
         "| `scale.yml` backend 3 -> 4, wall | 6.00 (6.00-6.00) |" in text
         and "| 1 | 400 | 2 | TimeoutError 2 |" in text
+        and "The machine's CPU was 87 % busy over the run" in text
     )
 
     run = {

@@ -43,21 +43,28 @@ local function failed(pool, id)
 end
 
 -- The active members not tried yet for this request and not resting; if every one rests, all of them
--- (a member that is really gone refuses at once, and one that came back is used again at once).
--- nginx gives a try back when a cached keep-alive connection turned out closed: with every member tried,
--- that try goes to them again, on a new connection.
-local function candidates(pool, view, tried)
-    local fresh, untried = {}, {}
+-- (a member that is really gone refuses at once, and one that came back is used again at once). A retry
+-- prefers an address not tried yet: a try that failed on a host that is gone must not wait out another
+-- member there. nginx gives a try back when a cached keep-alive connection turned out closed: with every
+-- member tried, that try goes to them again, on a new connection.
+local function candidates(pool, view, tried, tried_at)
+    local fresh, untried, elsewhere = {}, {}, {}
     for _, m in ipairs(view.active) do
         if not tried[m.id] then
             untried[#untried + 1] = m
             if not M.is_down(pool, m.id) then
                 fresh[#fresh + 1] = m
+                if not tried_at[m.address] then
+                    elsewhere[#elsewhere + 1] = m
+                end
             end
         end
     end
     if #untried == 0 and next(tried) ~= nil then
-        return candidates(pool, view, {})
+        return candidates(pool, view, {}, {})
+    end
+    if #elsewhere > 0 then
+        return elsewhere
     end
     return #fresh > 0 and fresh or untried
 end
@@ -126,7 +133,7 @@ end
 function M.balance(pool)
     local ctx, var = ngx.ctx, ngx.var
     local view = members.pool(pool)
-    local tried = ctx.tenfold_tried
+    local tried, tried_at = ctx.tenfold_tried, ctx.tenfold_tried_at
     if tried then
         local previous = var.tenfold_member
         release(pool, previous)
@@ -134,21 +141,21 @@ function M.balance(pool)
             failed(pool, previous)
         end
     else
-        tried = {}
-        ctx.tenfold_tried = tried
+        tried, tried_at = {}, {}
+        ctx.tenfold_tried, ctx.tenfold_tried_at = tried, tried_at
         local more = math.min(#view.active, config.tries) - 1
         if more > 0 then
             ngx_balancer.set_more_tries(more)
         end
     end
-    local list = candidates(pool, view, tried)
+    local list = candidates(pool, view, tried, tried_at)
     if #list == 0 then
         var.tenfold_member = ""
         ngx.log(ngx.WARN, "tenfold: pool ", pool, " has no active member to try")
         return ngx.exit(-3) -- NGX_BUSY: "no live upstreams", a 502
     end
     local m = pick(pool, view, list)
-    tried[m.id] = true
+    tried[m.id], tried_at[m.address] = true, true
     var.tenfold_member = m.id
     shared:incr("inflight:" .. pool .. ":" .. m.id, 1, 0)
     local ok, err = ngx_balancer.set_current_peer(m.address, m.port)
