@@ -12,14 +12,18 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Extra arguments for ansible-playbook, e.g. make up ARGS="--check --diff".
 ARGS ?=
 MOLECULE_SCENARIOS := images app_pools tls nginx_lb monitor backup
+# The collection tenfold.stack: its source, and the tarball `make collection` builds of it.
+COLLECTION := collections/ansible_collections/tenfold/stack
+COLLECTION_VERSION := $(shell sed -n 's/^version: *//p' $(COLLECTION)/galaxy.yml)
+COLLECTION_TARBALL := build/tenfold-stack-$(COLLECTION_VERSION).tar.gz
 # The control machine's system packages; the last four are for the test fleet (scripts/test-fleet.sh):
 # an sshd per fleet host, ip, the storage driver of the fleet hosts' Docker engines, and logrotate, which
 # site.yml would install on each fleet host, which shares the controller's files but reaches no mirror.
 DEB_PACKAGES := python3-venv mmdebstrap curl testssl.sh nftables openssh-server iproute2 fuse-overlayfs \
 	logrotate
 
-.PHONY: help deps venv sslyze images up down lint test test-unit test-integration test-long test-molecule \
-	test-fleet test-fleet-short clean
+.PHONY: help deps venv sslyze collection images up down lint test test-unit test-integration test-long \
+	test-molecule test-fleet test-fleet-short clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -51,6 +55,11 @@ $(SSLYZE_VENV)/.installed: requirements-sslyze.txt
 
 sslyze: $(SSLYZE_VENV)/.installed ## The TLS scanner sslyze, in a venv of its own (.venv-sslyze)
 
+$(COLLECTION_TARBALL): $(BIN)/.installed $(shell find $(COLLECTION) -type f -not -path '*/__pycache__/*' -not -path '*/tests/output/*')
+	$(BIN)/ansible-galaxy collection build $(COLLECTION) --output-path build --force
+
+collection: $(COLLECTION_TARBALL) ## Build the collection tenfold.stack (build/tenfold-stack-<version>.tar.gz)
+
 images: deps venv ## Build the images only (each is rebuilt only when its sources change)
 	$(BIN)/ansible-playbook playbooks/images.yml
 
@@ -65,6 +74,7 @@ lint: venv ## ruff, ansible-lint (production profile), and shellcheck where it i
 	$(BIN)/ruff format --check .
 	$(BIN)/ansible-lint
 	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh; else echo "shellcheck: not installed, skipped"; fi
+
 
 test-unit: images ## Unit tests (no running stack; the config render tests run nginx -t in the nginx image)
 	$(BIN)/pytest -q --durations=10 tests/unit
@@ -91,4 +101,4 @@ test-fleet: deps venv images ## The whole fleet suite (also every image to every
 test: deps venv lint test-unit test-integration test-fleet-short test-molecule ## Everything: lint, unit, integration, short fleet, molecule
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .ruff_cache tenfold.egg-info
+	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .ruff_cache tenfold.egg-info build $(COLLECTION)/tests/output

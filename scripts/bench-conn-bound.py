@@ -28,7 +28,7 @@ import load_test as lt
 from benchlib import DOC, machine, section_head, write_section
 
 SCRIPT = "scripts/bench-conn-bound.py"
-WATCHED = ("roles/nginx_lb/templates/lb-limits.nft.j2", SCRIPT)
+WATCHED = ("collections/ansible_collections/tenfold/stack/roles/nginx_lb/templates/lb-limits.nft.j2", SCRIPT)
 MODES = ("bound", "no bound")
 
 

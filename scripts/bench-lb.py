@@ -29,7 +29,11 @@ import tenfold_load as tl
 import yaml
 from benchlib import ROOT, BenchError, leftovers, machine, run_playbook, section_head, write_section
 
-WATCHED = ("roles/nginx_lb", "images/nginx", "scripts/bench-lb.py")
+WATCHED = (
+    "collections/ansible_collections/tenfold/stack/roles/nginx_lb",
+    "images/nginx",
+    "scripts/bench-lb.py",
+)
 BEFORE = "5ad29bc"  # main before the Lua balancer (issue "Scale without reloading nginx")
 COMMON = {"nginx_lb_listen_address": "127.0.0.1", "nginx_lb_allowlist": [], "images_build": False}
 STACKS = {

@@ -36,7 +36,7 @@ import load_test as lt
 import tenfold_load as tl
 from benchlib import DOC, ROOT, busy_share, machine, machine_cpu, machine_table, write_section
 
-WATCHED = ("scripts", "monitor", "roles", "plugins")
+WATCHED = ("scripts", "monitor", "collections")
 PLOT = ROOT / "docs" / "benchmarks-spike.png"
 WRAP = 110
 

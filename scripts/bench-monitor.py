@@ -74,7 +74,7 @@ from load import Load
 
 STACK = "tenfoldmon"
 # What the monitor runs: uncommitted changes there are named next to the commit in the doc.
-WATCHED = ("monitor", "plugins")
+WATCHED = ("monitor", "collections")
 HTTP_PORT, HTTPS_PORT, STATUS_PORT = 47080, 47443, 47081
 FRONTEND_PORT_BASE, BACKEND_PORT_BASE = 47100, 47200
 MAX_REPLICAS = 10

@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from http.client import HTTPSConnection
 from pathlib import Path
 
+from ansible_collections.tenfold.stack.plugins.module_utils.pool import LABEL_POOL, LABEL_STACK
 from benchlib import (
     BIN,
     DOC,
@@ -59,11 +60,10 @@ from benchlib import (
     write_section,
 )
 from benchlib import leftovers as stack_leftovers
-from tenfold_pool import LABEL_POOL, LABEL_STACK
 
 STACK = "tenfoldbench"
 # What a scale run reads: uncommitted changes there are named next to the commit in the doc.
-WATCHED = ("roles", "plugins", "playbooks", "scale.yml", "site.yml", "ansible.cfg", "inventories", "images")
+WATCHED = ("collections", "playbooks", "scale.yml", "site.yml", "ansible.cfg", "inventories", "images")
 POOL = "backend"
 HTTP_PORT, HTTPS_PORT, STATUS_PORT = 48080, 48443, 48081
 FRONTEND_PORT_BASE, BACKEND_PORT_BASE = 48100, 48200
@@ -361,7 +361,7 @@ def measure(
     """Scale the backend pool from start to end with the probe running; returns (Measurement, log)."""
     new = {replica_name(i) for i in range(start + 1, end + 1)}
     leaving = {replica_name(i) for i in range(end + 1, start + 1)}
-    callbacks = "tenfold_scale_events,ansible.posix.profile_tasks" if profiled else None
+    callbacks = "tenfold.stack.scale_events,ansible.posix.profile_tasks" if profiled else None
     port_wait = wait_for_ports([BACKEND_PORT_BASE + i for i in range(start + 1, end + 1)], args.port_wait)
     quiet = wait_for_quiet(args.quiet_below / 100, args.quiet_wait)
     with probing(args.rate, args.max_seconds + args.settle + 15) as probe:
@@ -614,7 +614,7 @@ def profile_section(profiles: Sequence[Profile]) -> list[str]:
     if not profiles:
         return []
     intro = (
-        "One more run of each operation with `ANSIBLE_CALLBACKS_ENABLED=tenfold_scale_events,"
+        "One more run of each operation with `ANSIBLE_CALLBACKS_ENABLED=tenfold.stack.scale_events,"
         "ansible.posix.profile_tasks` (after the rounds above, not counted in them, the probe running as "
         f"before): the {PROFILE_TOP} slowest tasks of each run as profile_tasks times them (from a task's "
         "start to the next one's), with their place in the run, and the sum of all the others."
@@ -671,8 +671,8 @@ def method(args: argparse.Namespace, results: Sequence[Measurement]) -> str:
 
 def context(results: Sequence[Measurement], args: argparse.Namespace) -> str:
     text = (
-        "Medians per operation. *Inside the playbook* is the duration the `tenfold_scale_events` callback "
-        "records (playbook start to stats); *outside* is the rest of the wall time: starting "
+        "Medians per operation. *Inside the playbook* is the duration the `tenfold.stack.scale_events` "
+        "callback records (playbook start to stats); *outside* is the rest of the wall time: starting "
         "ansible-playbook, loading inventory and plugins, exiting. The CPU time is that of the "
         "`ansible-playbook` process and the children it waited for (workers, modules, the docker and nginx "
         "commands they ran; not the containers). *Machine CPU busy* is from /proc/stat over the run and "

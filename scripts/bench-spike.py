@@ -48,7 +48,11 @@ from benchlib import (
     write_section,
 )
 
-WATCHED = ("monitor", "plugins/module_utils/tenfold_policy.py", "scripts/bench-spike.py")
+WATCHED = (
+    "monitor",
+    "collections/ansible_collections/tenfold/stack/plugins/module_utils/policy.py",
+    "scripts/bench-spike.py",
+)
 VARIANTS = ("monitor off", "monitor before", "monitor now", "monitor now, 4 warm")
 PLOT = ROOT / "docs" / "spike-variants.png"
 STACK = {

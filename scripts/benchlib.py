@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from tenfold_pool import LABEL_STACK
+from ansible_collections.tenfold.stack.plugins.module_utils.pool import LABEL_STACK
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"

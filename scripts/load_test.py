@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from tenfold_pool import LABEL_POOL, LABEL_STACK
+from ansible_collections.tenfold.stack.plugins.module_utils.pool import LABEL_POOL, LABEL_STACK
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tenfold_backup as tb
-import tenfold_state
 import yaml
+from ansible_collections.tenfold.stack.plugins.module_utils import backup as tb
+from ansible_collections.tenfold.stack.plugins.module_utils import state as tenfold_state
 
 ROOT = Path(__file__).resolve().parents[2]
 # TENFOLD_IT_STACK_VARS names another vars file (its own tenfold_stack and ports), so that two runs of the
@@ -37,7 +37,7 @@ RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s
 
 
 def events_count() -> int:
-    """Scale events recorded so far (the tenfold_scale_events callback's log of the test session)."""
+    """Scale events recorded so far (the tenfold.stack.scale_events callback's log of the test session)."""
     return len(EVENTS_LOG.read_text().splitlines()) if EVENTS_LOG.exists() else 0
 
 

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import tenfold_backup as tb
-import tenfold_lock
 import yaml
+from ansible_collections.tenfold.stack.plugins.module_utils import backup as tb
+from ansible_collections.tenfold.stack.plugins.module_utils import lock as tenfold_lock
 from conftest import snapshot
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -319,7 +319,7 @@ ROWS = [
     certificate("tls-files-swapped", "the key as the certificate and the certificate as the key",
                 lambda d: tuple(reversed(good_pair(d))),
                 "(it holds a private key: are the two files swapped?)"),
-    # backup archives for restore.yml: tenfold_backup reads and verifies the whole archive first
+    # backup archives for restore.yml: tenfold.stack.backup reads and verifies the whole archive first
     archive("backup-truncated", "the archive's last third cut off", truncated,
             "bad.tar.gz is truncated or corrupt"),
     archive("backup-checksum-mismatch", "nginx.conf changed inside the archive", tampered,
