@@ -22,7 +22,7 @@ COLLECTION_TARBALL := build/tenfold-stack-$(COLLECTION_VERSION).tar.gz
 DEB_PACKAGES := python3-venv mmdebstrap curl testssl.sh nftables openssh-server iproute2 fuse-overlayfs \
 	logrotate
 
-.PHONY: help deps venv sslyze collection images up down lint test test-unit test-integration test-long \
+.PHONY: help deps venv sslyze collection images up down lint sanity test test-unit test-integration test-long \
 	test-molecule test-fleet test-fleet-short clean
 
 help: ## List the targets
@@ -75,6 +75,23 @@ lint: venv ## ruff, ansible-lint (production profile), and shellcheck where it i
 	$(BIN)/ansible-lint
 	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh; else echo "shellcheck: not installed, skipped"; fi
 
+# ansible-test bootstraps pip into each sanity test's venv with a get-pip.py it downloads from
+# ci-files.testing.ansible.com, which this machine cannot reach; it takes a cached copy when there is one.
+# Where there is none, this makes one from PyPI's pip wheel (scripts/ansible-test-get-pip.py).
+ANSIBLE_TEST_PIP := 24.2
+ANSIBLE_TEST_CACHE := $(HOME)/.ansible/test/cache
+GET_PIP := $(ANSIBLE_TEST_CACHE)/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).py
+$(GET_PIP):
+	mkdir -p $(ANSIBLE_TEST_CACHE)
+	$(BIN)/pip download -q --no-deps pip==$(ANSIBLE_TEST_PIP) -d $(ANSIBLE_TEST_CACHE)
+	sed 's#^PIP_WHEEL = .*#PIP_WHEEL = "$(ANSIBLE_TEST_CACHE)/pip-$(ANSIBLE_TEST_PIP)-py3-none-any.whl"#' \
+	  scripts/ansible-test-get-pip.py > $@
+
+# ansible-test wants the collection at a path ending ansible_collections/tenfold/stack and runs from there.
+# Every sanity test but pslint (PowerShell); each runs in a venv of its own that ansible-test installs from
+# PyPI once (~/.ansible/test/venv). tests/sanity/ignore-2.19.txt says why each ignored finding is.
+sanity: venv $(GET_PIP) ## ansible-test sanity on the collection (about 2 min)
+	cd $(COLLECTION) && $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --color no --skip-test pslint
 
 test-unit: images ## Unit tests (no running stack; the config render tests run nginx -t in the nginx image)
 	$(BIN)/pytest -q --durations=10 tests/unit
@@ -98,7 +115,7 @@ test-fleet-short: deps venv images ## The short fleet tests: a fleet of three ho
 test-fleet: deps venv images ## The whole fleet suite (also every image to every fleet host)
 	$(BIN)/pytest -q --durations=15 -m fleet tests/fleet || { scripts/test-fleet.sh down; exit 1; }
 
-test: deps venv lint test-unit test-integration test-fleet-short test-molecule ## Everything: lint, unit, integration, short fleet, molecule
+test: deps venv lint sanity test-unit test-integration test-fleet-short test-molecule ## Everything: lint, sanity, unit, integration, short fleet, molecule
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .ruff_cache tenfold.egg-info build $(COLLECTION)/tests/output

@@ -13,9 +13,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from ansible.errors import AnsibleFilterError
+
+try:
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+except ImportError as exc:  # the other filters work without it; tls_problems says what is missing
+    CRYPTOGRAPHY_ERROR: ImportError | None = exc
+else:
+    CRYPTOGRAPHY_ERROR = None
 
 # Each form: the whole value must match (re.fullmatch: no trailing newline slips through), and what to say.
 # None of them admits whitespace, quotes, ';', '{', '}', '$' or '#', so no value can end an nginx directive.
@@ -178,6 +185,8 @@ def tls_problems(certificate_path: str, key_path: str, now: datetime | None = No
     """What is wrong with a certificate chain and private key nginx is to serve ([] when nothing is):
     unreadable or empty files, a file that is not PEM (or the two swapped), an expired or not yet valid
     certificate, an encrypted key, and a key that does not belong to the certificate."""
+    if CRYPTOGRAPHY_ERROR is not None:
+        raise AnsibleFilterError(f"tls_problems needs the Python package cryptography: {CRYPTOGRAPHY_ERROR}")
     problems: list[str] = []
     certificate = _certificate(certificate_path, problems, now or datetime.now(UTC))
     key = _private_key(key_path, problems)

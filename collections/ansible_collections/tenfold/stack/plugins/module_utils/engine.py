@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
-import urllib.request
 from typing import Any
+
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
 
 try:
     import docker
@@ -19,7 +21,17 @@ try:
 except ImportError as exc:  # pragma: no cover - reported through the module
     HAS_DOCKER = False
     DOCKER_IMPORT_ERROR = str(exc)
-    DockerException = ImageNotFound = NotFound = Exception
+
+    # Stand-ins, so that this file loads and the module can say the SDK is missing.
+    class DockerException(Exception):
+        pass
+
+    class NotFound(DockerException):
+        pass
+
+    class ImageNotFound(NotFound):
+        pass
+
 
 from ansible_collections.tenfold.stack.plugins.module_utils.pool import (
     LABEL_CONFIG,
@@ -200,20 +212,20 @@ def remove(container: Any, stop_timeout: int) -> None:
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with open_url(url, timeout=timeout) as response:
             return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, UrlConnectionError, OSError, ValueError):
         return False
 
 
 def get_json(url: str, timeout: float = 1.0) -> dict | None:
     """The JSON body of a 200 answer, or None when the replica does not answer so."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with open_url(url, timeout=timeout) as response:
             if response.status != 200:
                 return None
             return json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, UrlConnectionError, OSError, ValueError):
         return None
 
 

@@ -559,7 +559,8 @@ def _down(
         note = f"no scale-down: last scale event {elapsed:.0f} s ago, cooldown {config.cooldown_s:g} s"
         return _Step(current, ("cooldown",), (note,))
     highest = window.highest()
-    assert highest is not None  # the window holds this decision at least
+    if highest is None:
+        raise AssertionError("the window holds this decision at least")
     if highest >= current:
         return _Step(
             current, ("window",), (f"no scale-down: {highest} recommended within the last {span:g} s",)

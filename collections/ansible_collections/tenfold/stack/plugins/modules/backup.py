@@ -24,7 +24,7 @@ description:
     temporary files first and renamed into place only when every one was written, so a failure changes
     nothing.
 version_added: "0.2.0"
-author: tenfold contributors
+author: tenfold contributors (!UNKNOWN)
 options:
   state:
     description: What to do.
@@ -92,8 +92,10 @@ options:
     default: {}
 attributes:
   check_mode:
+    description: Can run in check mode and say what would change without changing it.
     support: full
   diff_mode:
+    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: partial
     details: O(state=restored) lists the files it would change.
 notes:

@@ -18,7 +18,7 @@ description:
   - It changes nothing. Replicas still busy at the timeout are reported (RV(busy)) with a warning; stopping
     them afterwards still gives their server its graceful stop timeout.
 version_added: "0.1.0"
-author: tenfold contributors
+author: tenfold contributors (!UNKNOWN)
 options:
   members:
     description:
@@ -51,9 +51,11 @@ options:
     default: 0.5
 attributes:
   check_mode:
+    description: Can run in check mode and say what would change without changing it.
     support: full
     details: In check mode it does not wait.
   diff_mode:
+    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: none
 """
 

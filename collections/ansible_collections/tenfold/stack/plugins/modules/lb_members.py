@@ -20,7 +20,7 @@ description:
   - nginx is never reloaded, so its worker processes, their keep-alive connections and balancing state stay.
     The LB persists the members to its state file, so a restarted nginx starts from them.
 version_added: "0.2.0"
-author: tenfold contributors
+author: tenfold contributors (!UNKNOWN)
 options:
   url:
     description: Base URL of the LB's status server on the LB host.
@@ -43,9 +43,11 @@ options:
     default: 5.0
 attributes:
   check_mode:
+    description: Can run in check mode and say what would change without changing it.
     support: full
     details: In check mode it reads the pools and reports what would change; it writes nothing.
   diff_mode:
+    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: full
 """
 

@@ -25,7 +25,7 @@ description:
     throwaway container, and does so on every run (a configuration that failed before must fail again). The
     nginx_lb role validates each complete configuration it renders this way before promoting it.
 version_added: "0.1.0"
-author: tenfold contributors
+author: tenfold contributors (!UNKNOWN)
 options:
   container:
     description: Name of the running LB container. Required with O(promote=true).
@@ -83,9 +83,11 @@ requirements:
   - docker (the Docker SDK for Python) on the target host
 attributes:
   check_mode:
+    description: Can run in check mode and say what would change without changing it.
     support: full
     details: In check mode it compares and reports the diff; it writes, validates and reloads nothing.
   diff_mode:
+    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: full
 """
 

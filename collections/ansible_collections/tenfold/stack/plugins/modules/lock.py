@@ -25,7 +25,7 @@ description:
     the control machine's ansible-playbook run; its lease is renewed by the C(tenfold.stack.scale_events)
     callback with O(state=renewed).
 version_added: "0.1.0"
-author: tenfold contributors
+author: tenfold contributors (!UNKNOWN)
 options:
   path:
     description: The lock file.
@@ -54,9 +54,11 @@ options:
     type: dict
 attributes:
   check_mode:
+    description: Can run in check mode and say what would change without changing it.
     support: full
     details: In check mode the lock is neither taken nor released.
   diff_mode:
+    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: none
 """
 

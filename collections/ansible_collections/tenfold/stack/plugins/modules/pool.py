@@ -30,7 +30,7 @@ description:
     healthcheck or user. Environment variables are named by key (added, removed, changed), never with their
     values.
 version_added: "0.1.0"
-author: tenfold contributors
+author: tenfold contributors (!UNKNOWN)
 options:
   stack:
     description: Name of the stack; prefixes container names and is stored in the C(tenfold.stack) label.
@@ -171,8 +171,10 @@ requirements:
   - docker (the Docker SDK for Python) on the target host
 attributes:
   check_mode:
+    description: Can run in check mode and say what would change without changing it.
     support: full
   diff_mode:
+    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: full
 notes:
   - Scale-down through this module alone does not drain; C(scale.yml) takes replicas out of the load balancer

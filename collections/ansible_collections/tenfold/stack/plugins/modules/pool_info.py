@@ -16,7 +16,7 @@ description:
     M(tenfold.stack.scale_plan) and M(tenfold.stack.pool).
   - Reads the engine only; never changes anything.
 version_added: "0.2.0"
-author: tenfold contributors
+author: tenfold contributors (!UNKNOWN)
 options:
   stack:
     description: Name of the stack.
@@ -56,8 +56,10 @@ requirements:
   - docker (the Docker SDK for Python) on the target host
 attributes:
   check_mode:
+    description: Can run in check mode and say what would change without changing it.
     support: full
   diff_mode:
+    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: none
 """
 

@@ -14,7 +14,7 @@ description:
     C(ansible) ad hoc, at the end of the scale run); on the control machine the callback appends in its own
     process. Not meant for playbooks.
 version_added: "0.1.0"
-author: tenfold contributors
+author: tenfold contributors (!UNKNOWN)
 options:
   path:
     description: The scale events file (C(<tenfold_state_dir>/scale-events.jsonl)).
@@ -26,9 +26,11 @@ options:
     required: true
 attributes:
   check_mode:
+    description: Can run in check mode and say what would change without changing it.
     support: full
     details: In check mode nothing is written.
   diff_mode:
+    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: none
 """
 

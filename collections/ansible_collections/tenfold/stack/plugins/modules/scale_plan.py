@@ -19,7 +19,7 @@ description:
     itself never changes anything, and reads nothing but its arguments (its action plugin runs it in the
     C(ansible-playbook) process).
 version_added: "0.1.0"
-author: tenfold contributors
+author: tenfold contributors (!UNKNOWN)
 options:
   stack:
     description: Name of the stack.
@@ -28,8 +28,7 @@ options:
   pools:
     description:
       - The stack's pools, each a dict with at least C(name), C(min_replicas) and C(max_replicas) (whole
-        numbers), and C(port_base) for its RV(members); other keys are ignored, so the app_pools role passes
-        its pool list as it is.
+        numbers); other keys are ignored, so the app_pools role passes its pool list as it is.
     type: list
     elements: dict
     required: true
@@ -69,8 +68,10 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check mode and say what would change without changing it.
     support: full
   diff_mode:
+    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: none
 """
 
