@@ -32,7 +32,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp: str | None = None, task_vars: dict | None = None) -> dict:
         result = super().run(tmp, task_vars)
-        _, params = self.validate_argument_spec(argument_spec=_SPEC)
+        _validation, params = self.validate_argument_spec(argument_spec=_SPEC)
         local = self._connection.transport == "local"
         result["local"] = local
         result["host"] = self._task.delegate_to or (task_vars or {}).get("inventory_hostname")

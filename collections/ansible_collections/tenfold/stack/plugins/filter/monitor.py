@@ -55,10 +55,10 @@ def _variable(
     policy_vars: Mapping[str, str],
 ) -> str:
     """The role variable a setting of the monitor's (dotted, as `check` names it) was rendered from."""
-    top, _, rest = setting.partition(".")
+    top, _dot, rest = setting.partition(".")
     if top != "pools" or not rest:
         return setting_vars.get(top, f"the monitor's setting {setting}")
-    pool, _, name = rest.partition(".")
+    pool, _dot, name = rest.partition(".")
     if not name:
         return f"monitor_pools.{pool}"
     # a pool's own entry wins over the variable every pool takes its value from

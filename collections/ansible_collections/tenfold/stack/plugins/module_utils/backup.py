@@ -128,7 +128,7 @@ def backups(directory: str, stack: str) -> list[str]:
     except FileNotFoundError:
         return []
     found = [(m.group(1), n) for n in names if (m := pattern.match(n))]
-    return [os.path.join(directory, n) for _, n in sorted(found, reverse=True)]
+    return [os.path.join(directory, n) for _when, n in sorted(found, reverse=True)]
 
 
 def expired(directory: str, stack: str, keep: int) -> list[str]:
@@ -528,23 +528,23 @@ def restore(path: str, manifest: Manifest, targets: dict[str, str], owners: bool
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             written.append((temp, target, entry))
             with os.fdopen(fd, "wb") as out:
-                digest, _ = _read_member(tar, info, path, out.write)
+                digest, _size = _read_member(tar, info, path, out.write)
             if digest != entry.sha256:
                 raise BackupError(f"{path}: {info.name} changed while it was restored; nothing was restored")
-        if len(written) != sum(1 for e, _ in todo if e.type == "file"):
+        if len(written) != sum(1 for e, _target in todo if e.type == "file"):
             raise BackupError(f"{path}: files of the manifest went missing while it was restored")
-        for temp, _, entry in written:
+        for temp, _target, entry in written:
             _set_meta(temp, entry, owners)
         _swap_in(written)
         written = []
     finally:
-        for temp, _, _ in written:
+        for temp, _target, _entry in written:
             if os.path.exists(temp):
                 os.unlink(temp)
     for entry, target in todo:
         if entry.type == "dir":
             _set_meta(target, entry, owners)
-    return [t for _, t in todo]
+    return [t for _entry, t in todo]
 
 
 def _swap_in(written: list[tuple[str, str, Entry]]) -> None:
@@ -552,7 +552,7 @@ def _swap_in(written: list[tuple[str, str, Entry]]) -> None:
     their previous files back (kept as hard links until every rename succeeded)."""
     done: list[tuple[str, str | None]] = []
     try:
-        for temp, target, _ in written:
+        for temp, target, _entry in written:
             saved = None
             if os.path.lexists(target):
                 saved = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tenfold-previous")
@@ -573,7 +573,7 @@ def _swap_in(written: list[tuple[str, str, Entry]]) -> None:
             else:
                 os.unlink(target)
         raise
-    for _, saved in done:
+    for _target, saved in done:
         if saved:
             os.unlink(saved)
 

@@ -108,14 +108,14 @@ def pool_containers(cli: Any, stack: str, pool: str) -> list[tuple[Replica, Any]
 
 def replica_count(cli: Any, stack: str, pool: str) -> int:
     """How many serving replicas (not warm ones) the pool has on this engine, in any state."""
-    return sum(1 for r, _ in pool_containers(cli, stack, pool) if r.index >= 1 and not r.warm)
+    return sum(1 for r, _container in pool_containers(cli, stack, pool) if r.index >= 1 and not r.warm)
 
 
 def running_replicas(cli: Any, stack: str, pool: str) -> list[int]:
     """The indexes of the pool's serving replicas that run, in order (an exited or removed one leaves a
     gap). Warm replicas are not counted: they serve nothing until a scale run promotes them."""
     found = pool_containers(cli, stack, pool)
-    return sorted({r.index for r, _ in found if r.running and r.index >= 1 and not r.warm})
+    return sorted({r.index for r, _container in found if r.running and r.index >= 1 and not r.warm})
 
 
 def create(cli: Any, spec: PoolSpec, index: int, warm: bool = False) -> Any:
@@ -132,7 +132,7 @@ def create(cli: Any, spec: PoolSpec, index: int, warm: bool = False) -> Any:
 def env_dict(entries: list[str] | None) -> dict[str, str]:
     """Docker's ["KEY=value", ...] as a dict."""
     pairs = (entry.partition("=") for entry in entries or [])
-    return {key: value for key, _, value in pairs}
+    return {key: value for key, _eq, value in pairs}
 
 
 def image_env(cli: Any, image: str) -> dict[str, str]:

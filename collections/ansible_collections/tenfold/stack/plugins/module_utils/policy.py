@@ -320,7 +320,7 @@ class Window:
         return self.since is not None and self.since <= now - span + _EPSILON
 
     def highest(self) -> int | None:
-        return max((accepts for _, accepts in self.entries), default=None)
+        return max((accepts for _at, accepts in self.entries), default=None)
 
     def as_dict(self) -> dict:
         return {"since": self.since, "replicas": self.replicas, "entries": [list(e) for e in self.entries]}
@@ -548,8 +548,8 @@ def _down(
 ) -> _Step:
     span = config.stabilization_window_s
     if blockers:
-        words = "; ".join(words for _, words in blockers)
-        return _Step(current, tuple(name for name, _ in blockers), (f"no scale-down: {words}",))
+        words = "; ".join(words for _name, words in blockers)
+        return _Step(current, tuple(name for name, _words in blockers), (f"no scale-down: {words}",))
     if not window.covers(now, span):
         seen = 0.0 if window.since is None else now - window.since
         note = f"no scale-down yet: fresh metrics for {seen:.0f} s of the {span:g} s window"

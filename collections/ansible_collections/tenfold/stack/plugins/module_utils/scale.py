@@ -201,7 +201,9 @@ def plan_request(
     """The scale request's target for every pool (`items`, the role's pool list), from each pool's
     `current` size across its Docker hosts; a pool missing from `current` has no replica running."""
     pools = [pool_bounds(item) for item in items]
-    chosen, direction, step, wanted = parse_request([n for n, _ in pools], pool, direction, step, replicas)
+    chosen, direction, step, wanted = parse_request(
+        [n for n, _pool in pools], pool, direction, step, replicas
+    )
     expected = parse_expected(expect_current, chosen, wanted)
     plan = []
     for name, bounds in pools:
@@ -222,7 +224,7 @@ def scale_plan(args: dict) -> dict:
     items = args.get("pools") or []
     if args.get("validate_only"):
         names = [str(item.get("name")) for item in items]
-        chosen, _, _, replicas = parse_request(names, *request[:4])
+        chosen, _direction, _step, replicas = parse_request(names, *request[:4])
         parse_expected(request[4], chosen, replicas)
         return {"changed": False, "pools": [], "targets": {}}
     try:

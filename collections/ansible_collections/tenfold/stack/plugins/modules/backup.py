@@ -301,7 +301,7 @@ def extracted(module: AnsibleModule, path: str, manifest) -> dict:
         raise BackupError(f"only={names}: the archive has no source {', '.join(unknown)}")
     targets = {name: os.path.join(dest, name) for name in names}
     if module.check_mode:
-        changed = [t for _, t in plan_restore(manifest, targets)]
+        changed = [t for _entry, t in plan_restore(manifest, targets)]
     else:
         os.makedirs(dest, mode=0o700, exist_ok=True)
         changed = restore(path, manifest, targets)
@@ -313,7 +313,7 @@ def restored(module: AnsibleModule, path: str, manifest, sources: list[Source]) 
     wanted = module.params["only"] or list(manifest.sources)
     not_restored = sorted(name for name in manifest.sources if name in wanted and name not in targets)
     if module.check_mode:
-        changed = [t for _, t in plan_restore(manifest, targets)]
+        changed = [t for _entry, t in plan_restore(manifest, targets)]
     else:
         changed = restore(path, manifest, targets)
     result = {

@@ -128,7 +128,7 @@ def run(module: AnsibleModule) -> dict:
         "changed_pools": changed,
         "pools": {
             pool: {"generation": gen, "members": [m.as_dict() for m in members]}
-            for pool, (gen, members, _) in current.items()
+            for pool, (gen, members, _raw) in current.items()
         },
     }
     if module._diff and changed:

@@ -523,14 +523,14 @@ def run(module: AnsibleModule) -> dict:
     params = dict(module.params)
     cli = client(params["docker_host"])
     found = pool_containers(cli, params["stack"], params["pool"])
-    params["replicas"] = wanted_replicas(params, [replica for replica, _ in found])
+    params["replicas"] = wanted_replicas(params, [replica for replica, _container in found])
     spec = build_spec(params, image_id(cli, params["image"]) if params["replicas"] > 0 else "")
     warm = warm_count(params["replicas"], params["warm_replicas"], params["max_replicas"])
     slots = params["replicas"] + warm
     here = [i for i in range(1, slots + 1) if placed_here(i, params["hosts"], params["host_index"])]
     wanted = {i: spec.config_hash(i) for i in here}
     todo = plan(
-        [replica for replica, _ in found],
+        [replica for replica, _container in found],
         params["replicas"],
         wanted,
         warm,
@@ -541,11 +541,15 @@ def run(module: AnsibleModule) -> dict:
         todo = todo.without_new_warm()
     containers = {replica.name: container for replica, container in found}
     # A slot's container: the one the plan kept for it (already in the slot's state when there were two).
-    by_index = {r.index: containers[r.name] for r, _ in found if r.index >= 1 and r.name not in todo.remove}
+    by_index = {
+        r.index: containers[r.name] for r, _container in found if r.index >= 1 and r.name not in todo.remove
+    }
 
     work = PoolReconciler(module, cli, spec, todo)
     kept = set(todo.keep + todo.start + todo.create + todo.recreate)
-    before = [replica.name for replica, _ in sorted(found, key=lambda pair: (pair[0].index, pair[0].name))]
+    before = [
+        replica.name for replica, _container in sorted(found, key=lambda pair: (pair[0].index, pair[0].name))
+    ]
     after = [work.name(i) for i in here if i in kept]
     serving = [i for i in here if not todo.is_warm(i)]
     advertise = params["advertise_address"] or probe_address(spec.bind_address)
@@ -560,7 +564,7 @@ def run(module: AnsibleModule) -> dict:
         "warm": [work.name(i) for i in here if todo.is_warm(i) and i in kept],
         "removed_members": [
             member(spec, replica.index, advertise)
-            for replica, _ in found
+            for replica, _container in found
             if replica.index >= 1 and not replica.warm and replica.index not in serving
         ],
         "replicas": params["replicas"],
