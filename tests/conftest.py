@@ -12,13 +12,14 @@ from types import ModuleType
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-# The collection tenfold.stack, as the checkout holds it (ansible.cfg's collections_path).
-COLLECTION = ROOT / "collections" / "ansible_collections" / "tenfold" / "stack"
 # The scripts' shared helpers (benchlib) and the stack drivers of tests/integration (helpers, which the
 # fleet suite uses too), last: nothing there may shadow a test module.
 for sub in ("scripts", "tests/integration"):
     if str(ROOT / sub) not in sys.path:
         sys.path.append(str(ROOT / sub))
+
+# The collection tenfold.stack, as the checkout holds it (ansible.cfg's collections_path).
+from helpers import COLLECTION  # noqa: E402
 
 
 def load_plugin(kind: str, name: str) -> ModuleType:

@@ -20,6 +20,8 @@ from ansible_collections.tenfold.stack.plugins.module_utils import backup as tb
 from ansible_collections.tenfold.stack.plugins.module_utils import state as tenfold_state
 
 ROOT = Path(__file__).resolve().parents[2]
+# The collection tenfold.stack, as the checkout holds it (ansible.cfg's collections_path).
+COLLECTION = ROOT / "collections" / "ansible_collections" / "tenfold" / "stack"
 # TENFOLD_IT_STACK_VARS names another vars file (its own tenfold_stack and ports), so that two runs of the
 # suite on one machine do not share a stack.
 STACK_VARS = Path(
