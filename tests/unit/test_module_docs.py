@@ -26,6 +26,8 @@ OTHER_PLUGINS = [
     ("filter", "not_ip"),
     ("filter", "bad_forms"),
     ("filter", "tls_problems"),
+    ("filter", "monitor_pools"),
+    ("filter", "monitor_problems"),
 ]
 
 
