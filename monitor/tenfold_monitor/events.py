@@ -27,7 +27,7 @@ class PoolChange:
 
 @dataclass(frozen=True)
 class ScaleEvent:
-    """One scale run, as the callback (plugins/module_utils/tenfold_events.py) writes it. The one reader of
+    """One scale run, as the callback (the collection's module_utils events) writes it. The one reader of
     the schema: the monitor's cooldown and scripts/tenfold_status.py both parse events here."""
 
     start: str

@@ -187,7 +187,7 @@ class Settings:
         return candidate if candidate.is_absolute() else Path(self.project_dir) / candidate
 
     def state(self) -> str:
-        """The stack's state directory, checked as the tenfold_state lookup checks it."""
+        """The stack's state directory, checked as the tenfold.stack.state lookup checks it."""
         return tenfold_state.check_dir(self.state_dir or tenfold_state.default_dir(self.stack))
 
     def events_log(self) -> Path:
