@@ -29,26 +29,7 @@ def test_env_values_are_masked_and_max_concurrency_is_not():
         "env": {"API_TOKEN": "sekrit-token-4711"},
         "max_concurrency": 7,
     }
-    proc = subprocess.run(
-        [
-            str(ROOT / ".venv/bin/ansible"),
-            "localhost",
-            "-m",
-            "tenfold.stack.pool",
-            "-a",
-            json.dumps(args),
-            "--check",
-            "-vvv",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-3000:]
+    output = pool_run(args, "--check", "-vvv")
     assert "sekrit-token-4711" not in output
     assert '"API_TOKEN": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"' in output
     assert '"max_concurrency": 7' in output
