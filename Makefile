@@ -12,14 +12,18 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Extra arguments for ansible-playbook, e.g. make up ARGS="--check --diff".
 ARGS ?=
 MOLECULE_SCENARIOS := images app_pools tls nginx_lb monitor backup
+# The collection tenfold.stack: its source, and the tarball `make collection` builds of it.
+COLLECTION := collections/ansible_collections/tenfold/stack
+COLLECTION_VERSION := $(shell sed -n 's/^version: *//p' $(COLLECTION)/galaxy.yml)
+COLLECTION_TARBALL := build/tenfold-stack-$(COLLECTION_VERSION).tar.gz
 # The control machine's system packages; the last four are for the test fleet (scripts/test-fleet.sh):
 # an sshd per fleet host, ip, the storage driver of the fleet hosts' Docker engines, and logrotate, which
 # site.yml would install on each fleet host, which shares the controller's files but reaches no mirror.
 DEB_PACKAGES := python3-venv mmdebstrap curl testssl.sh nftables openssh-server iproute2 fuse-overlayfs \
 	logrotate
 
-.PHONY: help deps venv sslyze images up down lint test test-unit test-integration test-long test-molecule \
-	test-fleet test-fleet-short clean
+.PHONY: help deps venv sslyze collection images up down lint sanity test test-unit test-integration test-long \
+	test-molecule test-fleet test-fleet-short clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -51,6 +55,11 @@ $(SSLYZE_VENV)/.installed: requirements-sslyze.txt
 
 sslyze: $(SSLYZE_VENV)/.installed ## The TLS scanner sslyze, in a venv of its own (.venv-sslyze)
 
+$(COLLECTION_TARBALL): $(BIN)/.installed $(shell find $(COLLECTION) -type f -not -path '*/__pycache__/*' -not -path '*/tests/output/*')
+	$(BIN)/ansible-galaxy collection build $(COLLECTION) --output-path build --force
+
+collection: $(COLLECTION_TARBALL) ## Build the collection tenfold.stack (build/tenfold-stack-<version>.tar.gz)
+
 images: deps venv ## Build the images only (each is rebuilt only when its sources change)
 	$(BIN)/ansible-playbook playbooks/images.yml
 
@@ -65,6 +74,24 @@ lint: venv ## ruff, ansible-lint (production profile), and shellcheck where it i
 	$(BIN)/ruff format --check .
 	$(BIN)/ansible-lint
 	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh; else echo "shellcheck: not installed, skipped"; fi
+
+# ansible-test bootstraps pip into each sanity test's venv with a get-pip.py it downloads from
+# ci-files.testing.ansible.com, which this machine cannot reach; it takes a cached copy when there is one.
+# Where there is none, this makes one from PyPI's pip wheel (scripts/ansible-test-get-pip.py).
+ANSIBLE_TEST_PIP := 24.2
+ANSIBLE_TEST_CACHE := $(HOME)/.ansible/test/cache
+GET_PIP := $(ANSIBLE_TEST_CACHE)/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).py
+$(GET_PIP):
+	mkdir -p $(ANSIBLE_TEST_CACHE)
+	$(BIN)/pip download -q --no-deps pip==$(ANSIBLE_TEST_PIP) -d $(ANSIBLE_TEST_CACHE)
+	sed 's#^PIP_WHEEL = .*#PIP_WHEEL = "$(ANSIBLE_TEST_CACHE)/pip-$(ANSIBLE_TEST_PIP)-py3-none-any.whl"#' \
+	  scripts/ansible-test-get-pip.py > $@
+
+# ansible-test wants the collection at a path ending ansible_collections/tenfold/stack and runs from there.
+# Every sanity test but pslint (PowerShell); each runs in a venv of its own that ansible-test installs from
+# PyPI once (~/.ansible/test/venv). tests/sanity/ignore-2.19.txt says why each ignored finding is.
+sanity: venv $(GET_PIP) ## ansible-test sanity on the collection (about 2 min)
+	cd $(COLLECTION) && $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --color no --skip-test pslint
 
 test-unit: images ## Unit tests (no running stack; the config render tests run nginx -t in the nginx image)
 	$(BIN)/pytest -q --durations=10 tests/unit
@@ -88,7 +115,7 @@ test-fleet-short: deps venv images ## The short fleet tests: a fleet of three ho
 test-fleet: deps venv images ## The whole fleet suite (also every image to every fleet host)
 	$(BIN)/pytest -q --durations=15 -m fleet tests/fleet || { scripts/test-fleet.sh down; exit 1; }
 
-test: deps venv lint test-unit test-integration test-fleet-short test-molecule ## Everything: lint, unit, integration, short fleet, molecule
+test: deps venv lint sanity test-unit test-integration test-fleet-short test-molecule ## Everything: lint, sanity, unit, integration, short fleet, molecule
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .ruff_cache tenfold.egg-info
+	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .ruff_cache tenfold.egg-info build $(COLLECTION)/tests/output

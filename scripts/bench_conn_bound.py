@@ -28,7 +28,10 @@ from benchkit.host import BenchError
 from benchkit.stack import Stack, outside_allowlist, parse_sources
 from benchkit.stats import percentile
 
-WATCHED = ("roles/nginx_lb/templates/lb-limits.nft.j2", "scripts/bench_conn_bound.py")
+WATCHED = (
+    "collections/ansible_collections/tenfold/stack/roles/nginx_lb/templates/lb-limits.nft.j2",
+    "scripts/bench_conn_bound.py",
+)
 MODES = ("bound", "no bound")
 
 

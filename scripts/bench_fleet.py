@@ -36,7 +36,7 @@ from fleetlib import (
     serving_at,
 )
 
-WATCHED = ("roles", "plugins", "monitor", "scale.yml", "scripts/test-fleet.sh", "scripts/bench_fleet.py")
+WATCHED = ("collections", "monitor", "scale.yml", "scripts/test-fleet.sh", "scripts/bench_fleet.py")
 POLICY = {"min_replicas": 3, "max_replicas": 10, "cooldown_s": 5.0, "up_cooldown_s": 2.0}
 CLIENT_COUNT, RATE = 40, 40.0
 WAIT_S = 180.0

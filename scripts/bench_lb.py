@@ -26,7 +26,11 @@ from benchkit.host import ROOT
 from benchkit.locust import LocustRun, locust_version
 from benchkit.stack import Stack
 
-WATCHED = ("roles/nginx_lb", "images/nginx", "scripts/bench_lb.py")
+WATCHED = (
+    "collections/ansible_collections/tenfold/stack/roles/nginx_lb",
+    "images/nginx",
+    "scripts/bench_lb.py",
+)
 BEFORE = "5ad29bc"  # main before the Lua balancer (issue "Scale without reloading nginx")
 STACKS = {"before": ("tenfoldlbold", 44000), "now": ("tenfoldlbnew", 45000)}
 LATENCY_USERS, LATENCY_RATE = 10, 5

@@ -26,7 +26,7 @@ from benchkit.host import BenchError
 from benchkit.locust import LocustRun, locust_version
 from benchkit.stack import Stack, outside_allowlist, parse_sources
 
-WATCHED = ("scripts", "monitor", "roles", "plugins")
+WATCHED = ("scripts", "monitor", "collections")
 PLOT = host.ROOT / "docs" / "benchmarks-spike.png"
 SLICE_S = 20
 

@@ -32,7 +32,7 @@ from benchkit.stack import Stack
 from benchkit.stats import median, spread
 
 STACK, BASE = "tenfoldmon", 47000
-WATCHED = ("monitor", "plugins")  # what the monitor runs: uncommitted changes there are named in the doc
+WATCHED = ("monitor", "collections")  # what the monitor runs: uncommitted changes there are named in the doc
 LIGHT_PATHS, LIGHT_SOURCES = ["/api/whoami", "/whoami"], [f"127.0.1.{i}" for i in range(10, 14)]
 # Reaction: the integration suite's spike (tests/integration/test_monitor.py), a baseline, a probe.
 SPIKE_PATH, SPIKE_SOURCES = "/api/work?ms=50", [f"127.0.2.{i}" for i in range(20, 32)]

@@ -32,7 +32,7 @@ from benchkit.stats import median, spread
 
 STACK, BASE, POOL = "tenfoldbench", 48000, "backend"
 # What a scale run reads: uncommitted changes there are named next to the commit in the doc.
-WATCHED = ("roles", "plugins", "playbooks", "scale.yml", "site.yml", "ansible.cfg", "inventories", "images")
+WATCHED = ("collections", "playbooks", "scale.yml", "site.yml", "ansible.cfg", "inventories", "images")
 PROBE_SOURCES = [f"127.0.0.{i}" for i in range(10, 30)]
 # One round: backend replicas from -> to. Starts and ends at the pool's minimum of 3.
 ROUND: tuple[tuple[int, int], ...] = ((3, 4), (4, 10), (10, 3), (3, 10), (10, 3), (3, 4), (4, 3))
@@ -110,7 +110,7 @@ def measure(stack: Stack, start: int, end: int, args: argparse.Namespace, profil
     leaving = {replica_name(i) for i in range(end + 1, start + 1)}
     env = stack.env()
     if profiled:
-        env["ANSIBLE_CALLBACKS_ENABLED"] = "tenfold_scale_events,ansible.posix.profile_tasks"
+        env["ANSIBLE_CALLBACKS_ENABLED"] = "tenfold.stack.scale_events,ansible.posix.profile_tasks"
         env["PROFILE_TASKS_TASK_OUTPUT_LIMIT"] = "all"
         env["PROFILE_TASKS_SORT_ORDER"] = "none"  # in the order they ran; this script sorts
     port_wait = host.wait_for_ports([stack.port(POOL, i) for i in range(start + 1, end + 1)], args.port_wait)

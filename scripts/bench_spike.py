@@ -31,7 +31,11 @@ from benchkit.monitor import Monitor
 from benchkit.stack import Stack, parse_sources
 from benchkit.stats import median
 
-WATCHED = ("monitor", "plugins/module_utils/tenfold_policy.py", "scripts/bench_spike.py")
+WATCHED = (
+    "monitor",
+    "collections/ansible_collections/tenfold/stack/plugins/module_utils/policy.py",
+    "scripts/bench_spike.py",
+)
 VARIANTS = ("monitor off", "monitor before", "monitor now", "monitor now, 4 warm")
 PLOT = ROOT / "docs" / "spike-variants.png"
 STACK, BASE = "tenfoldspike", 47000

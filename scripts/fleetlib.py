@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-from tenfold_pool import LABEL_POOL, LABEL_STACK
+from ansible_collections.tenfold.stack.plugins.module_utils.pool import LABEL_POOL, LABEL_STACK
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "test-fleet.sh"

@@ -39,7 +39,7 @@ TESTS = [
     "tests/integration/test_monitor_abuse.py",
     "tests/integration/test_bad_input.py",
 ]
-WATCHED = ["roles", "plugins", "monitor", "images", "site.yml", "scale.yml", "playbooks", *TESTS]
+WATCHED = ["collections", "monitor", "images", "site.yml", "scale.yml", "playbooks", *TESTS]
 
 
 def outcomes(junit: Path) -> list[dict]:

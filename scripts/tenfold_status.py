@@ -27,9 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import yaml
 
 # The names, parsers and stats arithmetic of the monitor package (make venv installs it).
-import yaml
+from ansible_collections.tenfold.stack.plugins.module_utils.pool import (
+    LABEL_POOL,
+    LABEL_REPLICA,
+    LABEL_STACK,
+    WARM_SUFFIX,
+)
 from tenfold_monitor.containers import ENGINE_ERRORS as SDK_ERRORS
 from tenfold_monitor.containers import cpu_percent, memory_usage, published
 from tenfold_monitor.engines import LOCAL, EngineHost, Engines, use_ssh_options
@@ -38,7 +44,6 @@ from tenfold_monitor.events import read as read_events
 from tenfold_monitor.lbmembers import LbMember, member_key, read_members
 from tenfold_monitor.lbmembers import parse_members as parse_members  # (kept as a name here)
 from tenfold_monitor.service import Settings, SettingsError
-from tenfold_pool import LABEL_POOL, LABEL_REPLICA, LABEL_STACK, WARM_SUFFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STACK = "tenfold"

@@ -24,7 +24,12 @@ from typing import Any
 
 import docker.errors
 import requests.exceptions
-from tenfold_pool import LABEL_POOL, LABEL_REPLICA, LABEL_STACK, WARM_SUFFIX
+from ansible_collections.tenfold.stack.plugins.module_utils.pool import (
+    LABEL_POOL,
+    LABEL_REPLICA,
+    LABEL_STACK,
+    WARM_SUFFIX,
+)
 
 from tenfold_monitor.lbmembers import member_key
 

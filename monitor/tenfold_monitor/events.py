@@ -1,7 +1,7 @@
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
-"""The scale events the tenfold_scale_events callback writes, read back for the monitor's cooldown and for
-the status view (scripts/tenfold_status.py).
+"""The scale events the tenfold.stack.scale_events callback writes, read back for the monitor's cooldown and
+for the status view (scripts/tenfold_status.py).
 
 The file outlives the monitor, so a restarted monitor still knows when each pool was last scaled; its
 rotation (roles/monitor, logrotate) keeps the newest rotated copy uncompressed, and it is read too.
@@ -22,12 +22,12 @@ class PoolChange:
     pool: str
     current: int
     target: int
-    direction: str | None = None  # "up", "down", "none" (tenfold_scale_plan's); None when not recorded
+    direction: str | None = None  # "up", "down", "none" (tenfold.stack.scale_plan's); None when not recorded
 
 
 @dataclass(frozen=True)
 class ScaleEvent:
-    """One scale run, as the callback (plugins/module_utils/tenfold_events.py) writes it. The one reader of
+    """One scale run, as the callback (the collection's module_utils events) writes it. The one reader of
     the schema: the monitor's cooldown and scripts/tenfold_status.py both parse events here."""
 
     start: str

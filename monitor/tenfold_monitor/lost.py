@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from tenfold_lb import Client, LbError
+from ansible_collections.tenfold.stack.plugins.module_utils.lb import Client, LbError
 
 from tenfold_monitor.containers import health_url
 from tenfold_monitor.engines import EngineHost

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 
-import tenfold_policy as policy
+from ansible_collections.tenfold.stack.plugins.module_utils import policy
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, start_http_server
 
 from tenfold_monitor.collect import TRAFFIC_STATES, Snapshot

@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import tenfold_events
-import tenfold_lock
-from tenfold_lb import Client, LbError, Member
-from tenfold_pool import replica_name, warm_name
+from ansible_collections.tenfold.stack.plugins.module_utils import events as tenfold_events
+from ansible_collections.tenfold.stack.plugins.module_utils import lock as tenfold_lock
+from ansible_collections.tenfold.stack.plugins.module_utils.lb import Client, LbError, Member
+from ansible_collections.tenfold.stack.plugins.module_utils.pool import replica_name, warm_name
 
 from tenfold_monitor.containers import (
     ENGINE_ERRORS,

@@ -23,10 +23,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import tenfold_lock
-import tenfold_policy as policy
-import tenfold_state
-from tenfold_lb import Client
+from ansible_collections.tenfold.stack.plugins.module_utils import lock as tenfold_lock
+from ansible_collections.tenfold.stack.plugins.module_utils import policy
+from ansible_collections.tenfold.stack.plugins.module_utils import state as tenfold_state
+from ansible_collections.tenfold.stack.plugins.module_utils.lb import Client
 
 from tenfold_monitor import events
 from tenfold_monitor.actuator import Actuator
@@ -187,7 +187,7 @@ class Settings:
         return candidate if candidate.is_absolute() else Path(self.project_dir) / candidate
 
     def state(self) -> str:
-        """The stack's state directory, checked as the tenfold_state lookup checks it."""
+        """The stack's state directory, checked as the tenfold.stack.state lookup checks it."""
         return tenfold_state.check_dir(self.state_dir or tenfold_state.default_dir(self.stack))
 
     def events_log(self) -> Path:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from tenfold_pool import LABEL_POOL, LABEL_STACK
+from ansible_collections.tenfold.stack.plugins.module_utils.pool import LABEL_POOL, LABEL_STACK
 
 from benchkit.host import (
     BIN,

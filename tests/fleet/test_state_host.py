@@ -49,7 +49,8 @@ def wait_for(predicate, timeout: float) -> bool:
 def held_seen_from_fleet_lb() -> str:
     """What the monitor on fleet-lb sees of the lock: its holder, and whether it counts as alive."""
     code = (
-        "import tenfold_lock as t;"  # the venv's monitor package installs it
+        # the venv's monitor package installs the collection's module_utils
+        "from ansible_collections.tenfold.stack.plugins.module_utils import lock as t;"
         f" o = t.read_owner('{STATE}/scale.lock'); print(o and o.host, o and t.is_alive(o))"
     )
     run = fleet_script("ssh", "fleet-lb", f'cd {ROOT} && .venv/bin/python -c "{code}"')

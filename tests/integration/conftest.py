@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 import yaml
-from helpers import ROOT, STACK_VARS, STATE_DIR, Client, Figures, playbook
+from helpers import COLLECTION, STACK_VARS, STATE_DIR, Client, Figures, playbook
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ class Stack:
         """A role variable as this stack has it: from the stack's vars file, else the role's default."""
         if name in self.vars:
             return self.vars[name]
-        return yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())[name]
+        return yaml.safe_load((COLLECTION / "roles" / role / "defaults" / "main.yml").read_text())[name]
 
 
 def stack_containers(engine: docker.DockerClient, name: str) -> list:

@@ -15,11 +15,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tenfold_backup as tb
-import tenfold_state
 import yaml
+from ansible_collections.tenfold.stack.plugins.module_utils import backup as tb
+from ansible_collections.tenfold.stack.plugins.module_utils import state as tenfold_state
 
 ROOT = Path(__file__).resolve().parents[2]
+# The collection tenfold.stack, as the checkout holds it (ansible.cfg's collections_path).
+COLLECTION = ROOT / "collections" / "ansible_collections" / "tenfold" / "stack"
 # TENFOLD_IT_STACK_VARS names another vars file (its own tenfold_stack and ports), so that two runs of the
 # suite on one machine do not share a stack.
 STACK_VARS = Path(
@@ -57,7 +59,7 @@ def backend_entries(stack, start: int, end: int) -> list[dict]:
 
 
 def events_count() -> int:
-    """Scale events recorded so far (the tenfold_scale_events callback's log of the test session)."""
+    """Scale events recorded so far (the tenfold.stack.scale_events callback's log of the test session)."""
     return len(EVENTS_LOG.read_text().splitlines()) if EVENTS_LOG.exists() else 0
 
 

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-import tenfold_backup as tb
+from ansible_collections.tenfold.stack.plugins.module_utils import backup as tb
 from conftest import pool_containers
 from helpers import EVENTS_LOG, Backups, playbook
 

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import tenfold_backup as tb
-import tenfold_lock
 import yaml
+from ansible_collections.tenfold.stack.plugins.module_utils import backup as tb
+from ansible_collections.tenfold.stack.plugins.module_utils import lock as tenfold_lock
 from conftest import snapshot
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -232,7 +232,7 @@ ROWS = [
           "argument 'nginx_lb_http_port' is of type str and we were unable to convert to int"),
     extra("site-tcp-retries2-too-low", "site.yml", "nginx_lb_tcp_retries2=1",
           "nginx_lb_tcp_retries2=1 must be 0 (the host's own setting) or from 3 to 15"),
-    # strings meant to reach nginx's config or a container raw: the strict forms (tenfold_bad_forms)
+    # strings meant to reach nginx's config or a container raw: the strict forms (tenfold.stack.bad_forms)
     injected("site-injected-server-block", "site.yml", "", "nginx_lb_upstream_fail_timeout",
              "10s; } server { listen 127.0.0.1:18888; return 200 injected; } upstream x {",
              "nginx_lb_upstream_fail_timeout must be an nginx time such as 10s, 500ms or 1m30s; not '10s; }"),
@@ -242,7 +242,7 @@ ROWS = [
     injected("scale-injected-image", "scale.yml", "pool=backend replicas=4", "app_pools_backend_image",
              "tenfold/backend:local --privileged",
              "app_pools_backend_image must be an image reference"),
-    # extra vars to scale.yml: tenfold_scale_plan, before any replica moves
+    # extra vars to scale.yml: tenfold.stack.scale_plan, before any replica moves
     extra("scale-direction-sideways", "scale.yml", "direction=sideways",
           SCALE + "direction must be 'up' or 'down', got 'sideways'"),
     extra("scale-step-zero", "scale.yml", "direction=up step=0", SCALE + "step must be 1 or more, got 0"),
@@ -293,7 +293,7 @@ ROWS = [
     inventory("inv-image-empty", {"app_pools_frontend_image": ""},
               "app_pools_frontend_image must be an image reference (name[:tag][@digest]) such as "
               "tenfold/backend:local; not ''"),
-    # certificate files for the tls role (tls_certificate_src, tls_private_key_src): tenfold_tls_problems
+    # certificate files for the tls role (tls_certificate_src, tls_private_key_src): the tls_problems filter
     certificate("tls-certificate-missing", "tls_certificate_src=/nonexistent/fullchain.pem",
                 lambda d: (Path("/nonexistent/fullchain.pem"), good_pair(d)[1]),
                 "tls_certificate_src=/nonexistent/fullchain.pem does not exist on the controller"),
@@ -319,7 +319,7 @@ ROWS = [
     certificate("tls-files-swapped", "the key as the certificate and the certificate as the key",
                 lambda d: tuple(reversed(good_pair(d))),
                 "(it holds a private key: are the two files swapped?)"),
-    # backup archives for restore.yml: tenfold_backup reads and verifies the whole archive first
+    # backup archives for restore.yml: tenfold.stack.backup reads and verifies the whole archive first
     archive("backup-truncated", "the archive's last third cut off", truncated,
             "bad.tar.gz is truncated or corrupt"),
     archive("backup-checksum-mismatch", "nginx.conf changed inside the archive", tampered,

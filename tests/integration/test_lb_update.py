@@ -1,8 +1,8 @@
-"""The tenfold_lb_update module against a real nginx container of this test's own (stack `lbupdtest`).
+"""The tenfold.stack.lb_update module against a real nginx container of this test's own (stack `lbupdtest`).
 
 The container runs the LB image with no network and a minimal configuration; the module is run the way a
-playbook runs it (`ansible localhost -m tenfold_lb_update`). The container and the directories are removed
-afterwards, also when a test fails.
+playbook runs it (`ansible localhost -m tenfold.stack.lb_update`). The container and the directories are
+removed afterwards, also when a test fails.
 """
 
 from __future__ import annotations
@@ -65,7 +65,15 @@ class Lb:
             "labels": {"tenfold.stack": STACK},
         }
         return subprocess.run(
-            [str(BIN / "ansible"), "localhost", "-m", "tenfold_lb_update", "-a", json.dumps(args), *flags],
+            [
+                str(BIN / "ansible"),
+                "localhost",
+                "-m",
+                "tenfold.stack.lb_update",
+                "-a",
+                json.dumps(args),
+                *flags,
+            ],
             cwd=ROOT,
             env=ansible_env(),
             capture_output=True,

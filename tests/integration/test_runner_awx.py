@@ -1,7 +1,7 @@
 """scale.yml and backup.yml under ansible-runner, with a private data directory laid out as AWX lays it out
 (env/extravars, env/envvars, env/settings, inventory/hosts, a copy of the project in project/, the job's
 environment variables): they run without a prompt, the runner records their events, and the
-tenfold_scale_events callback writes the scale run with trigger awx."""
+tenfold.stack.scale_events callback writes the scale run with trigger awx."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import tenfold_backup as tb
 import yaml
+from ansible_collections.tenfold.stack.plugins.module_utils import backup as tb
 from conftest import pool_containers
 from helpers import BIN, ROOT, STACK_VARS, events_count, events_since
 

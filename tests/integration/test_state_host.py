@@ -9,7 +9,7 @@ from pathlib import Path
 
 import docker
 import pytest
-import tenfold_lock
+from ansible_collections.tenfold.stack.plugins.module_utils import lock as tenfold_lock
 from conftest import pool_containers
 from helpers import EVENTS_LOG, ROOT, SCALE_LOCK, events_count, events_since, playbook
 from tenfold_monitor import events

@@ -10,10 +10,10 @@ import json
 import subprocess
 
 import pytest
-import tenfold_lock
+from ansible_collections.tenfold.stack.plugins.module_utils import lock as tenfold_lock
+from ansible_collections.tenfold.stack.plugins.module_utils.lb import Client
 from conftest import plain, pool_containers, put, snapshot
 from helpers import EVENTS_LOG, SCALE_LOCK, events_count, events_since, playbook
-from tenfold_lb import Client
 from tenfold_monitor.engines import Engines
 from tenfold_monitor.promote import FastPath
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import ansible_collections
 import pytest
 import yaml
+from conftest import COLLECTION, build_collection
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -28,7 +29,18 @@ def env() -> dict[str, str]:
 
 
 def collections(path: Path) -> dict[str, str]:
-    return {c["name"]: str(c["version"]) for c in yaml.safe_load(path.read_text())["collections"]}
+    """{name: version} of the Galaxy collections a requirements file lists (not tenfold.stack's tarball)."""
+    return {
+        c["name"]: str(c["version"])
+        for c in yaml.safe_load(path.read_text())["collections"]
+        if "version" in c
+    }
+
+
+def tarball() -> str:
+    """The path (from the checkout's root) of the tarball `make collection` builds of tenfold.stack."""
+    version = yaml.safe_load((COLLECTION / "galaxy.yml").read_text())["version"]
+    return f"build/tenfold-stack-{version}.tar.gz"
 
 
 def pins(path: Path) -> dict[str, str]:
@@ -55,6 +67,13 @@ def test_the_collections_are_pinned_like_the_bundled_copies():
             assert json.loads(manifest.read_text())["collection_info"]["version"] == version, name
 
 
+def test_requirements_and_the_execution_environment_install_the_built_collection():
+    entries = yaml.safe_load((ROOT / "collections" / "requirements.yml").read_text())["collections"]
+    assert {"name": tarball(), "type": "file"} in entries
+    ee = yaml.safe_load((ROOT / "execution-environment.yml").read_text())
+    assert {"src": tarball(), "dest": "build"} in ee["additional_build_files"]
+
+
 def test_execution_environment_pins_what_the_project_pins():
     ee = yaml.safe_load((ROOT / "execution-environment.yml").read_text())
     assert ee["version"] == 3
@@ -76,6 +95,7 @@ def test_execution_environment_pins_what_the_project_pins():
 
 
 def test_ansible_builder_creates_the_build_context(tmp_path):
+    build_collection(ROOT / "build")
     context = tmp_path / "context"
     run = subprocess.run(
         [str(BIN / "ansible-builder"), "create", "-f", "execution-environment.yml", "-c", str(context)],
@@ -95,12 +115,14 @@ def test_ansible_builder_creates_the_build_context(tmp_path):
     )
     assert "docker==7.2.0" in (context / "_build" / "requirements.txt").read_text()
     assert "openssh-clients" in (context / "_build" / "bindep.txt").read_text()
+    # the collection, where requirements.yml's relative path finds it from the galaxy stage's directory
+    assert (context / "_build" / tarball()).is_file()
     # the monitor package, built from the same files as the venv's (pyproject.toml's package-dir)
     package = context / "_build" / "tenfold"
     for path in (
         "pyproject.toml",
         "monitor/tenfold_monitor/__main__.py",
-        "plugins/module_utils/tenfold_policy.py",
+        "collections/ansible_collections/tenfold/stack/plugins/module_utils/policy.py",
     ):
         assert (package / path).is_file(), path
     assert "pip install --no-cache-dir --no-deps /tmp/tenfold" in text
@@ -199,7 +221,7 @@ def test_playbook_never_prompts(path):
 
 
 def test_no_role_task_waits_for_a_person():
-    for path in sorted((ROOT / "roles").rglob("tasks/*.yml")):
+    for path in sorted((COLLECTION / "roles").rglob("tasks/*.yml")):
         for task in yaml.safe_load(path.read_text()) or []:
             pause = task.get("ansible.builtin.pause", task.get("pause"))
             assert pause is None or "seconds" in pause or "minutes" in pause, f"{path}: {task.get('name')}"

@@ -11,7 +11,7 @@ import tarfile
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import tenfold_backup as tb
+from ansible_collections.tenfold.stack.plugins.module_utils import backup as tb
 
 NOW = datetime(2026, 12, 1, 2, 0, 0, 123000, tzinfo=UTC)
 

@@ -5,32 +5,34 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pki
 import pytest
 import yaml
-from tenfold_checks import tenfold_bad_forms, tenfold_not_ip, tenfold_tls_problems
+from conftest import COLLECTION, load_plugin
+
+checks = load_plugin("filter", "checks")
+bad_forms, not_ip, tls_problems = checks.bad_forms, checks.not_ip, checks.tls_problems
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def test_addresses_and_networks_pass_and_anything_else_is_returned():
-    assert tenfold_not_ip(["127.0.0.1", "::1", "10.1.2.3"]) == []
-    assert tenfold_not_ip(["999.1.1.1", "localhost", "", "127.0.0.1:80"]) == [
+    assert not_ip(["127.0.0.1", "::1", "10.1.2.3"]) == []
+    assert not_ip(["999.1.1.1", "localhost", "", "127.0.0.1:80"]) == [
         "999.1.1.1",
         "localhost",
         "",
         "127.0.0.1:80",
     ]
-    assert tenfold_not_ip("10.0.0.0/8") == ["10.0.0.0/8"]
-    assert tenfold_not_ip(["10.0.0.0/8", "127.0.3.1/24", "fd00::/8", "127.0.0.9"], networks=True) == []
-    assert tenfold_not_ip(["10.0.0.0/99", "everyone", "10.0.0.0/"], networks=True) == [
+    assert not_ip("10.0.0.0/8") == ["10.0.0.0/8"]
+    assert not_ip(["10.0.0.0/8", "127.0.3.1/24", "fd00::/8", "127.0.0.9"], networks=True) == []
+    assert not_ip(["10.0.0.0/99", "everyone", "10.0.0.0/"], networks=True) == [
         "10.0.0.0/99",
         "everyone",
         "10.0.0.0/",
     ]
-    assert tenfold_not_ip([]) == [] and tenfold_not_ip(None) == []
+    assert not_ip([]) == [] and not_ip(None) == []
 
 
 def pem_pair(tmp_path, name="a", days=(-1, 30), password=None) -> tuple[str, str]:
@@ -39,13 +41,13 @@ def pem_pair(tmp_path, name="a", days=(-1, 30), password=None) -> tuple[str, str
 
 
 def test_a_valid_pair_has_no_problem(tmp_path):
-    assert tenfold_tls_problems(*pem_pair(tmp_path), now=NOW) == []
+    assert tls_problems(*pem_pair(tmp_path), now=NOW) == []
 
 
 def test_a_key_of_another_certificate_is_named(tmp_path):
     cert, _ = pem_pair(tmp_path, "a")
     _, other = pem_pair(tmp_path, "b")
-    [problem] = tenfold_tls_problems(cert, other, now=NOW)
+    [problem] = tls_problems(cert, other, now=NOW)
     assert f"the certificate {cert} does not match the private key {other}" in problem
 
 
@@ -54,13 +56,13 @@ def test_a_key_of_another_certificate_is_named(tmp_path):
     [((-60, -1), "expired on 2026-05-31"), ((2, 30), "is not valid before 2026-06-03")],
 )
 def test_a_certificate_outside_its_validity_is_refused(tmp_path, days, message):
-    [problem] = tenfold_tls_problems(*pem_pair(tmp_path, days=days), now=NOW)
+    [problem] = tls_problems(*pem_pair(tmp_path, days=days), now=NOW)
     assert message in problem
 
 
 def test_an_encrypted_key_is_refused_with_what_to_do(tmp_path):
     cert, key = pem_pair(tmp_path, password=b"secret")
-    [problem] = tenfold_tls_problems(cert, key, now=NOW)
+    [problem] = tls_problems(cert, key, now=NOW)
     assert f"the private key {key} is encrypted" in problem and "openssl pkey" in problem
 
 
@@ -70,19 +72,19 @@ def test_empty_missing_and_non_pem_files_are_named(tmp_path):
     empty.write_bytes(b"\n")
     text = tmp_path / "text.pem"
     text.write_text("not a certificate\n")
-    assert tenfold_tls_problems(str(empty), key, now=NOW) == [f"the certificate {empty} is empty"]
-    assert tenfold_tls_problems(cert, str(empty), now=NOW) == [f"the private key {empty} is empty"]
-    [problem] = tenfold_tls_problems(str(text), key, now=NOW)
+    assert tls_problems(str(empty), key, now=NOW) == [f"the certificate {empty} is empty"]
+    assert tls_problems(cert, str(empty), now=NOW) == [f"the private key {empty} is empty"]
+    [problem] = tls_problems(str(text), key, now=NOW)
     assert f"the certificate {text} is not a PEM certificate" in problem
-    [problem] = tenfold_tls_problems(cert, str(text), now=NOW)
+    [problem] = tls_problems(cert, str(text), now=NOW)
     assert f"the private key {text} is not a PEM private key" in problem
-    [problem] = tenfold_tls_problems(str(tmp_path / "gone.pem"), key, now=NOW)
+    [problem] = tls_problems(str(tmp_path / "gone.pem"), key, now=NOW)
     assert "cannot be read" in problem
 
 
 def test_swapped_files_say_so(tmp_path):
     cert, key = pem_pair(tmp_path)
-    problems = tenfold_tls_problems(key, cert, now=NOW)
+    problems = tls_problems(key, cert, now=NOW)
     assert len(problems) == 2 and all("are the two files swapped?" in p for p in problems)
 
 
@@ -90,12 +92,12 @@ def test_a_corrupt_pem_block_is_named(tmp_path):
     _, key = pem_pair(tmp_path)
     broken = tmp_path / "broken.pem"
     broken.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
-    [problem] = tenfold_tls_problems(str(broken), key, now=NOW)
+    [problem] = tls_problems(str(broken), key, now=NOW)
     assert f"the certificate {broken} cannot be parsed" in problem
 
 
 # --- strict forms: every string that reaches nginx's config, a container or an image build -----------------
-ROLES = Path(__file__).resolve().parents[2] / "roles"
+ROLES = COLLECTION / "roles"
 FORM_MAPS = {
     "nginx_lb": yaml.safe_load((ROLES / "nginx_lb/vars/main.yml").read_text())["__nginx_lb_forms"],
     "app_pools": yaml.safe_load((ROLES / "app_pools/vars/main.yml").read_text())["__app_pools_forms"],
@@ -122,14 +124,14 @@ INJECTIONS = [
     "",
 ]
 STRING_OPTIONS_CHECKED_ELSEWHERE = {
-    # IP addresses and networks: tenfold_not_ip in the role's validate.yml
+    # IP addresses and networks: tenfold.stack.not_ip in the role's validate.yml
     "nginx_lb_listen_address",
     "nginx_lb_allowlist",
     "app_pools_bind_address",
     # a number or "auto" (validate.yml), a pool's members (the control API validates them)
     "nginx_lb_worker_processes",
     "nginx_lb_members",
-    # the request (tenfold_scale_plan); never in a container
+    # the request (tenfold.stack.scale_plan); never in a container
     "app_pools_scale_request",
     "app_pools_scale_abort",
 }
@@ -166,7 +168,7 @@ def test_the_injection_table_tries_at_least_twenty_values_on_the_variables_of_ea
 
 @pytest.mark.parametrize(("name", "form", "value"), FORM_CASES)
 def test_an_injected_value_is_refused_with_a_message_naming_the_variable(name, form, value):
-    [problem] = tenfold_bad_forms({name: form}, [value])
+    [problem] = bad_forms({name: form}, [value])
     assert problem.startswith(f"{name} must be ") or problem.startswith(f"every entry of {name} must be ")
 
 
@@ -188,26 +190,26 @@ def test_an_injected_value_is_refused_with_a_message_naming_the_variable(name, f
     ],
 )
 def test_the_values_in_use_are_of_their_form(form, good):
-    assert tenfold_bad_forms({f"v{i}": form for i in range(len(good))}, good) == []
+    assert bad_forms({f"v{i}": form for i in range(len(good))}, good) == []
 
 
 def test_a_logrotate_size_in_nginx_units_is_refused():
-    assert tenfold_bad_forms({"nginx_lb_logrotate_maxsize": "logsize?"}, ["100m"]) == [
+    assert bad_forms({"nginx_lb_logrotate_maxsize": "logsize?"}, ["100m"]) == [
         "nginx_lb_logrotate_maxsize must be a logrotate size such as 512k, 100M or 1G (or \"\"); not '100m'"
     ]
 
 
 def test_a_list_is_checked_entry_by_entry_and_an_environment_by_name_and_value():
-    assert tenfold_bad_forms({"ciphers": "word"}, [["AES128-SHA", "x;y"]]) == [
+    assert bad_forms({"ciphers": "word"}, [["AES128-SHA", "x;y"]]) == [
         "every entry of ciphers must be a word of letters, digits and _ . + / -; not 'x;y'"
     ]
-    [problem] = tenfold_bad_forms({"env": "env"}, [{"OK": "a b = c", "BAD NAME": "1", "NL": "a\nb"}])
+    [problem] = bad_forms({"env": "env"}, [{"OK": "a b = c", "BAD NAME": "1", "NL": "a\nb"}])
     assert problem.endswith("not 'BAD NAME=1', 'NL=a\\nb'")
 
 
 def test_optional_forms_take_an_empty_string_and_nothing_else_loose():
-    assert tenfold_bad_forms({"buffer": "size?"}, [""]) == []
-    assert tenfold_bad_forms({"buffer": "size?"}, ["64k;"]) == [
+    assert bad_forms({"buffer": "size?"}, [""]) == []
+    assert bad_forms({"buffer": "size?"}, ["64k;"]) == [
         "buffer must be a size such as 64k, 10m or 1g (or \"\"); not '64k;'"
     ]
 

@@ -1,9 +1,13 @@
-"""The LB's filters: tenfold_members merges the Docker hosts' replicas into the LB's members per pool, and
-tenfold_seconds turns an nginx time into the seconds the Lua balancer reads."""
+"""The LB's filters: tenfold.stack.members merges the Docker hosts' replicas into the LB's members per pool,
+and tenfold.stack.seconds turns an nginx time into the seconds the Lua balancer reads."""
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from tenfold import FilterModule, tenfold_docker_hosts, tenfold_members, tenfold_pool_sizes, tenfold_seconds
+from conftest import load_plugin
+
+pools = load_plugin("filter", "pools")
+FilterModule, docker_hosts, members = pools.FilterModule, pools.docker_hosts, pools.members
+pool_sizes, seconds = pools.pool_sizes, pools.seconds
 
 
 def replicas(prefix, address, ports):
@@ -15,7 +19,7 @@ def test_members_of_several_hosts_are_merged_in_host_then_replica_order():
         "a": {"app_pools_members": {"backend": replicas("a-backend", "10.0.0.1", [(2, 18202), (1, 18201)])}},
         "b": {"app_pools_members": {"backend": replicas("b-backend", "10.0.0.2", [(1, 18201)])}},
     }
-    assert tenfold_members(["b", "a"], hostvars) == {
+    assert members(["b", "a"], hostvars) == {
         "backend": [
             {"id": "b-backend-1", "address": "10.0.0.2", "port": 18201},
             {"id": "a-backend-1", "address": "10.0.0.1", "port": 18201},
@@ -29,7 +33,7 @@ def test_replicas_are_ordered_by_their_index_as_a_number_and_ports_become_intege
         {"name": "x-10", "replica": "10", "address": "10.0.0.1", "port": "18210"},
         {"name": "x-9", "replica": 9, "address": "10.0.0.1", "port": 18209},
     ]
-    assert tenfold_members(["a"], {"a": {"app_pools_members": {"frontend": pool}}}) == {
+    assert members(["a"], {"a": {"app_pools_members": {"frontend": pool}}}) == {
         "frontend": [
             {"id": "x-9", "address": "10.0.0.1", "port": 18209},
             {"id": "x-10", "address": "10.0.0.1", "port": 18210},
@@ -46,7 +50,7 @@ def test_each_pool_is_kept_apart_and_only_id_address_and_port_are_kept():
             }
         }
     }
-    assert tenfold_members(["a"], hostvars) == {
+    assert members(["a"], hostvars) == {
         "frontend": [{"id": "f-1", "address": "10.0.0.1", "port": 18101}],
         "backend": [{"id": "b-1", "address": "10.0.0.1", "port": 18201}],
     }
@@ -59,13 +63,11 @@ def test_the_fact_parameter_reads_another_fact():
             "app_pools_leaving": {"backend": replicas("b", "10.0.0.1", [(3, 18203)])},
         }
     }
-    assert tenfold_members(["a"], hostvars, "app_pools_leaving") == {
+    assert members(["a"], hostvars, "app_pools_leaving") == {
         "backend": [{"id": "b-3", "address": "10.0.0.1", "port": 18203}]
     }
-    assert tenfold_members(["a"], hostvars, fact="app_pools_leaving") == tenfold_members(
-        ["a"], hostvars, "app_pools_leaving"
-    )
-    assert tenfold_members(["a"], hostvars, fact="no_such_fact") == {}
+    assert members(["a"], hostvars, fact="app_pools_leaving") == members(["a"], hostvars, "app_pools_leaving")
+    assert members(["a"], hostvars, fact="no_such_fact") == {}
 
 
 def test_hosts_without_the_fact_contribute_nothing():
@@ -74,16 +76,16 @@ def test_hosts_without_the_fact_contribute_nothing():
         "b": {"app_pools_members": None},
         "c": {"app_pools_members": {"backend": replicas("c", "10.0.0.3", [(1, 18201)])}},
     }
-    assert tenfold_members(["a", "b", "missing", "c"], hostvars) == {
+    assert members(["a", "b", "missing", "c"], hostvars) == {
         "backend": [{"id": "c-1", "address": "10.0.0.3", "port": 18201}]
     }
-    assert tenfold_members(["a"], {"a": {}}) == {}
-    assert tenfold_members([], {}) == {}
-    assert tenfold_members(None, {}) == {}
+    assert members(["a"], {"a": {}}) == {}
+    assert members([], {}) == {}
+    assert members(None, {}) == {}
 
 
 @pytest.mark.parametrize(
-    ("value", "seconds"),
+    ("value", "expected"),
     [
         ("10s", 10),
         ("500ms", 0.5),
@@ -96,20 +98,20 @@ def test_hosts_without_the_fact_contribute_nothing():
         (" 10s ", 10),
     ],
 )
-def test_seconds_of_an_nginx_time(value, seconds):
-    assert tenfold_seconds(value) == pytest.approx(seconds)
+def test_seconds_of_an_nginx_time(value, expected):
+    assert seconds(value) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("value", ["", "ten", "10 s", "10x", "s", "-5", "1.5s", "10s;", "1m 30s", None])
 def test_seconds_of_anything_else_fail_naming_the_value(value):
     with pytest.raises(AnsibleFilterError, match="is not an nginx time"):
-        tenfold_seconds(value)
+        seconds(value)
 
 
 def test_both_filters_are_registered():
     filters = FilterModule().filters()
-    assert filters["tenfold_members"] is tenfold_members
-    assert filters["tenfold_seconds"] is tenfold_seconds
+    assert filters["members"] is members
+    assert filters["seconds"] is seconds
 
 
 def test_pool_sizes_count_distinct_serving_replicas_across_hosts():
@@ -120,10 +122,10 @@ def test_pool_sizes_count_distinct_serving_replicas_across_hosts():
         "c": {"app_pools_found": {"serving": {"backend": [1]}}},
         "unread": {},
     }
-    assert tenfold_pool_sizes(["a", "b", "c", "unread"], hostvars) == {"backend": 4, "frontend": 1}
-    assert tenfold_pool_sizes(["b"], hostvars) == {"backend": 2, "frontend": 0}
-    assert tenfold_pool_sizes([], hostvars) == {}
-    assert FilterModule().filters()["tenfold_pool_sizes"] is tenfold_pool_sizes
+    assert pool_sizes(["a", "b", "c", "unread"], hostvars) == {"backend": 4, "frontend": 1}
+    assert pool_sizes(["b"], hostvars) == {"backend": 2, "frontend": 0}
+    assert pool_sizes([], hostvars) == {}
+    assert FilterModule().filters()["pool_sizes"] is pool_sizes
 
 
 def test_docker_hosts_are_reached_locally_or_as_ansible_reaches_them():
@@ -134,11 +136,11 @@ def test_docker_hosts_are_reached_locally_or_as_ansible_reaches_them():
         "d3": {"tenfold_docker_url": "tcp://10.0.0.13:2376"},
         "here": {"ansible_connection": "local"},
     }
-    assert tenfold_docker_hosts(["lb", "d1", "d2", "d3", "here"], hostvars, "lb") == [
+    assert docker_hosts(["lb", "d1", "d2", "d3", "here"], hostvars, "lb") == [
         {"name": "lb", "url": ""},
         {"name": "d1", "url": "ssh://deploy@10.0.0.11:2222"},
         {"name": "d2", "url": "ssh://10.0.0.12"},
         {"name": "d3", "url": "tcp://10.0.0.13:2376"},
         {"name": "here", "url": ""},
     ]
-    assert tenfold_docker_hosts([], hostvars, "lb") == []
+    assert docker_hosts([], hostvars, "lb") == []

@@ -1,16 +1,14 @@
-"""The pure parts of the LB's members client (module_utils tenfold_lb) and of tenfold_lb_members: checking
+"""The pure parts of the LB's members client (module_utils lb) and of tenfold.stack.lb_members: checking
 members, planning a pool's set, comparing and describing sets, reading the LB's answer."""
 
 from __future__ import annotations
 
 import pytest
-import tenfold_lb
+from ansible_collections.tenfold.stack.plugins.module_utils import lb as tenfold_lb
 from conftest import load_plugin
 
 Member, LbError = tenfold_lb.Member, tenfold_lb.LbError
-# The module sees module_utils as ansible.module_utils.tenfold_lb (load_plugin), a module object of its own:
-# its results and errors are compared with the classes it imported (mod.Member, mod.LbError).
-mod = load_plugin("modules", "tenfold_lb_members")
+mod = load_plugin("modules", "lb_members")
 
 
 def raw(i: int, port: int | None = None, **extra) -> dict:

@@ -1,11 +1,12 @@
-"""tenfold_lb_update's pure parts: which files change, the validation container's mounts, its messages."""
+"""tenfold.stack.lb_update's pure parts: which files change, the validation container's mounts, its
+messages."""
 
 from __future__ import annotations
 
 import pytest
 from conftest import load_plugin
 
-mod = load_plugin("modules", "tenfold_lb_update")
+mod = load_plugin("modules", "lb_update")
 
 PARAMS = {
     "live_dir": "/etc/tenfold/s/nginx",

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
-import tenfold_lock as tl
+from ansible_collections.tenfold.stack.plugins.module_utils import lock as tl
 from conftest import load_plugin
 
 
@@ -221,15 +221,15 @@ def test_a_lock_file_written_before_leases_reads_with_the_default_lease(tmp_path
 
 
 def test_the_scale_events_callback_renews_the_lease_while_its_run_holds_the_lock(tmp_path, monkeypatch):
-    callback = load_plugin("callback", "tenfold_scale_events")
-    code = callback._util("tenfold_lock")
+    callback = load_plugin("callback", "scale_events")
+    code = callback.lock
     monkeypatch.setattr(code, "RENEW_EVERY_S", 0.05)
     path = str(tmp_path / "scale.lock")
     me = code.owner_for(os.getpid())
     code.acquire(path, me, timeout=0)
     os.utime(path, (1.0, 1.0))
     events = callback.CallbackModule()
-    task = SimpleNamespace(action="tenfold_lock")
+    task = SimpleNamespace(resolved_action="tenfold.stack.lock")
     events.v2_runner_on_ok(
         SimpleNamespace(_task=task, _result={"acquired": True, "lock": path, "owner": asdict(me)})
     )
@@ -266,8 +266,8 @@ def test_a_malformed_owner_is_refused_and_no_lock_is_taken(tmp_path):
 
 
 def test_the_callback_renews_a_remote_lock_through_the_state_host_until_it_is_not_its_own(monkeypatch):
-    callback = load_plugin("callback", "tenfold_scale_events")
-    monkeypatch.setattr(callback._util("tenfold_lock"), "RENEW_EVERY_S", 0.05)
+    callback = load_plugin("callback", "scale_events")
+    monkeypatch.setattr(callback.lock, "RENEW_EVERY_S", 0.05)
     calls = []
 
     def on_state_host(self, host, module, args):
@@ -284,12 +284,14 @@ def test_the_callback_renews_a_remote_lock_through_the_state_host_until_it_is_no
         "lock": "/var/lib/x/scale.lock",
         "owner": owner,
     }
-    events.v2_runner_on_ok(SimpleNamespace(_task=SimpleNamespace(action="tenfold_lock"), _result=result))
+    events.v2_runner_on_ok(
+        SimpleNamespace(_task=SimpleNamespace(resolved_action="tenfold.stack.lock"), _result=result)
+    )
     assert wait_until(lambda: len(calls) >= 3)
     tl.time.sleep(0.2)
     assert len(calls) == 3  # the third said the lock is not its own any more: no more renewals
     assert calls[0] == (
         "lb1",
-        "tenfold_lock",
+        "tenfold.stack.lock",
         {"path": "/var/lib/x/scale.lock", "state": "renewed", "owner": owner},
     )

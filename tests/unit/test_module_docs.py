@@ -1,4 +1,5 @@
-"""Every custom module documents itself: ansible-doc renders it and its options match its argument_spec."""
+"""Every module of the collection documents itself: ansible-doc renders it, from the checkout and from the
+built collection installed elsewhere, and its options match its argument_spec."""
 
 from __future__ import annotations
 
@@ -9,33 +10,49 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import load_plugin
+from conftest import COLLECTION, ROOT, build_collection, load_plugin
 
-ROOT = Path(__file__).resolve().parents[2]
-MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py") if not p.stem.startswith("_"))
+BIN = ROOT / ".venv" / "bin"
+MODULES = sorted(
+    p.stem for p in (COLLECTION / "plugins" / "modules").glob("*.py") if not p.stem.startswith("_")
+)
+OTHER_PLUGINS = [
+    ("callback", "scale_events"),
+    ("lookup", "state"),
+    ("filter", "members"),
+    ("filter", "pool_sizes"),
+    ("filter", "docker_hosts"),
+    ("filter", "seconds"),
+    ("filter", "not_ip"),
+    ("filter", "bad_forms"),
+    ("filter", "tls_problems"),
+    ("filter", "monitor_pools"),
+    ("filter", "monitor_problems"),
+]
+
+
+def fqcn(name: str) -> str:
+    return f"tenfold.stack.{name}"
 
 
 def test_every_module_is_covered():
-    assert {"tenfold_drain", "tenfold_lb_members", "tenfold_lb_update"} <= set(MODULES)
+    assert {"drain", "lb_members", "lb_update", "pool", "lock", "backup"} <= set(MODULES)
 
 
-def ansible_doc(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+def ansible_doc(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = env if env is not None else {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
     return subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ansible-doc"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+        [str(BIN / "ansible-doc"), *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_ansible_doc_renders_the_module(name):
-    result = ansible_doc("--json", name)
+    result = ansible_doc("--json", fqcn(name))
     assert result.returncode == 0, result.stderr
-    doc = json.loads(result.stdout)[name]
+    doc = json.loads(result.stdout)[fqcn(name)]
     assert doc["doc"]["short_description"]
     assert doc["examples"].strip()
     assert doc["return"]
@@ -53,19 +70,55 @@ def test_documented_options_match_the_argument_spec(name):
         assert doc.get("choices") == spec[option].get("choices"), option
 
 
-@pytest.mark.parametrize(
-    ("kind", "name"),
-    [
-        ("callback", "tenfold_scale_events"),
-        ("lookup", "tenfold_state"),
-        ("filter", "tenfold_members"),
-        ("filter", "tenfold_seconds"),
-        ("filter", "tenfold_not_ip"),
-        ("filter", "tenfold_bad_forms"),
-        ("filter", "tenfold_tls_problems"),
-    ],
-)
+@pytest.mark.parametrize(("kind", "name"), OTHER_PLUGINS)
 def test_ansible_doc_renders_the_other_plugins(kind, name):
-    result = ansible_doc("-t", kind, "--json", name)
+    result = ansible_doc("-t", kind, "--json", fqcn(name))
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)[name]["doc"]["short_description"]
+    assert json.loads(result.stdout)[fqcn(name)]["doc"]["short_description"]
+
+
+def outside() -> dict[str, str]:
+    """An environment without the checkout's Ansible settings (run it outside the checkout, too)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The collection as `make collection` builds it, installed into a collections directory of its own
+    (--force: this copy, whatever else is installed)."""
+    work = tmp_path_factory.mktemp("collection")
+    tarball = build_collection(work)
+    target = work / "collections"
+    install = subprocess.run(
+        [
+            str(BIN / "ansible-galaxy"),
+            "collection",
+            "install",
+            "--offline",
+            "--force",
+            str(tarball),
+            "-p",
+            str(target),
+        ],
+        cwd=work,
+        env=outside(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    return target
+
+
+def test_the_installed_collection_documents_every_module_from_anywhere(installed, tmp_path):
+    """Outside the checkout, with no ansible.cfg: only ANSIBLE_COLLECTIONS_PATH says where it is."""
+    env = {**outside(), "ANSIBLE_COLLECTIONS_PATH": str(installed)}
+    result = ansible_doc("--json", *map(fqcn, MODULES), cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    docs = json.loads(result.stdout)
+    assert set(docs) == set(map(fqcn, MODULES))
+    for name, doc in docs.items():
+        assert doc["doc"]["short_description"], name
+        assert doc["doc"]["filename"].startswith(str(installed)), doc["doc"]["filename"]
+    other = ansible_doc("-t", "callback", "--json", fqcn("scale_events"), cwd=tmp_path, env=env)
+    assert other.returncode == 0, other.stderr

@@ -6,7 +6,7 @@ import json
 import logging
 
 import pytest
-import tenfold_policy as policy
+from ansible_collections.tenfold.stack.plugins.module_utils import policy
 from tenfold_monitor import logsetup
 from tenfold_monitor.service import Monitor, Settings
 from test_monitor_readmit import FixedCollector

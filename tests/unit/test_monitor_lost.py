@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tenfold_lb import LbError, Member
+from ansible_collections.tenfold.stack.plugins.module_utils.lb import LbError, Member
 from tenfold_monitor.engines import EngineHost
 from tenfold_monitor.lost import drain_lost, host_address
 

@@ -7,7 +7,7 @@ import socket
 import urllib.request
 
 import pytest
-import tenfold_policy as policy
+from ansible_collections.tenfold.stack.plugins.module_utils import policy
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from tenfold_monitor.collect import PoolSnapshot, Snapshot

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-import tenfold_lock
+from ansible_collections.tenfold.stack.plugins.module_utils import lock as tenfold_lock
 from tenfold_monitor.collect import PoolSnapshot, Snapshot
 from tenfold_monitor.service import Monitor, Settings
 

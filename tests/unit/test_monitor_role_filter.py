@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import yaml
+from ansible_collections.tenfold.stack.plugins.module_utils import policy
+from conftest import COLLECTION, load_plugin
 
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "monitor"
-_spec = importlib.util.spec_from_file_location(
-    "monitor_role_filters", ROLE / "filter_plugins" / "tenfold_monitor.py"
-)
-assert _spec and _spec.loader
-filters = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(filters)
+ROLE = COLLECTION / "roles" / "monitor"
+filters = load_plugin("filter", "monitor")
 
 ROLE_VARS = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
 SETTING_VARS = ROLE_VARS["__monitor_settings_vars"]
@@ -22,14 +16,12 @@ POLICY_VARS = ROLE_VARS["__monitor_policy_vars"]
 
 def problems(*items: tuple[list[str], str], pools: dict | None = None) -> list[str]:
     check = {"problems": [{"settings": settings, "message": message} for settings, message in items]}
-    return filters.tenfold_monitor_problems(check, pools or {}, SETTING_VARS, POLICY_VARS)
+    return filters.monitor_problems(check, pools or {}, SETTING_VARS, POLICY_VARS)
 
 
 def test_every_policy_field_has_a_role_variable_with_a_default():
-    import tenfold_policy
-
     defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    fields = {f.name for f in tenfold_policy.PolicyConfig.__dataclass_fields__.values()}
+    fields = {f.name for f in policy.PolicyConfig.__dataclass_fields__.values()}
     assert set(POLICY_VARS) == fields - {"min_replicas", "max_replicas"}
     assert set(POLICY_VARS.values()) <= set(defaults)
     assert set(SETTING_VARS.values()) - {"tenfold_state_dir"} <= set(defaults)

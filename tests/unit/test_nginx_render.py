@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import COLLECTION
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "tests" / "playbooks" / "nginx_render.yml"
@@ -219,7 +220,7 @@ def test_members_given_to_the_role_are_not_rendered(rendered):
 def test_the_lua_modules_and_shared_dicts_are_in_place(rendered):
     conf_dir = rendered / "hash-least-conn"
     for name in LUA_FILES:
-        source = ROOT / "roles" / "nginx_lb" / "files" / "lua" / "tenfold" / name
+        source = COLLECTION / "roles" / "nginx_lb" / "files" / "lua" / "tenfold" / name
         assert (conf_dir / "lua" / "tenfold" / name).read_text() == source.read_text()
     text = (conf_dir / "nginx.conf").read_text()
     assert text.index("load_module /usr/lib/nginx/modules/ndk_http_module.so;") < text.index(

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import pytest
-import tenfold_policy as tp
+from ansible_collections.tenfold.stack.plugins.module_utils import policy as tp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

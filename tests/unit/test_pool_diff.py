@@ -1,14 +1,11 @@
-"""What tenfold_pool's --diff says per replica: pure logic (config dicts in, lines out) and the mapping of a
-container's docker-inspect attrs back to the wanted config's shape, no Docker."""
+"""What tenfold.stack.pool's --diff says per replica: pure logic (config dicts in, lines out) and the mapping
+of a container's docker-inspect attrs back to the wanted config's shape, no Docker."""
 
 from __future__ import annotations
 
-import tenfold_pool as tp
-from conftest import load_plugin
+from ansible_collections.tenfold.stack.plugins.module_utils import engine as docker_utils
+from ansible_collections.tenfold.stack.plugins.module_utils import pool as tp
 from test_pool_plan import spec as plan_spec
-
-load_plugin("modules", "tenfold_pool")  # makes the module_utils importable as ansible.module_utils.*
-docker_utils = __import__("ansible.module_utils.tenfold_docker", fromlist=["observed_config"])
 
 SECRET = "sekrit-value-0815"
 

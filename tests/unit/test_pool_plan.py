@@ -1,7 +1,7 @@
 """The pool reconcile plan and container spec: pure logic, no Docker."""
 
 import pytest
-import tenfold_pool as tp
+from ansible_collections.tenfold.stack.plugins.module_utils import pool as tp
 
 
 def spec(**overrides):

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-import tenfold_policy as policy
+from ansible_collections.tenfold.stack.plugins.module_utils import policy
 from tenfold_monitor import report
 from tenfold_monitor.__main__ import main as monitor_main
 from tenfold_monitor.collect import PoolSnapshot, Snapshot

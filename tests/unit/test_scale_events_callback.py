@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from conftest import load_plugin
 
-callback = load_plugin("callback", "tenfold_scale_events")
+callback = load_plugin("callback", "scale_events")
 EVENT = {"start": "2026-12-06T05:22:08.123Z", "result": "ok", "pools": []}
 
 
@@ -26,9 +26,16 @@ def test_the_ad_hoc_run_takes_over_how_the_run_reaches_its_hosts():
     }
     defaults = {"connection": "ssh"}
     command = callback.adhoc_command(
-        "/venv/bin/ansible", "lb1", "tenfold_scale_event", {"path": "/p"}, cli, defaults
+        "/venv/bin/ansible", "lb1", "tenfold.stack.scale_event", {"path": "/p"}, cli, defaults
     )
-    assert command[:6] == ["/venv/bin/ansible", "lb1", "-m", "tenfold_scale_event", "-a", '{"path": "/p"}']
+    assert command[:6] == [
+        "/venv/bin/ansible",
+        "lb1",
+        "-m",
+        "tenfold.stack.scale_event",
+        "-a",
+        '{"path": "/p"}',
+    ]
     assert command[6:] == [
         "-i", "inventories/fleet",
         "-e", "@stack.yml", "-e", "tenfold_state_dir=/srv/s",
@@ -57,7 +64,7 @@ def test_a_remote_state_host_gets_the_event_through_the_scale_event_module(monke
     )
     state = {"host": "lb1", "events": "/var/lib/tenfold/web/scale/scale-events.jsonl", "local": False}
     callback.CallbackModule()._record(state, EVENT)
-    assert calls == [("lb1", "tenfold_scale_event", {"path": state["events"], "event": EVENT})]
+    assert calls == [("lb1", "tenfold.stack.scale_event", {"path": state["events"], "event": EVENT})]
 
 
 def test_an_event_the_state_host_did_not_take_is_shown_in_a_warning(monkeypatch):

@@ -1,14 +1,14 @@
-"""tenfold_pool_info's reading of the engine (only running replicas count, by their own indexes) and
-tenfold_scale_plan's plan from the pools' sizes across the Docker hosts."""
+"""tenfold.stack.pool_info's reading of the engine (only running replicas count, by their own indexes) and
+tenfold.stack.scale_plan's plan from the pools' sizes across the Docker hosts."""
 
 from types import SimpleNamespace
 
 import pytest
+from ansible_collections.tenfold.stack.plugins.module_utils import engine as docker_utils
+from ansible_collections.tenfold.stack.plugins.module_utils import scale
 from conftest import load_plugin
 
-info = load_plugin("modules", "tenfold_pool_info")
-scale = __import__("ansible.module_utils.tenfold_scale", fromlist=["scale_plan"])
-docker_utils = __import__("ansible.module_utils.tenfold_docker", fromlist=["running_replicas"])
+info = load_plugin("modules", "pool_info")
 
 
 class FakeEngine:

@@ -1,7 +1,7 @@
 """Scale requests: parsing the extra vars and the clamped target of each pool."""
 
 import pytest
-import tenfold_scale as ts
+from ansible_collections.tenfold.stack.plugins.module_utils import scale as ts
 
 POOLS = ["frontend", "backend"]
 BOUNDS = ts.Bounds(min_replicas=3, max_replicas=10)

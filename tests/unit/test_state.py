@@ -1,7 +1,7 @@
 """The stack's state host and directory: the defaults, and bad values refused naming the variable."""
 
 import pytest
-import tenfold_state as ts
+from ansible_collections.tenfold.stack.plugins.module_utils import state as ts
 
 GROUPS = {"all": ["lb1", "lb2", "d1"], "tenfold_lb": ["lb1", "lb2"], "tenfold_docker": ["d1"]}
 CONNECTIONS = {"lb1": "ssh", "lb2": None, "d1": "ssh"}

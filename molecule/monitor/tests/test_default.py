@@ -20,7 +20,7 @@ LOAD = """
 import dataclasses, json, sys
 from pathlib import Path
 from tenfold_monitor.service import Settings
-from tenfold_policy import PolicyConfig
+from ansible_collections.tenfold.stack.plugins.module_utils.policy import PolicyConfig
 settings = Settings.load(Path(sys.argv[1]))
 print(json.dumps({
     "settings": dataclasses.asdict(settings),

@@ -244,7 +244,7 @@ def test_accepted_change_reloads_nginx_without_restarting_it(host):
     master, workers = master_and_workers(host)
     run = converge("-e", "nginx_lb_rate_general=11")
     assert run.returncode == 0, run.stdout[-3000:]
-    assert "RUNNING HANDLER [nginx_lb : Reload nginx" in run.stdout
+    assert "RUNNING HANDLER [tenfold.stack.nginx_lb : Reload nginx" in run.stdout
     assert "rate=11r/s" in (LIVE / "nginx.conf").read_text()
     assert inspect(host)["State"]["StartedAt"] == started
     for _ in range(50):

@@ -1,0 +1,144 @@
+#!/usr/bin/python
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: drain
+short_description: Wait until replicas draining in the load balancer have finished their requests
+description:
+  - Polls the health endpoint of each replica, which reports the requests it has in flight, and with
+    O(lb_url) the LB's own count of the requests it has in flight on the replica, until both report none
+    for O(settle) polls in a row, or until O(timeout) seconds have passed.
+  - Call it after the replicas were marked C(draining) in the LB (M(tenfold.stack.lb_members)), so they get no
+    new request, and before they leave the pool and are stopped. A replica that does not answer serves nothing
+    and counts as drained; so does one the LB no longer lists.
+  - It changes nothing. Replicas still busy at the timeout are reported (RV(busy)) with a warning; stopping
+    them afterwards still gives their server its graceful stop timeout.
+version_added: "0.1.0"
+author: tenfold contributors (!UNKNOWN)
+options:
+  members:
+    description:
+      - The replicas to drain, as returned by M(tenfold.stack.pool) (C(name), C(address), C(port)) or as LB
+        members (C(id) instead of C(name)).
+    type: list
+    elements: dict
+    required: true
+  health_path:
+    description: HTTP path that answers with a JSON object holding C(inflight), the requests in progress.
+    type: str
+    default: /health
+  lb_url:
+    description: Base URL of the LB's status server (its members API); without it only the replicas are asked.
+    type: str
+  pool:
+    description: The pool the replicas are members of in the LB. Required with O(lb_url).
+    type: str
+  timeout:
+    description: Seconds to wait at most.
+    type: int
+    default: 30
+  settle:
+    description: Consecutive polls that must report no request in flight.
+    type: int
+    default: 2
+  interval:
+    description: Seconds between polls.
+    type: float
+    default: 0.5
+attributes:
+  check_mode:
+    description: Can run in check mode and say what would change without changing it.
+    support: full
+    details: In check mode it does not wait.
+  diff_mode:
+    description: Returns what it changed (or would change, in check mode) when run with --diff.
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Drain the replicas leaving the pool
+  tenfold.stack.drain:
+    members: "{{ leaving }}"
+    timeout: 30
+"""
+
+RETURN = r"""
+replicas:
+  description: >-
+    Per replica, whether it drained, how long that took and its last in-flight count (the replica's and the
+    LB's added up).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "tenfold-backend-7", "drained": true, "waited_s": 1.02, "last_inflight": 0}]
+busy:
+  description: Names of the replicas still busy at the timeout.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from dataclasses import asdict
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tenfold.stack.plugins.module_utils.engine import get_json
+from ansible_collections.tenfold.stack.plugins.module_utils.lb import Client, LbError
+from ansible_collections.tenfold.stack.plugins.module_utils.pool import drain
+
+
+def argument_spec() -> dict:
+    return {
+        "members": {"type": "list", "elements": "dict", "required": True},
+        "health_path": {"type": "str", "default": "/health"},
+        "lb_url": {"type": "str"},
+        "pool": {"type": "str"},
+        "timeout": {"type": "int", "default": 30},
+        "settle": {"type": "int", "default": 2},
+        "interval": {"type": "float", "default": 0.5},
+    }
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=argument_spec(), required_by={"lb_url": "pool"}, supports_check_mode=True
+    )
+    params = module.params
+    urls = {}
+    for item in params["members"]:
+        name = item.get("name", item.get("id"))
+        missing = [key for key in ("address", "port") if key not in item] + ([] if name else ["name"])
+        if missing:
+            module.fail_json(msg=f"member {item!r} lacks {', '.join(missing)}")
+        urls[name] = f"http://{item['address']}:{item['port']}{params['health_path']}"
+    if module.check_mode or not urls:
+        module.exit_json(changed=False, replicas=[], busy=[])
+
+    lb = Client(params["lb_url"], timeout=2.0) if params["lb_url"] else None
+
+    def inflight(name: str) -> int | None:
+        """The replica's requests in flight plus the LB's on it; None when neither knows of any."""
+        body = get_json(urls[name])
+        app = None if body is None else int(body.get("inflight", 0))
+        if lb is None:
+            return app
+        try:
+            on_lb = lb.pool(params["pool"])[2].get(name, 0)
+        except LbError as exc:
+            module.fail_json(msg=f"cannot read the LB's requests in flight: {exc}")
+        return (app or 0) + on_lb if (app is not None or on_lb) else None
+
+    results = drain(
+        list(urls), inflight, timeout=params["timeout"], settle=params["settle"], interval=params["interval"]
+    )
+    busy = [r.name for r in results if not r.drained]
+    if busy:
+        module.warn(f"still busy after {params['timeout']}s, stopping anyway (graceful): {', '.join(busy)}")
+    module.exit_json(changed=False, replicas=[asdict(r) for r in results], busy=busy)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+#!/usr/bin/python
+# Copyright: tenfold contributors
+# SPDX-License-Identifier: MIT
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: lb_members
+short_description: Set the members of the load balancer's pools, live, without reloading nginx
+description:
+  - Makes each pool named in O(pools) have exactly the members given there (state C(active)) and in
+    O(draining) (state C(draining)), through the LB's members API on its status server (127.0.0.1 only).
+  - A C(draining) member gets no new request, and a client pinned to it moves to another member; the
+    requests it has in flight finish. A member left out of both lists leaves the pool.
+  - Every member is checked (id, address, port) before anything is written; host names are resolved to
+    IPv4 addresses, since the balancer connects to addresses. A pool whose members already match is left
+    alone. Each write names the generation it read, and the LB refuses it if another write came in between;
+    the LB then keeps the members it has, and the module fails with the LB's reason.
+  - nginx is never reloaded, so its worker processes, their keep-alive connections and balancing state stay.
+    The LB persists the members to its state file, so a restarted nginx starts from them.
+version_added: "0.2.0"
+author: tenfold contributors (!UNKNOWN)
+options:
+  url:
+    description: Base URL of the LB's status server on the LB host.
+    type: str
+    default: http://127.0.0.1:8081
+  pools:
+    description:
+      - Pool name to the list of members it is to have, active. Each member has C(id) (or C(name), as
+        M(tenfold.stack.pool) returns them), C(address) (IPv4 or a host name) and C(port).
+      - Pools not named here are not touched.
+    type: dict
+    required: true
+  draining:
+    description: Pool name to the members that stay in the pool as C(draining). Each pool must be in O(pools).
+    type: dict
+    default: {}
+  timeout:
+    description: Seconds to wait for each answer of the LB.
+    type: float
+    default: 5.0
+attributes:
+  check_mode:
+    description: Can run in check mode and say what would change without changing it.
+    support: full
+    details: In check mode it reads the pools and reports what would change; it writes nothing.
+  diff_mode:
+    description: Returns what it changed (or would change, in check mode) when run with --diff.
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Point the backend pool at its replicas
+  tenfold.stack.lb_members:
+    url: http://127.0.0.1:8081
+    pools:
+      backend:
+        - {id: tenfold-backend-1, address: 127.0.0.1, port: 18201}
+        - {id: tenfold-backend-2, address: 127.0.0.1, port: 18202}
+
+- name: Drain replica 2 (it stays in the pool, getting no new request)
+  tenfold.stack.lb_members:
+    pools:
+      backend:
+        - {id: tenfold-backend-1, address: 127.0.0.1, port: 18201}
+    draining:
+      backend:
+        - {id: tenfold-backend-2, address: 127.0.0.1, port: 18202}
+"""
+
+RETURN = r"""
+pools:
+  description: Per pool named in O(pools), its generation and members after the run (before, in check mode).
+  returned: always
+  type: dict
+  sample: {"backend": {"generation": 8, "members": [{"id": "tenfold-backend-1", "address": "127.0.0.1",
+           "port": 18201, "state": "active"}]}}
+changed_pools:
+  description: The pools whose members changed (or would, in check mode).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tenfold.stack.plugins.module_utils.lb import (
+    Client,
+    LbError,
+    Member,
+    describe,
+    plan,
+    resolve,
+    same,
+)
+
+
+def argument_spec() -> dict:
+    return {
+        "url": {"type": "str", "default": "http://127.0.0.1:8081"},
+        "pools": {"type": "dict", "required": True},
+        "draining": {"type": "dict", "default": {}},
+        "timeout": {"type": "float", "default": 5.0},
+    }
+
+
+def wanted_members(params: dict) -> dict[str, list[Member]]:
+    """Each pool's members, checked and resolved, before anything is read or written."""
+    unknown = sorted(set(params["draining"]) - set(params["pools"]))
+    if unknown:
+        raise LbError(f"draining names pools that pools does not: {', '.join(unknown)}")
+    wanted = {}
+    for pool, active in params["pools"].items():
+        if not isinstance(active, list) or not isinstance(params["draining"].get(pool, []), list):
+            raise LbError(f"{pool}: the members must be a list")
+        wanted[pool] = [resolve(m) for m in plan(pool, active, params["draining"].get(pool, []))]
+    return wanted
+
+
+def run(module: AnsibleModule) -> dict:
+    wanted = wanted_members(module.params)
+    client = Client(module.params["url"], module.params["timeout"])
+    current = {pool: client.pool(pool) for pool in wanted}
+    changed = [pool for pool in wanted if not same(current[pool][1], wanted[pool])]
+    result: dict = {
+        "changed": bool(changed),
+        "changed_pools": changed,
+        "pools": {
+            pool: {"generation": gen, "members": [m.as_dict() for m in members]}
+            for pool, (gen, members, _raw) in current.items()
+        },
+    }
+    if module._diff and changed:
+        result["diff"] = [
+            {
+                "before_header": f"{module.params['url']}/members/{pool}",
+                "after_header": f"{module.params['url']}/members/{pool}",
+                "before": describe(current[pool][1]),
+                "after": describe(wanted[pool]),
+            }
+            for pool in changed
+        ]
+    if module.check_mode:
+        return result
+    done: list[str] = []
+    for pool in changed:
+        try:
+            generation = client.replace(pool, current[pool][0], wanted[pool])
+        except LbError as exc:
+            already = f"; {', '.join(done)} changed already" if done else ""
+            raise LbError(f"{exc}; pool {pool} keeps the members it had{already}") from exc
+        done.append(pool)
+        result["pools"][pool] = {"generation": generation, "members": [m.as_dict() for m in wanted[pool]]}
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        result = run(module)
+    except LbError as exc:
+        module.fail_json(msg=str(exc), changed_pools=[])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
