@@ -77,7 +77,7 @@ lint: venv ## ruff, ansible-lint (production profile), and shellcheck where it i
 
 # ansible-test bootstraps pip into each sanity test's venv with a get-pip.py it downloads from
 # ci-files.testing.ansible.com, which this machine cannot reach; it takes a cached copy when there is one.
-# Where there is none, this makes one from PyPI's pip wheel (scripts/ansible-test-get-pip.py).
+# Where there is none, this makes one from PyPI's pip wheel (tests/ansible-test-get-pip.py).
 ANSIBLE_TEST_PIP := 24.2
 ANSIBLE_TEST_CACHE := $(HOME)/.ansible/test/cache
 GET_PIP := $(ANSIBLE_TEST_CACHE)/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP)).py
@@ -85,7 +85,7 @@ $(GET_PIP):
 	mkdir -p $(ANSIBLE_TEST_CACHE)
 	$(BIN)/pip download -q --no-deps pip==$(ANSIBLE_TEST_PIP) -d $(ANSIBLE_TEST_CACHE)
 	sed 's#^PIP_WHEEL = .*#PIP_WHEEL = "$(ANSIBLE_TEST_CACHE)/pip-$(ANSIBLE_TEST_PIP)-py3-none-any.whl"#' \
-	  scripts/ansible-test-get-pip.py > $@
+	  tests/ansible-test-get-pip.py > $@
 
 # ansible-test wants the collection at a path ending ansible_collections/tenfold/stack and runs from there.
 # Every sanity test but pslint (PowerShell); each runs in a venv of its own that ansible-test installs from

@@ -42,7 +42,7 @@ is_name() { [[ $1 =~ ^[a-z][a-z0-9_]*$ ]]; }
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PLAYBOOK="$ROOT/.venv/bin/ansible-playbook"
-PYTHON="$ROOT/.venv/bin/python"
+MONITOR="$ROOT/.venv/bin/tenfold-monitor"
 LOG="${TENFOLD_AUTOSCALE_LOG:-$ROOT/logs/auto-scale.log}"
 
 # Run scale.yml with the given extra-var arguments, logging to $LOG and the terminal.
@@ -118,7 +118,7 @@ main() {
 		absolute ${ARGS[@]+"${ARGS[@]}"}
 		;;
 	status)
-		exec "$PYTHON" "$ROOT/scripts/tenfold_status.py" "$@"
+		exec "$MONITOR" status "$@"
 		;;
 	help | -h | --help)
 		usage

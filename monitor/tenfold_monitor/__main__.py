@@ -4,6 +4,7 @@
 
 tenfold-monitor check --config FILE|-: load the settings and print what is wrong with them, as JSON
 tenfold-monitor report [--date YYYY-MM-DD] [--metrics FILE] [--out DIR]: the daily report
+tenfold-monitor status [--json] [--stack NAME] ...: the stack at a glance (status -h; auto-scale.sh status)
 
 (`python -m tenfold_monitor ...` is the same.)
 """
@@ -24,9 +25,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tenfold-monitor", description=__doc__)
     parser.add_argument(
         "command",
-        choices=["run", "once", "check", "report"],
+        choices=["run", "once", "check", "report", "status"],
         help="run: watch and scale; once: one collection; check: check the settings only;"
-        " report: a day's performance report (report -h)",
+        " report: a day's performance report (report -h); status: the stack at a glance (status -h)",
     )
     parser.add_argument(
         "--config", type=Path, help="JSON settings (the monitor role renders them; - = stdin)"
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         from tenfold_monitor import report
 
         return report.main(argv[1:])
+    if argv[:1] == ["status"]:  # its own options; it reads, run from the checkout
+        from tenfold_monitor import status
+
+        return status.main(argv[1:])
     args = parse_args(argv)
     try:
         settings = Settings.load(

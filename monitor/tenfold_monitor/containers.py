@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """The app containers of a stack, from the Docker engine: state, health, CPU and memory, requests in flight.
 
-The arithmetic on a `stats` sample is pure (scripts/tenfold_status.py imports `cpu_percent`,
+The arithmetic on a `stats` sample is pure (tenfold_monitor.status imports `cpu_percent`,
 `memory_usage` and `published` from here); Docker and HTTP calls are in the functions at the bottom.
 
 A plain stats call takes two seconds on Docker 20.10: the engine waits for a second CPU reading. The

@@ -1,7 +1,7 @@
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
 """The scale events the tenfold.stack.scale_events callback writes, read back for the monitor's cooldown and
-for the status view (scripts/tenfold_status.py).
+for the status view (tenfold_monitor.status).
 
 The file outlives the monitor, so a restarted monitor still knows when each pool was last scaled; its
 rotation (roles/monitor, logrotate) keeps the newest rotated copy uncompressed, and it is read too.
@@ -28,7 +28,7 @@ class PoolChange:
 @dataclass(frozen=True)
 class ScaleEvent:
     """One scale run, as the callback (the collection's module_utils events) writes it. The one reader of
-    the schema: the monitor's cooldown and scripts/tenfold_status.py both parse events here."""
+    the schema: the monitor's cooldown and tenfold_monitor.status both parse events here."""
 
     start: str
     end: float | None  # epoch seconds; None when the line has no readable end

@@ -10,7 +10,7 @@ which lists them the same way beside the counters).
 Membership is data inside nginx (Lua), not a file on disk: the status server's answer is the only view of
 it. An answer that cannot be had or read is "membership unknown" (None), never "no members": a scaler must
 not take an LB it cannot see for an empty one. Parsing is pure (`parse_members`); only `read_members` does
-I/O. Shared with scripts/tenfold_status.py, which imports these names.
+I/O. Shared with tenfold_monitor.status, which imports these names.
 """
 
 from __future__ import annotations

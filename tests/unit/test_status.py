@@ -1,30 +1,14 @@
-"""scripts/tenfold_status.py, its pure parts: LB membership, scale events, CPU and memory, the table."""
+"""tenfold_monitor.status (auto-scale.sh status), its pure parts: LB membership, scale events, CPU and
+memory, the table."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import replace
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from tenfold_monitor import events
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "tenfold_status.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tenfold_status", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-ts = _load()
+from tenfold_monitor import status as ts
 
 
 def lb_member(port: int, state: str = "active", inflight: int = 0, failing: bool = False) -> dict:

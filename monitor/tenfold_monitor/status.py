@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: tenfold contributors
 # SPDX-License-Identifier: MIT
 """Status of a tenfold stack at a glance: pools, replicas, load balancer membership and recent scale events.
@@ -9,7 +8,7 @@ members API (GET /members on its status server: which replicas are active member
 LB's requests in flight on each) and the scale-events log; changes nothing. Parsing, CPU arithmetic and
 rendering are pure functions (tests/unit/test_status.py); Docker, HTTP and file reads stay at the bottom.
 
-    scripts/tenfold_status.py [--stack NAME] [--json] [--members-url URL] [--events FILE] [--settings FILE]
+    tenfold-monitor status [--stack NAME] [--json] [--members-url URL] [--events FILE] [--settings FILE]
 """
 
 from __future__ import annotations
@@ -28,14 +27,13 @@ from typing import Any
 
 import docker
 import yaml
-
-# The names, parsers and stats arithmetic of the monitor package (make venv installs it).
 from ansible_collections.tenfold.stack.plugins.module_utils.pool import (
     LABEL_POOL,
     LABEL_REPLICA,
     LABEL_STACK,
     WARM_SUFFIX,
 )
+
 from tenfold_monitor.containers import ENGINE_ERRORS as SDK_ERRORS
 from tenfold_monitor.containers import cpu_percent, memory_usage, published
 from tenfold_monitor.engines import LOCAL, EngineHost, Engines, use_ssh_options
@@ -45,7 +43,7 @@ from tenfold_monitor.lbmembers import LbMember, member_key, read_members
 from tenfold_monitor.lbmembers import parse_members as parse_members  # (kept as a name here)
 from tenfold_monitor.service import Settings, SettingsError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(".")  # the checkout: its local inventory and the monitor settings rendered in logs/
 DEFAULT_STACK = "tenfold"
 DEFAULT_STATUS_PORT = 8081  # nginx_lb_status_port's default
 NOT_IN_LB = "absent"  # Replica.lb_state of a replica the LB does not list
@@ -449,7 +447,7 @@ def collect(engines: Engines, stack: str, members_url: str, events_path: Path) -
 # --- command line -------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="tenfold_status.py", description="Show a tenfold stack: pools, replicas, LB membership."
+        prog="tenfold-monitor status", description="Show a tenfold stack: pools, replicas, LB membership."
     )
     parser.add_argument("--stack", help="stack name (default: $TENFOLD_STACK, else the local inventory's)")
     parser.add_argument("--json", action="store_true", help="print the same data as JSON")
@@ -488,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = monitor_settings(args.settings, stack)
     except (OSError, SettingsError) as exc:
-        print(f"tenfold_status: the monitor's settings cannot be used: {exc}", file=sys.stderr)
+        print(f"tenfold-monitor status: the monitor's settings cannot be used: {exc}", file=sys.stderr)
         return 2
     use_ssh_options(settings.ssh_options)
     engines = Engines(settings.engine_hosts(), max_pool_size=STATS_WORKERS)
@@ -497,13 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         status = collect(engines, stack, members_url, events)
     except EngineUnreachable as exc:
         reason = f"cannot reach the Docker engine ({exc})"
-        print(f"tenfold_status: {reason}. Is it running, and may this user use it?", file=sys.stderr)
+        print(f"tenfold-monitor status: {reason}. Is it running, and may this user use it?", file=sys.stderr)
         return 1
     finally:
         engines.close()
     sys.stdout.write(render_json(status) if args.json else render_table(status))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
