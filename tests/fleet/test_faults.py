@@ -129,26 +129,31 @@ def test_scale_yml_with_a_docker_host_unreachable_fails_naming_it_and_changes_no
 def test_a_docker_host_lost_during_scale_yml_takes_back_what_the_others_did(stack):
     before_placed, before_members = placed("backend"), member_set(stack)
     new_on_d2 = {"name": f"^{STACK}-backend-6$"}  # 3 -> 7: fleet-d2 starts replica 6, fleet-d1 5 and 7
-    with ThreadPoolExecutor(1) as runner:
-        scaling = runner.submit(
-            fleet_playbook, "scale.yml", "-e", "pool=backend", "-e", "replicas=7", timeout=300
-        )
-        try:
-            # cut fleet-d2 while it waits for its new replica's health; fleet-d1 finishes starting its own
-            d2 = engine("fleet-d2")
-            assert wait_for(lambda: d2.containers.list(all=True, filters=new_on_d2), timeout=120, step=0.1)
-            assert fleet_script("cut", "fleet-d2").rc == 0
-            run = scaling.result(timeout=300)
-            reachable = placed("backend", ["fleet-d1"])
-        finally:
-            fleet_script("restore", "fleet-d2")
-    assert run.rc != 0
-    assert "Docker host(s) fleet-d2 failed or were lost during the run" in run.output, run.output[-3000:]
-    # fleet-d1 took its new replicas back; the LB never saw any of this run's replicas
-    assert reachable == {"fleet-d1": before_placed["fleet-d1"]}
-    assert member_set(stack) == before_members
-    # Back on the network, the next run (the lock is free) reconciles what fleet-d2 had started.
-    again = fleet_playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=3")
+    try:
+        with ThreadPoolExecutor(1) as runner:
+            scaling = runner.submit(
+                fleet_playbook, "scale.yml", "-e", "pool=backend", "-e", "replicas=7", timeout=300
+            )
+            try:
+                # cut fleet-d2 while it waits for its new replica's health; fleet-d1 finishes starting its
+                # own (ignore_removed: a container listed may be gone when the SDK inspects it)
+                d2 = engine("fleet-d2")
+                listed = lambda: d2.containers.list(all=True, filters=new_on_d2, ignore_removed=True)  # noqa: E731
+                assert wait_for(listed, timeout=120, step=0.1)
+                assert fleet_script("cut", "fleet-d2").rc == 0
+                run = scaling.result(timeout=300)
+                reachable = placed("backend", ["fleet-d1"])
+            finally:
+                fleet_script("restore", "fleet-d2")
+        assert run.rc != 0
+        assert "Docker host(s) fleet-d2 failed or were lost during the run" in run.output, run.output[-3000:]
+        # fleet-d1 took its new replicas back; the LB never saw any of this run's replicas
+        assert reachable == {"fleet-d1": before_placed["fleet-d1"]}
+        assert member_set(stack) == before_members
+    finally:
+        # Back on the network, the next run (the lock is free) reconciles what fleet-d2 had started; it
+        # also puts the pool back for the tests after this one if an assertion above failed.
+        again = fleet_playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=3")
     assert again.rc == 0, again.output[-3000:]
     assert placed("backend") == before_placed
     assert member_set(stack) == before_members

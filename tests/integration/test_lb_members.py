@@ -191,6 +191,27 @@ def test_a_retry_goes_to_another_address_before_another_member_at_the_failed_one
     ), tries
 
 
+def test_a_request_tries_as_many_members_as_proxy_next_upstream_tries_allows(stack):
+    # Two members gone (a replica killed, one removed) beside one that serves: a request whose first two
+    # tries meet the gone ones still has a third. Every member dead: one request tries three, then 502.
+    tries = stack.setting("nginx_lb", "nginx_lb_proxy_next_upstream_tries")
+    dead = [
+        {"id": f"tenfoldit-backend-dead{i}", "address": "127.0.0.1", "port": 28260 + i, "state": "active"}
+        for i in range(tries)
+    ]
+    with members_restored(stack, "backend") as original:
+        assert put(stack, "backend", [*dead[:2], original[0]])[0] == 200
+        statuses = [stack.client(source=f"127.0.7.{200 + i}").get("/api/whoami").status for i in range(12)]
+        assert statuses == [200] * 12
+        assert put(stack, "backend", dead)[0] == 200
+        time.sleep(1.5)  # the access log is flushed every second: the requests above are in it before start
+        start = access_log(stack).stat().st_size
+        assert stack.client(source="127.0.7.220").get("/api/whoami").status == 502
+        time.sleep(1.5)  # the access log is flushed every second
+        entries = backend_entries(stack, start, access_log(stack).stat().st_size)
+    assert [len(e["upstream_addr"].split(", ")) for e in entries] == [tries], entries
+
+
 class OneRequestPerConnection(socketserver.BaseRequestHandler):
     """Answers the first request of each connection and keeps the connection open; at the next request on it,
     closes without an answer: a keep-alive connection the server dropped while nginx held it idle."""

@@ -143,9 +143,11 @@ function M.balance(pool)
     else
         tried, tried_at = {}, {}
         ctx.tenfold_tried, ctx.tenfold_tried_at = tried, tried_at
-        local more = math.min(#view.active, config.tries) - 1
-        if more > 0 then
-            ngx_balancer.set_more_tries(more)
+        -- nginx counts no try of its own: the upstream's only server is a placeholder marked down. So the
+        -- tries set here are all the request gets (one fewer left a request that met two gone members a 502).
+        local tries = math.min(#view.active, config.tries)
+        if tries > 1 then
+            ngx_balancer.set_more_tries(tries)
         end
     end
     local list = candidates(pool, view, tried, tried_at)
