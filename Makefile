@@ -115,7 +115,10 @@ test-fleet-short: deps venv images ## The short fleet tests: a fleet of three ho
 test-fleet: deps venv images ## The whole fleet suite (also every image to every fleet host)
 	$(BIN)/pytest -q --durations=15 -m fleet tests/fleet || { scripts/test-fleet.sh down; exit 1; }
 
-test: deps venv lint sanity test-unit test-integration test-fleet-short test-molecule ## Everything: lint, sanity, unit, integration, short fleet, molecule
+# The short fleet suite and molecule run side by side: they share no stack, port or namespace, and each
+# waits on Ansible and Docker more than on the CPU. -O keeps each one's output together.
+test: deps venv lint sanity test-unit test-integration ## Everything: lint, sanity, unit, integration, short fleet, molecule
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-fleet-short test-molecule
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) $(SSLYZE_VENV) .pytest_cache .ruff_cache tenfold.egg-info build $(COLLECTION)/tests/output
