@@ -45,7 +45,8 @@ from tenfold_monitor.lbmembers import LbMember, active_endpoints, endpoints, fet
 DEFAULT_POOLS = ("frontend", "backend")
 DEFAULT_PANIC_WINDOW_S = 3.0
 TRAFFIC_STATES = ("ok", "warming", "restarted", "unreachable")
-# How long a remote Docker host's reading (listing, one-shot stats, /health: about 1 s) may take in a tick.
+# How long a remote Docker host's reading (listing and /health; stats go on in the background) may take in a
+# tick.
 REMOTE_READ_S = 3.0
 
 
@@ -168,13 +169,14 @@ def pool_snapshot(
 def container_warnings(containers: Sequence[ContainerMetrics]) -> list[str]:
     """Running replicas whose /health or stats did not answer.
 
-    CPU alone unknown is a container's first one-shot reading (no previous one yet), not worth a warning.
+    CPU alone unknown is a container's first one-shot reading (no previous one yet), not worth a warning;
+    nor is a new container whose first reading is under way.
     """
     warnings = []
     for c in containers:
         if c.running and c.inflight is None:
             warnings.append(f"{c.name}: /health did not answer: inflight unknown")
-        if c.running and c.memory_percent is None:
+        if c.running and c.memory_percent is None and not c.stats_pending:
             warnings.append(f"{c.name}: no stats sample: CPU/memory unknown")
     return warnings
 
@@ -265,6 +267,8 @@ class Collector:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
+        for memory in self._engine_memory.values():
+            memory.close()
         self.engines.close()
 
     # --- edges -----------------------------------------------------------------------------------
@@ -355,7 +359,11 @@ class Collector:
         try:
             client = self.engines.client(host)
             listed = collect_containers(
-                client, self.stack, self._engine_memory[host.name], health_timeout=self.health_timeout
+                client,
+                self.stack,
+                self._engine_memory[host.name],
+                health_timeout=self.health_timeout,
+                stats_wait=False,  # the tick's counts must be fresh; CPU a second old is fine
             )
         except (*ENGINE_ERRORS, OSError) as exc:
             self.engines.failed(host)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ class ContainerMetrics:
     cpu_percent: float | None  # of its CPU limit (of the host's CPUs when it has none)
     memory_percent: float | None  # of its memory limit, reclaimable page cache left out
     inflight: int | None  # from its /health; None when it did not answer
+    stats_pending: bool = False  # its first stats reading is still being taken (in the background)
 
     @property
     def running(self) -> bool:
@@ -169,7 +170,12 @@ def parse_inflight(body: bytes | str) -> int | None:
 
 
 def metrics_of(
-    name: str, attrs: dict, labels: dict, sample: dict | None, inflight: int | None
+    name: str,
+    attrs: dict,
+    labels: dict,
+    sample: dict | None,
+    inflight: int | None,
+    stats_pending: bool = False,
 ) -> ContainerMetrics:
     """One container's record from its inspect attributes, labels, stats sample and /health answer."""
     return ContainerMetrics(
@@ -184,6 +190,7 @@ def metrics_of(
         else None,
         memory_percent=memory_percent_of_limit(sample) if sample else None,
         inflight=inflight,
+        stats_pending=stats_pending,
     )
 
 
@@ -241,36 +248,71 @@ def attrs_from_summary(summary: dict, host_config: dict) -> dict:
 @dataclass
 class EngineMemory:
     """What a collector keeps between collections, per container id: the cpu_stats of its previous stats
-    reading, and its HostConfig (its limits, which do not change while it lives), read once."""
+    reading, and its HostConfig (its limits, which do not change while it lives), read once. With stats in
+    the background: each container's last sample and the reading under way, in threads of its own."""
 
     cpu: dict[str, dict] = field(default_factory=dict)
     host_config: dict[str, dict] = field(default_factory=dict)
+    samples: dict[str, dict | None] = field(default_factory=dict)
+    reading: dict[str, Future] = field(default_factory=dict)
+    _executor: ThreadPoolExecutor | None = None
 
     def keep_only(self, ids: set[str]) -> None:
-        for table in (self.cpu, self.host_config):
+        for table in (self.cpu, self.host_config, self.samples, self.reading):
             for gone in set(table) - ids:
                 del table[gone]
 
+    def read_later(self, client: Any, cid: str) -> None:
+        """Start a stats reading of the container unless one is under way; its sample is used next time."""
+        if cid in self.reading and not self.reading[cid].done():
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=DEFAULT_WORKERS, thread_name_prefix="stats")
+        self.reading[cid] = self._executor.submit(self._read, client, cid)
 
-def _measure(client: Any, summary: dict, health_timeout: float, memory: EngineMemory) -> ContainerMetrics:
+    def _read(self, client: Any, cid: str) -> None:
+        self.samples[cid] = read_stats(client, cid, self)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def read_stats(client: Any, cid: str, memory: EngineMemory) -> dict | None:
+    """One one-shot stats sample, CPU taken against the previous reading kept in `memory`. It takes about
+    a second (the engine samples once a second); None when the container is gone."""
+    try:
+        sample = with_baseline(client.api.stats(cid, stream=False, one_shot=True), memory.cpu.get(cid))
+    except ENGINE_ERRORS:  # gone since it was listed, say: its figures are unknown
+        return None
+    if sample.get("cpu_stats"):
+        memory.cpu[cid] = sample["cpu_stats"]
+    return sample
+
+
+def _measure(
+    client: Any, summary: dict, health_timeout: float, memory: EngineMemory, stats_wait: bool
+) -> ContainerMetrics:
     """One container's record; its new stats reading goes into `memory` (each thread writes its own id)."""
     cid = summary["Id"]
     labels = summary.get("Labels") or {}
     name = ((summary.get("Names") or ["/" + cid[:12]])[0]).lstrip("/")
     running = summary.get("State") == "running"
-    sample = None
+    sample, pending = None, False
     try:
         if cid not in memory.host_config:
             memory.host_config[cid] = client.api.inspect_container(cid).get("HostConfig") or {}
-        if running:
-            sample = with_baseline(client.api.stats(cid, stream=False, one_shot=True), memory.cpu.get(cid))
-            if sample.get("cpu_stats"):
-                memory.cpu[cid] = sample["cpu_stats"]
-    except ENGINE_ERRORS:  # gone since it was listed, say: its figures are unknown
-        sample = None
+    except ENGINE_ERRORS:  # gone since it was listed
+        pass
+    if running and stats_wait:
+        sample = read_stats(client, cid, memory)
+    elif running:
+        pending = cid not in memory.samples
+        sample = memory.samples.get(cid)
+        memory.read_later(client, cid)
     attrs = attrs_from_summary(summary, memory.host_config.get(cid, {}))
     inflight = fetch_inflight(published(attrs), health_timeout) if running else None
-    return metrics_of(name, attrs, labels, sample, inflight)
+    return metrics_of(name, attrs, labels, sample, inflight, pending)
 
 
 def list_summaries(client: Any, stack: str, pools: Iterable[str] | None = None) -> list[dict]:
@@ -288,17 +330,23 @@ def collect_containers(
     pools: Iterable[str] | None = None,
     health_timeout: float = HEALTH_TIMEOUT_S,
     workers: int = DEFAULT_WORKERS,
+    stats_wait: bool = True,
 ) -> list[ContainerMetrics]:
     """Every app container of the stack, measured in parallel, ordered by pool and replica.
 
     One listing, then per running container one one-shot stats reading (CPU taken against the reading kept
     in `memory`) and its /health; a container's limits are inspected once, when it is first seen.
     Listing errors (engine unreachable) propagate; a container that fails to answer gets None figures.
+    A stats reading takes a second: with stats_wait false, a container's figures are those of the reading
+    that ended last, and the next one starts in the background, so that the listing and /health (the
+    replica counts and in-flight requests) are not a second old when the monitor decides on them.
     """
     summaries = list_summaries(client, stack, pools)
     memory.keep_only({s["Id"] for s in summaries})
     if not summaries:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(summaries)))) as executor:
-        records = list(executor.map(lambda s: _measure(client, s, health_timeout, memory), summaries))
+        records = list(
+            executor.map(lambda s: _measure(client, s, health_timeout, memory, stats_wait), summaries)
+        )
     return sorted(records, key=lambda m: (m.pool, m.replica if m.replica is not None else 0, m.name))

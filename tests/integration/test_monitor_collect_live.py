@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 from conftest import members_restored, put
+from helpers import wait_for
 from tenfold_monitor.collect import Collector
 
 pytestmark = pytest.mark.integration
@@ -90,6 +91,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def measured_backend(collector: Collector):
+    backend = collector.collect(time.time()).pools["backend"]
+    return backend if backend.cpu_percent is not None and backend.memory_percent is not None else None
+
+
 def test_collect_measures_a_real_replica_and_the_lbs_counters_of_what_it_served(replica: None, stack) -> None:
     """Four answers of about 30 ms from the replica, then a 502 from a member nobody listens on."""
     collector = Collector(
@@ -116,13 +122,15 @@ def test_collect_measures_a_real_replica_and_the_lbs_counters_of_what_it_served(
         assert backend.rps == pytest.approx(5 / (snap.at - first.at))
         assert 0.025 < backend.p50_s <= 0.05  # the replicas' ~30 ms, from the LB's histogram
         assert backend.rejected == 0
-        assert backend.memory_percent is not None and 0 < backend.memory_percent < 100
-        assert backend.cpu_percent is not None and 0 <= backend.cpu_percent <= 100
         assert not any("no stats sample" in w for w in snap.warnings)
         assert snap.pools["frontend"].replicas == 0
         assert snap.lb_active_connections is None and snap.lb_request_rate is None
         assert any("stub_status unreachable" in w for w in snap.warnings)
         assert snap.host_memory_percent is not None and snap.host_memory_percent > 0
+        # Stats are read in the background, about a second each; CPU is the difference of two readings,
+        # so it comes a collection or two after the replica was first seen.
+        measured = wait_for(lambda: measured_backend(collector), timeout=10)
+        assert measured and 0 <= measured.cpu_percent <= 100 and 0 < measured.memory_percent < 100
         assert json.loads(snap.to_json())["pools"]["backend"]["inflight"] == 0
 
         # Draining: still the LB's member, not serving, not stranded either.

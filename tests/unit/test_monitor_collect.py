@@ -793,3 +793,30 @@ def test_counters_that_are_not_the_lbs_give_no_traffic(tmp_path, stub):
         assert any("counters unreadable: the LB's status has no histogram bounds" in w for w in snap.warnings)
     finally:
         collector.close()
+
+
+@dataclass
+class SlowStatsApi(FakeApi):
+    """A stats call that waits until the test lets it end (an engine samples once a second)."""
+
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def stats(self, cid: str, stream: bool, one_shot: bool) -> dict:
+        assert self.release.wait(timeout=10)
+        return super().stats(cid, stream, one_shot)
+
+
+def test_stats_in_the_background_do_not_hold_up_the_listing_and_serve_the_next_collection():
+    engine, memory = SlowStatsApi(), ct.EngineMemory()
+    try:
+        [first] = ct.collect_containers(engine, "s", memory, stats_wait=False)  # returns, stats still held
+        assert first.stats_pending and first.memory_percent is None
+        assert not [w for w in collect.container_warnings([first]) if "stats" in w]
+        engine.release.set()
+        memory.reading["id1"].result(timeout=10)
+        [second] = ct.collect_containers(engine, "s", memory, stats_wait=False)
+        assert not second.stats_pending and second.memory_percent == pytest.approx(10.0)
+        assert engine.calls.count("stats id1") in (1, 2)  # the first, and perhaps the next already started
+    finally:
+        engine.release.set()
+        memory.close()
