@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 from typing import Any
@@ -216,17 +215,6 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
             return response.status == 200
     except (urllib.error.URLError, UrlConnectionError, OSError, ValueError):
         return False
-
-
-def get_json(url: str, timeout: float = 1.0) -> dict | None:
-    """The JSON body of a 200 answer, or None when the replica does not answer so."""
-    try:
-        with open_url(url, timeout=timeout) as response:
-            if response.status != 200:
-                return None
-            return json.loads(response.read())
-    except (urllib.error.URLError, UrlConnectionError, OSError, ValueError):
-        return None
 
 
 def start(container: Any) -> None:
