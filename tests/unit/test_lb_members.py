@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.tenfold.stack.plugins.module_utils import lb as tenfold_lb
-from conftest import load_plugin
 
-Member, LbError = tenfold_lb.Member, tenfold_lb.LbError
-mod = load_plugin("modules", "lb_members")
+Member, LbError, wanted_members = tenfold_lb.Member, tenfold_lb.LbError, tenfold_lb.wanted_members
 
 
 def raw(i: int, port: int | None = None, **extra) -> dict:
@@ -199,24 +197,24 @@ def params(pools: dict, draining: dict | None = None) -> dict:
 
 
 def test_wanted_members_plans_each_pool():
-    wanted = mod.wanted_members(params({"backend": [raw(1)], "frontend": []}, {"backend": [raw(2)]}))
+    wanted = wanted_members(params({"backend": [raw(1)], "frontend": []}, {"backend": [raw(2)]}))
     assert wanted == {
         "backend": [
-            mod.Member("mol-backend-1", "127.0.0.1", 18201),
-            mod.Member("mol-backend-2", "127.0.0.1", 18202, "draining"),
+            Member("mol-backend-1", "127.0.0.1", 18201),
+            Member("mol-backend-2", "127.0.0.1", 18202, "draining"),
         ],
         "frontend": [],
     }
 
 
 def test_wanted_members_resolves_host_names_to_ipv4():
-    [member] = mod.wanted_members(params({"backend": [{**raw(1), "address": "localhost"}]}))["backend"]
-    assert member == mod.Member("mol-backend-1", "127.0.0.1", 18201)
+    [member] = wanted_members(params({"backend": [{**raw(1), "address": "localhost"}]}))["backend"]
+    assert member == Member("mol-backend-1", "127.0.0.1", 18201)
 
 
 def test_draining_a_pool_that_pools_does_not_name_is_refused():
-    with pytest.raises(mod.LbError, match=r"^draining names pools that pools does not: api, other$"):
-        mod.wanted_members(params({"backend": [raw(1)]}, {"other": [raw(2)], "api": [], "backend": []}))
+    with pytest.raises(LbError, match=r"^draining names pools that pools does not: api, other$"):
+        wanted_members(params({"backend": [raw(1)]}, {"other": [raw(2)], "api": [], "backend": []}))
 
 
 @pytest.mark.parametrize(
@@ -224,10 +222,10 @@ def test_draining_a_pool_that_pools_does_not_name_is_refused():
     [({"backend": {"id": "x"}}, {}), ({"backend": "mol-backend-1"}, {}), ({"backend": []}, {"backend": {}})],
 )
 def test_members_that_are_not_a_list_are_refused(pools, draining):
-    with pytest.raises(mod.LbError, match=r"^backend: the members must be a list$"):
-        mod.wanted_members(params(pools, draining))
+    with pytest.raises(LbError, match=r"^backend: the members must be a list$"):
+        wanted_members(params(pools, draining))
 
 
 def test_a_bad_member_fails_before_anything_is_resolved():
-    with pytest.raises(mod.LbError, match=r"^backend\[1\]: id"):
-        mod.wanted_members(params({"backend": [{**raw(1), "address": "no-such-host.invalid"}, {"port": 1}]}))
+    with pytest.raises(LbError, match=r"^backend\[1\]: id"):
+        wanted_members(params({"backend": [{**raw(1), "address": "no-such-host.invalid"}, {"port": 1}]}))

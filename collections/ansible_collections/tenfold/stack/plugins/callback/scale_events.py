@@ -12,7 +12,8 @@ description:
   - Writes one JSON object per scale run, that is per playbook that publishes C(tenfold_scale) with
     C(ansible.builtin.set_stats) as C(scale.yml) does. The object holds the start and end time, the trigger,
     the pools with direction and replicas from and to, the result, the failed task if any, and the duration,
-    and C(recovered_from) (the lock's owner) when the run took over the lock of a killed run.
+    and C(recovered_from) (the lock's owner, from the C(tenfold.stack.lock) task's result) when the run took
+    over the lock of a killed run.
   - The events file is C(tenfold_scale.state.events) on the host C(tenfold_scale.state.host), as the
     C(tenfold.stack.state) lookup resolves them (C(<tenfold_state_dir>/scale-events.jsonl) on the state host).
     The monitor reads it for its cooldown, so a restart does not reset it.
@@ -118,6 +119,7 @@ class CallbackModule(CallbackBase):
         self._failed_msg: str | None = None
         self._unreachable = False
         self._lease: threading.Event | None = None  # set to stop renewing the scale lock's lease
+        self._recovered_from: dict[str, Any] | None = None  # the killed run whose lock this run took
 
     # --- collecting -----------------------------------------------------------------------------
     def v2_playbook_on_start(self, playbook: Any) -> None:
@@ -133,6 +135,8 @@ class CallbackModule(CallbackBase):
         outcome = result._result
         if result._task.resolved_action != "tenfold.stack.lock":
             return
+        if outcome.get("recovered_from"):
+            self._recovered_from = outcome["recovered_from"]  # the killed run recorded no event itself
         if outcome.get("acquired") and outcome.get("owner") and self._lease is None:
             if outcome.get("local", True):
                 owner = lock.Owner(**outcome["owner"])
@@ -179,7 +183,7 @@ class CallbackModule(CallbackBase):
             result="failed" if failed else "ok",
             failed_task=self._failed_task,
             error=self._failed_msg,
-            recovered_from=scale.get("recovered_from"),
+            recovered_from=self._recovered_from,
         )
         self._record(scale.get("state") or {}, event)
 

@@ -17,8 +17,10 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from ansible_collections.tenfold.stack.plugins.module_utils.pool import drain
 
 STATES = ("active", "draining")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -160,3 +162,127 @@ class Client:
         body = {"generation": generation, "members": [m.as_dict() for m in members]}
         answer = self._call("PUT", f"/members/{pool}", body)
         return int(answer["generation"])
+
+
+def get_json(url: str, timeout: float = 1.0) -> dict | None:
+    """The JSON body of a 200 answer (a replica's /health, say), or None when it does not answer so."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            if response.status != 200:
+                return None
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+# --- the modules lb_members and drain: their module and their action plugin (in the ansible-playbook
+# process when the LB host is this machine) share these specs and bodies --------------------------
+MEMBERS_SPEC: dict[str, dict[str, Any]] = {
+    "url": {"type": "str", "default": "http://127.0.0.1:8081"},
+    "pools": {"type": "dict", "required": True},
+    "draining": {"type": "dict", "default": {}},
+    "timeout": {"type": "float", "default": 5.0},
+}
+
+DRAIN_SPEC: dict[str, dict[str, Any]] = {
+    "members": {"type": "list", "elements": "dict", "required": True},
+    "health_path": {"type": "str", "default": "/health"},
+    "lb_url": {"type": "str"},
+    "pool": {"type": "str"},
+    "timeout": {"type": "int", "default": 30},
+    "settle": {"type": "int", "default": 2},
+    "interval": {"type": "float", "default": 0.1},
+}
+
+
+def wanted_members(params: Mapping[str, Any]) -> dict[str, list[Member]]:
+    """Each pool's members, checked and resolved, before anything is read or written."""
+    unknown = sorted(set(params["draining"]) - set(params["pools"]))
+    if unknown:
+        raise LbError(f"draining names pools that pools does not: {', '.join(unknown)}")
+    wanted = {}
+    for pool, active in params["pools"].items():
+        if not isinstance(active, list) or not isinstance(params["draining"].get(pool, []), list):
+            raise LbError(f"{pool}: the members must be a list")
+        wanted[pool] = [resolve(m) for m in plan(pool, active, params["draining"].get(pool, []))]
+    return wanted
+
+
+def set_members(params: Mapping[str, Any], check_mode: bool, diff: bool) -> dict:
+    """tenfold.stack.lb_members: make each pool named have the members given (LbError: nothing written
+    to the pool that failed, and the message names the pools written before it)."""
+    wanted = wanted_members(params)
+    client = Client(params["url"], params["timeout"])
+    current = {pool: client.pool(pool) for pool in wanted}
+    changed = [pool for pool in wanted if not same(current[pool][1], wanted[pool])]
+    result: dict = {
+        "changed": bool(changed),
+        "changed_pools": changed,
+        "pools": {
+            pool: {"generation": gen, "members": [m.as_dict() for m in members]}
+            for pool, (gen, members, _raw) in current.items()
+        },
+    }
+    if diff and changed:
+        result["diff"] = [
+            {
+                "before_header": f"{params['url']}/members/{pool}",
+                "after_header": f"{params['url']}/members/{pool}",
+                "before": describe(current[pool][1]),
+                "after": describe(wanted[pool]),
+            }
+            for pool in changed
+        ]
+    if check_mode:
+        return result
+    done: list[str] = []
+    for pool in changed:
+        try:
+            generation = client.replace(pool, current[pool][0], wanted[pool])
+        except LbError as exc:
+            already = f"; {', '.join(done)} changed already" if done else ""
+            raise LbError(f"{exc}; pool {pool} keeps the members it had{already}") from exc
+        done.append(pool)
+        result["pools"][pool] = {"generation": generation, "members": [m.as_dict() for m in wanted[pool]]}
+    return result
+
+
+def drain_members(params: Mapping[str, Any], check_mode: bool) -> dict:
+    """tenfold.stack.drain: wait until the members have no request in flight, on the LB and on each
+    replica. LbError when a member is malformed or the LB cannot be read."""
+    if params["lb_url"] and not params["pool"]:
+        raise LbError("pool is required with lb_url")
+    urls = {}
+    for item in params["members"]:
+        name = item.get("name", item.get("id"))
+        missing = [key for key in ("address", "port") if key not in item] + ([] if name else ["name"])
+        if missing:
+            raise LbError(f"member {item!r} lacks {', '.join(missing)}")
+        urls[name] = f"http://{item['address']}:{item['port']}{params['health_path']}"
+    if check_mode or not urls:
+        return {"changed": False, "replicas": [], "busy": []}
+
+    lb = Client(params["lb_url"], timeout=2.0) if params["lb_url"] else None
+
+    def inflight(name: str) -> int | None:
+        """The replica's requests in flight plus the LB's on it; None when neither knows of any."""
+        body = get_json(urls[name])
+        app = None if body is None else int(body.get("inflight", 0))
+        if lb is None:
+            return app
+        try:
+            on_lb = lb.pool(params["pool"])[2].get(name, 0)
+        except LbError as exc:
+            raise LbError(f"cannot read the LB's requests in flight: {exc}") from exc
+        return (app or 0) + on_lb if (app is not None or on_lb) else None
+
+    results = drain(
+        list(urls), inflight, timeout=params["timeout"], settle=params["settle"], interval=params["interval"]
+    )
+    busy = [r.name for r in results if not r.drained]
+    result: dict = {"changed": False, "replicas": [asdict(r) for r in results], "busy": busy}
+    if busy:
+        late = ", ".join(busy)
+        result["warnings"] = [f"still busy after {params['timeout']}s, stopping anyway (graceful): {late}"]
+    return result

@@ -48,7 +48,7 @@ options:
   interval:
     description: Seconds between polls.
     type: float
-    default: 0.5
+    default: 0.1
 attributes:
   check_mode:
     description: Can run in check mode and say what would change without changing it.
@@ -82,62 +82,25 @@ busy:
   elements: str
 """
 
-from dataclasses import asdict
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tenfold.stack.plugins.module_utils.engine import get_json
-from ansible_collections.tenfold.stack.plugins.module_utils.lb import Client, LbError
-from ansible_collections.tenfold.stack.plugins.module_utils.pool import drain
+from ansible_collections.tenfold.stack.plugins.module_utils.lb import DRAIN_SPEC, LbError, drain_members
 
 
 def argument_spec() -> dict:
-    return {
-        "members": {"type": "list", "elements": "dict", "required": True},
-        "health_path": {"type": "str", "default": "/health"},
-        "lb_url": {"type": "str"},
-        "pool": {"type": "str"},
-        "timeout": {"type": "int", "default": 30},
-        "settle": {"type": "int", "default": 2},
-        "interval": {"type": "float", "default": 0.5},
-    }
+    return dict(DRAIN_SPEC)
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec=argument_spec(), required_by={"lb_url": "pool"}, supports_check_mode=True
     )
-    params = module.params
-    urls = {}
-    for item in params["members"]:
-        name = item.get("name", item.get("id"))
-        missing = [key for key in ("address", "port") if key not in item] + ([] if name else ["name"])
-        if missing:
-            module.fail_json(msg=f"member {item!r} lacks {', '.join(missing)}")
-        urls[name] = f"http://{item['address']}:{item['port']}{params['health_path']}"
-    if module.check_mode or not urls:
-        module.exit_json(changed=False, replicas=[], busy=[])
-
-    lb = Client(params["lb_url"], timeout=2.0) if params["lb_url"] else None
-
-    def inflight(name: str) -> int | None:
-        """The replica's requests in flight plus the LB's on it; None when neither knows of any."""
-        body = get_json(urls[name])
-        app = None if body is None else int(body.get("inflight", 0))
-        if lb is None:
-            return app
-        try:
-            on_lb = lb.pool(params["pool"])[2].get(name, 0)
-        except LbError as exc:
-            module.fail_json(msg=f"cannot read the LB's requests in flight: {exc}")
-        return (app or 0) + on_lb if (app is not None or on_lb) else None
-
-    results = drain(
-        list(urls), inflight, timeout=params["timeout"], settle=params["settle"], interval=params["interval"]
-    )
-    busy = [r.name for r in results if not r.drained]
-    if busy:
-        module.warn(f"still busy after {params['timeout']}s, stopping anyway (graceful): {', '.join(busy)}")
-    module.exit_json(changed=False, replicas=[asdict(r) for r in results], busy=busy)
+    try:
+        result = drain_members(module.params, module.check_mode)
+    except LbError as exc:
+        module.fail_json(msg=str(exc))
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

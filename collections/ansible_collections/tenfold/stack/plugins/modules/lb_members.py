@@ -85,80 +85,17 @@ changed_pools:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tenfold.stack.plugins.module_utils.lb import (
-    Client,
-    LbError,
-    Member,
-    describe,
-    plan,
-    resolve,
-    same,
-)
+from ansible_collections.tenfold.stack.plugins.module_utils.lb import MEMBERS_SPEC, LbError, set_members
 
 
 def argument_spec() -> dict:
-    return {
-        "url": {"type": "str", "default": "http://127.0.0.1:8081"},
-        "pools": {"type": "dict", "required": True},
-        "draining": {"type": "dict", "default": {}},
-        "timeout": {"type": "float", "default": 5.0},
-    }
-
-
-def wanted_members(params: dict) -> dict[str, list[Member]]:
-    """Each pool's members, checked and resolved, before anything is read or written."""
-    unknown = sorted(set(params["draining"]) - set(params["pools"]))
-    if unknown:
-        raise LbError(f"draining names pools that pools does not: {', '.join(unknown)}")
-    wanted = {}
-    for pool, active in params["pools"].items():
-        if not isinstance(active, list) or not isinstance(params["draining"].get(pool, []), list):
-            raise LbError(f"{pool}: the members must be a list")
-        wanted[pool] = [resolve(m) for m in plan(pool, active, params["draining"].get(pool, []))]
-    return wanted
-
-
-def run(module: AnsibleModule) -> dict:
-    wanted = wanted_members(module.params)
-    client = Client(module.params["url"], module.params["timeout"])
-    current = {pool: client.pool(pool) for pool in wanted}
-    changed = [pool for pool in wanted if not same(current[pool][1], wanted[pool])]
-    result: dict = {
-        "changed": bool(changed),
-        "changed_pools": changed,
-        "pools": {
-            pool: {"generation": gen, "members": [m.as_dict() for m in members]}
-            for pool, (gen, members, _raw) in current.items()
-        },
-    }
-    if module._diff and changed:
-        result["diff"] = [
-            {
-                "before_header": f"{module.params['url']}/members/{pool}",
-                "after_header": f"{module.params['url']}/members/{pool}",
-                "before": describe(current[pool][1]),
-                "after": describe(wanted[pool]),
-            }
-            for pool in changed
-        ]
-    if module.check_mode:
-        return result
-    done: list[str] = []
-    for pool in changed:
-        try:
-            generation = client.replace(pool, current[pool][0], wanted[pool])
-        except LbError as exc:
-            already = f"; {', '.join(done)} changed already" if done else ""
-            raise LbError(f"{exc}; pool {pool} keeps the members it had{already}") from exc
-        done.append(pool)
-        result["pools"][pool] = {"generation": generation, "members": [m.as_dict() for m in wanted[pool]]}
-    return result
+    return dict(MEMBERS_SPEC)
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
-        result = run(module)
+        result = set_members(module.params, module.check_mode, module._diff)
     except LbError as exc:
         module.fail_json(msg=str(exc), changed_pools=[])
     module.exit_json(**result)

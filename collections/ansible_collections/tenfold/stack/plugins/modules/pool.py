@@ -265,6 +265,7 @@ from ansible_collections.tenfold.stack.plugins.module_utils.engine import (
     observed_config,
     pool_containers,
     remove,
+    remove_all,
     rename,
     start,
     wait_healthy,
@@ -401,11 +402,14 @@ def recreate_changes(cli: Any, spec: PoolSpec, todo: Plan, by_index: dict[int, A
 class PoolReconciler:
     """Carries out a plan against the engine, undoing its own work when a replica is not healthy."""
 
-    def __init__(self, module: AnsibleModule, cli: Any, spec: PoolSpec, todo: Plan) -> None:
+    def __init__(
+        self, module: AnsibleModule, cli: Any, spec: PoolSpec, todo: Plan, idle: frozenset[str] = frozenset()
+    ) -> None:
         self.module = module
         self.cli = cli
         self.spec = spec
         self.todo = todo
+        self.idle = idle  # warm replicas' names: nothing in flight to wait for when they go
         self.probe = probe_address(spec.bind_address)
         self.promoted: list[int] = []
         self.result: dict[str, list[str]] = {
@@ -499,9 +503,9 @@ class PoolReconciler:
 
     def carry_out(self, containers: dict[str, Any], by_index: dict[int, Any]) -> None:
         """Serving capacity first: promotions (renames) before anything starts; warm replicas last."""
-        for name in self.todo.remove:
-            remove(containers[name], self.spec.stop_timeout)
-            self.result["removed"].append(name)
+        leaving = {name: containers[name] for name in self.todo.remove}
+        remove_all(leaving, self.spec.stop_timeout, idle=self.idle)
+        self.result["removed"].extend(leaving)
         for index in self.todo.demote:
             rename(by_index[index], self.name(index))
             self.result["demoted"].append(self.name(index))
@@ -545,7 +549,8 @@ def run(module: AnsibleModule) -> dict:
         r.index: containers[r.name] for r, _container in found if r.index >= 1 and r.name not in todo.remove
     }
 
-    work = PoolReconciler(module, cli, spec, todo)
+    warm_now = frozenset(replica.name for replica, _container in found if replica.warm)
+    work = PoolReconciler(module, cli, spec, todo, warm_now)
     kept = set(todo.keep + todo.start + todo.create + todo.recreate)
     before = [
         replica.name for replica, _container in sorted(found, key=lambda pair: (pair[0].index, pair[0].name))
