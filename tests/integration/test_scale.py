@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 
@@ -129,6 +130,21 @@ def test_replicas_that_never_become_healthy_are_removed_and_nothing_changes(engi
         event = events_since(before)[-1]
         assert event["result"] == "failed"
         assert "Reconcile" in event["failed_task"]
+    finally:
+        assert scale("pool=backend", "replicas=3").rc == 0  # its warm replica back
+
+
+def test_a_replica_docker_cannot_start_is_not_left_behind(engine, stack):
+    # Replica 5's host port taken by another program: Docker creates the container, then cannot start it.
+    cold = "app_pools_backend_warm_replicas=0"
+    assert scale("pool=backend", "replicas=3", cold).rc == 0
+    try:
+        with socket.create_server(("127.0.0.1", port_base(stack, "backend") + 5)):
+            run = scale("pool=backend", "replicas=5", cold)
+        assert run.rc != 0
+        assert f"could not start {stack.name}-backend-5" in run.output, run.output[-3000:]
+        assert_pool(engine, stack, "backend", 3)
+        assert [c.name for c in stack_containers(engine, stack.name) if c.status == "created"] == []
     finally:
         assert scale("pool=backend", "replicas=3").rc == 0  # its warm replica back
 

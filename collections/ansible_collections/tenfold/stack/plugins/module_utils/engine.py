@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.error
 from collections.abc import Collection, Mapping
@@ -124,8 +125,14 @@ def create(cli: Any, spec: PoolSpec, index: int, warm: bool = False) -> Any:
     config["labels"] = {**config["labels"], LABEL_CONFIG: spec.config_hash(index)}
     try:
         container = cli.containers.create(**config)
+    except DockerException as exc:
+        raise EngineError(f"could not create {config['name']}: {exc}") from exc
+    try:
         container.start()
     except DockerException as exc:
+        # not left behind "Created": the caller's clean-up knows only the containers this returned
+        with contextlib.suppress(DockerException):
+            container.remove(v=True, force=True)
         raise EngineError(f"could not start {config['name']}: {exc}") from exc
     return container
 
