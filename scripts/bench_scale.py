@@ -113,7 +113,10 @@ def measure(stack: Stack, start: int, end: int, args: argparse.Namespace, profil
         env["ANSIBLE_CALLBACKS_ENABLED"] = "tenfold.stack.scale_events,ansible.posix.profile_tasks"
         env["PROFILE_TASKS_TASK_OUTPUT_LIMIT"] = "all"
         env["PROFILE_TASKS_SORT_ORDER"] = "none"  # in the order they ran; this script sorts
-    port_wait = host.wait_for_ports([stack.port(POOL, i) for i in range(start + 1, end + 1)], args.port_wait)
+    # A warm replica holds its index's port and is promoted in place: only the other new ports must be free.
+    warm = set(stack.containers(f"name={STACK}-{POOL}-"))
+    ports = [stack.port(POOL, i) for i in range(start + 1, end + 1) if f"{replica_name(i)}-warm" not in warm]
+    port_wait = host.wait_for_ports(ports, args.port_wait)
     quiet = host.wait_for_quiet(args.quiet_below / 100, args.quiet_wait)
     budget = args.max_seconds + args.settle + 15
     with Load(
