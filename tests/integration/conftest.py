@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,16 @@ class Stack:
         status, body = self.lb_api("GET", f"/members/{pool}")
         assert status == 200, body
         return body
+
+    def wait_until_none_rests(self, pool: str, timeout: float = 30) -> bool:
+        """Whether, within timeout, no member of the pool rests after failed tries (fail_timeout, 10 s): a
+        test that killed replicas leaves the LB so for a while, and the next test must not meet it."""
+        deadline = time.monotonic() + timeout
+        while any(m["failing"] for m in self.lb_pool(pool)["members"]):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
 
     def lb_workers(self, engine: docker.DockerClient) -> list[int]:
         """PIDs of the LB's nginx worker processes: a reload replaces them, a member change does not."""

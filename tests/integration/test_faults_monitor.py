@@ -66,6 +66,7 @@ def cut_responses(load: Load) -> int:
 def put_back(stack) -> None:
     run = playbook("scale.yml", "-e", "pool=backend", "-e", "replicas=3")
     assert run.rc == 0, run.output[-3000:]
+    assert stack.wait_until_none_rests("backend")
 
 
 def test_a_killed_replica_and_a_replica_gone_for_good_fail_no_get_and_the_pool_comes_back(

@@ -106,6 +106,7 @@ def test_the_control_api_refuses_any_address_but_127_0_0_1(stack):
 
 # --- balancing --------------------------------------------------------------------------------------------
 def test_least_connections_gives_each_long_request_an_idle_replica(stack):
+    assert stack.wait_until_none_rests("backend")  # a resting member gets no request
     backends = len(stack.lb_pool("backend")["members"])
     clients = [stack.client(source=f"127.0.7.{i}") for i in range(1, 2 * backends + 1)]
     threads = []
