@@ -138,8 +138,11 @@ def test_a_docker_host_lost_during_scale_yml_takes_back_what_the_others_did(stac
                 # cut fleet-d2 while it waits for its new replica's health; fleet-d1 finishes starting its
                 # own (ignore_removed: a container listed may be gone when the SDK inspects it)
                 d2 = engine("fleet-d2")
-                listed = lambda: d2.containers.list(all=True, filters=new_on_d2, ignore_removed=True)  # noqa: E731
-                assert wait_for(listed, timeout=120, step=0.1)
+
+                def started() -> list:
+                    return d2.containers.list(all=True, filters=new_on_d2, ignore_removed=True)
+
+                assert wait_for(started, 120, step=0.1)
                 assert fleet_script("cut", "fleet-d2").rc == 0
                 run = scaling.result(timeout=300)
                 reachable = placed("backend", ["fleet-d1"])

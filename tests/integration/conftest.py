@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import stat
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 import yaml
-from helpers import COLLECTION, STACK_VARS, STATE_DIR, Client, Figures, playbook
+from helpers import COLLECTION, STACK_VARS, STATE_DIR, Client, Figures, playbook, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,12 +63,7 @@ class Stack:
     def wait_until_none_rests(self, pool: str, timeout: float = 30) -> bool:
         """Whether, within timeout, no member of the pool rests after failed tries (fail_timeout, 10 s): a
         test that killed replicas leaves the LB so for a while, and the next test must not meet it."""
-        deadline = time.monotonic() + timeout
-        while any(m["failing"] for m in self.lb_pool(pool)["members"]):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.5)
-        return True
+        return bool(wait_for(lambda: not any(m["failing"] for m in self.lb_pool(pool)["members"]), timeout))
 
     def lb_workers(self, engine: docker.DockerClient) -> list[int]:
         """PIDs of the LB's nginx worker processes: a reload replaces them, a member change does not."""
