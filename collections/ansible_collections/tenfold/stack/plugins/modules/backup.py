@@ -90,12 +90,12 @@ options:
         nobody counted.
     type: dict
     default: {}
+extends_documentation_fragment:
+  - tenfold.stack.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and say what would change without changing it.
     support: full
   diff_mode:
-    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: partial
     details: O(state=restored) lists the files it would change.
 notes:

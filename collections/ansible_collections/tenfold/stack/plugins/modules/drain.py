@@ -49,13 +49,13 @@ options:
     description: Seconds between polls.
     type: float
     default: 0.1
+extends_documentation_fragment:
+  - tenfold.stack.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and say what would change without changing it.
     support: full
     details: In check mode it does not wait.
   diff_mode:
-    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: none
 """
 

@@ -41,13 +41,13 @@ options:
     description: Seconds to wait for each answer of the LB.
     type: float
     default: 5.0
+extends_documentation_fragment:
+  - tenfold.stack.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and say what would change without changing it.
     support: full
     details: In check mode it reads the pools and reports what would change; it writes nothing.
   diff_mode:
-    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: full
 """
 

@@ -76,18 +76,14 @@ options:
     description: Labels of the validation container.
     type: dict
     default: {}
-  docker_host:
-    description: Docker engine to talk to; the environment's by default.
-    type: str
-requirements:
-  - docker (the Docker SDK for Python) on the target host
+extends_documentation_fragment:
+  - tenfold.stack.docker
+  - tenfold.stack.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and say what would change without changing it.
     support: full
     details: In check mode it compares and reports the diff; it writes, validates and reloads nothing.
   diff_mode:
-    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: full
 """
 

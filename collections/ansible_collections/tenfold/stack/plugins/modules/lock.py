@@ -52,13 +52,13 @@ options:
       - Set by the action plugin when the module runs on another host than the control machine's
         ansible-playbook process; omitted, the module finds the ansible-playbook process above itself.
     type: dict
+extends_documentation_fragment:
+  - tenfold.stack.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and say what would change without changing it.
     support: full
     details: In check mode the lock is neither taken nor released.
   diff_mode:
-    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: none
 """
 

@@ -164,17 +164,13 @@ options:
     description: Seconds a replica has to finish in-flight requests after SIGTERM before it is killed.
     type: int
     default: 30
-  docker_host:
-    description: Docker engine to talk to; the environment's (C(DOCKER_HOST) or the local socket) by default.
-    type: str
-requirements:
-  - docker (the Docker SDK for Python) on the target host
+extends_documentation_fragment:
+  - tenfold.stack.docker
+  - tenfold.stack.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and say what would change without changing it.
     support: full
   diff_mode:
-    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: full
 notes:
   - Scale-down through this module alone does not drain; C(scale.yml) takes replicas out of the load balancer

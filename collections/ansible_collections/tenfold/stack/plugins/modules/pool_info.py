@@ -49,17 +49,13 @@ options:
     description: Address the load balancer reaches the replicas at; by default what reaches O(bind_address).
     type: str
     default: ""
-  docker_host:
-    description: Docker engine to talk to; the environment's by default.
-    type: str
-requirements:
-  - docker (the Docker SDK for Python) on the target host
+extends_documentation_fragment:
+  - tenfold.stack.docker
+  - tenfold.stack.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and say what would change without changing it.
     support: full
   diff_mode:
-    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: none
 """
 

@@ -24,13 +24,13 @@ options:
     description: The event (start, end, trigger, stack, request, pools, result, ...).
     type: dict
     required: true
+extends_documentation_fragment:
+  - tenfold.stack.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and say what would change without changing it.
     support: full
     details: In check mode nothing is written.
   diff_mode:
-    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: none
 """
 

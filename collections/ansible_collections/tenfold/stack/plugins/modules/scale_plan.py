@@ -66,12 +66,12 @@ options:
         a malformed request fails at once, not after waiting for another run's lock.
     type: bool
     default: false
+extends_documentation_fragment:
+  - tenfold.stack.attributes
 attributes:
   check_mode:
-    description: Can run in check mode and say what would change without changing it.
     support: full
   diff_mode:
-    description: Returns what it changed (or would change, in check mode) when run with --diff.
     support: none
 """
 
