@@ -18,13 +18,17 @@ local function reply(status, body)
     return ngx.exit(status)
 end
 
-local function sorted_pools()
-    local names = {}
-    for name in pairs(members.pools()) do
-        names[#names + 1] = name
+local function sorted_keys(t)
+    local keys = {}
+    for key in pairs(t) do
+        keys[#keys + 1] = key
     end
-    table.sort(names)
-    return names
+    table.sort(keys)
+    return keys
+end
+
+local function sorted_pools()
+    return sorted_keys(members.pools())
 end
 
 -- A pool as the API shows it: the set plus each member's requests in flight and whether it rests.
@@ -173,19 +177,9 @@ function M.metrics()
     local hist, fails = {}, {}
     for _, pool in ipairs(pools) do
         local seen = counters[pool] or { members = {} }
-        local ids = {}
-        for id in pairs(seen.members) do
-            ids[#ids + 1] = id
-        end
-        table.sort(ids)
-        for _, id in ipairs(ids) do
+        for _, id in ipairs(sorted_keys(seen.members)) do
             local figures = seen.members[id]
-            local classes = {}
-            for c in pairs(figures.requests) do
-                classes[#classes + 1] = c
-            end
-            table.sort(classes)
-            for _, c in ipairs(classes) do
+            for _, c in ipairs(sorted_keys(figures.requests)) do
                 add("tenfold_lb_requests_total" .. labels({ "pool", pool, "member", id, "code", c }) .. " "
                     .. figures.requests[c])
             end
