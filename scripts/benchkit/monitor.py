@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from ansible_collections.tenfold.stack.plugins.module_utils.state import EVENTS_NAME, LOCK_NAME
+
 from benchkit.host import ROOT, BenchError, json_lines, stop_process
 from benchkit.stack import Stack
 
@@ -48,7 +50,8 @@ class Monitor:
     """A monitor process for `stack`; its scale runs share the stack's work directory (lock, events).
 
     `code`: None for the installed monitor package, or another checkout's monitor/ directory, to compare
-    with a version from before the package (its __main__ found its module_utils itself)."""
+    with a version from before the package (its __main__ found its module_utils itself, and it named the
+    scale lock and events files, not the state directory that holds them)."""
 
     def __init__(self, stack: Stack, workdir: Path, code: Path | None = None, **settings: object) -> None:
         self.stack = stack
@@ -60,6 +63,9 @@ class Monitor:
         values = monitor_settings(
             stack.name, stack.status_port, workdir, stack.workdir, stack.scale_command(), **settings
         )
+        if code:
+            state_dir = Path(str(values.pop("state_dir")))
+            values.update(events_log=str(state_dir / EVENTS_NAME), scale_lock=str(state_dir / LOCK_NAME))
         self.config.write_text(json.dumps(values, indent=2) + "\n")
         self.proc: subprocess.Popen | None = None
         self._offset = 0
