@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-from ansible_collections.tenfold.stack.plugins.module_utils.state import EVENTS_NAME, LOCK_NAME
-
 from benchkit.host import ROOT, BenchError, json_lines, stop_process
 from benchkit.stack import Stack
 
@@ -50,8 +48,10 @@ class Monitor:
     """A monitor process for `stack`; its scale runs share the stack's work directory (lock, events).
 
     `code`: None for the installed monitor package, or another checkout's monitor/ directory, to compare
-    with a version from before the package (its __main__ found its module_utils itself, and it named the
-    scale lock and events files, not the state directory that holds them)."""
+    with a version from before the package (its __main__ found its module_utils itself). Such a monitor runs
+    that checkout's scale.yml with its ansible.cfg (its modules were not a collection yet), and both keep the
+    scale lock and events in that checkout's logs/, where that monitor looks by default (it knows no
+    state_dir)."""
 
     def __init__(self, stack: Stack, workdir: Path, code: Path | None = None, **settings: object) -> None:
         self.stack = stack
@@ -64,14 +64,15 @@ class Monitor:
             stack.name, stack.status_port, workdir, stack.workdir, stack.scale_command(), **settings
         )
         if code:
-            state_dir = Path(str(values.pop("state_dir")))
-            values.update(events_log=str(state_dir / EVENTS_NAME), scale_lock=str(state_dir / LOCK_NAME))
+            del values["state_dir"]
+            values["project_dir"] = str(code.parent)
         self.config.write_text(json.dumps(values, indent=2) + "\n")
         self.proc: subprocess.Popen | None = None
         self._offset = 0
 
     def start(self) -> Monitor:
-        env = self.stack.env(**({"PYTHONPATH": str(self.code)} if self.code else {}))
+        extra = {"PYTHONPATH": str(self.code), "ANSIBLE_CONFIG": str(self.code.parent / "ansible.cfg")}
+        env = self.stack.env(**(extra if self.code else {}))
         with (self.workdir / "stderr.log").open("w") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tenfold_monitor", "run", "--config", str(self.config)],
