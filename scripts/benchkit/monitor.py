@@ -71,8 +71,10 @@ class Monitor:
         self._offset = 0
 
     def start(self) -> Monitor:
-        extra = {"PYTHONPATH": str(self.code), "ANSIBLE_CONFIG": str(self.code.parent / "ansible.cfg")}
-        env = self.stack.env(**(extra if self.code else {}))
+        code = self.code
+        env = self.stack.env(
+            **({"PYTHONPATH": str(code), "ANSIBLE_CONFIG": str(code.parent / "ansible.cfg")} if code else {})
+        )
         with (self.workdir / "stderr.log").open("w") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tenfold_monitor", "run", "--config", str(self.config)],
